@@ -1,0 +1,3 @@
+module github.com/writeboost/writeboost
+
+go 1.26
