@@ -13,6 +13,7 @@ import (
 	"io"
 	"sync"
 
+	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/layout"
 )
 
@@ -122,7 +123,7 @@ func Scan(dev io.ReaderAt, size int64) (*Log, error) {
 		return nil, err
 	}
 	l := &Log{Geometry: g}
-	sb := alignedBuffer(layout.SectorSize)
+	sb := blockdev.AlignedBuffer(layout.SectorSize)
 	if err := readFull(dev, sb, 0); err != nil {
 		return nil, fmt.Errorf("replay: read superblock: %w", err)
 	}
@@ -259,7 +260,7 @@ func readSegments(dev io.ReaderAt, g layout.Geometry, fn func(slot uint64, seg [
 	const depth = 2
 	free := make(chan []byte, depth)
 	for range depth {
-		free <- alignedBuffer(chunkSegments * layout.SegmentSize)
+		free <- blockdev.AlignedBuffer(chunkSegments * layout.SegmentSize)
 	}
 	full := make(chan chunk, depth)
 	done := make(chan struct{})
