@@ -1,0 +1,33 @@
+package control
+
+import "errors"
+
+// Errors of this package; test them with errors.Is.
+var (
+	// ErrSyntax marks a malformed status line, table line or request.
+	ErrSyntax = errors.New("control: syntax error")
+	// ErrBadMessage marks a message or optional argument that is unknown,
+	// malformed or out of the kernel's range.
+	ErrBadMessage = errors.New("control: bad message")
+	// ErrStaticOption marks a message that tries to change an option that
+	// can only be set when the volume is created.
+	ErrStaticOption = errors.New("control: static option")
+	// ErrBadName marks a volume name outside [A-Za-z0-9._-]{1,64}.
+	ErrBadName = errors.New("control: bad volume name")
+	// ErrNoVolume marks a name with no running volume.
+	ErrNoVolume = errors.New("control: no such volume")
+	// ErrVolumeLive marks a name whose volume is running.
+	ErrVolumeLive = errors.New("control: volume is running")
+	// ErrPermission marks a peer that may not use the control socket.
+	ErrPermission = errors.New("control: permission denied")
+	// ErrClosed marks a client whose connection is gone.
+	ErrClosed = errors.New("control: connection closed")
+)
+
+// RemoteError is an error the server reported for one request.
+type RemoteError struct {
+	Op  string // the request's op
+	Msg string // the server's error text
+}
+
+func (e *RemoteError) Error() string { return e.Msg }

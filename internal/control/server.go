@@ -1,0 +1,248 @@
+package control
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Volume is what the control server needs of a running volume; the engine
+// (through wb-create) implements it.
+type Volume interface {
+	// Status returns a snapshot; it must not block on I/O.
+	Status() Status
+	// Table returns the table line (FormatTableLine).
+	Table() string
+	// Message carries out a validated message; args are Message.Args() of
+	// a ParseMessage result. It returns when done or when ctx is
+	// cancelled (the client went away, or the server stops); a cancelled
+	// drop_caches must leave the volume as healthy as before.
+	Message(ctx context.Context, args []string) (string, error)
+}
+
+// writeTimeout bounds writing one response, so a client that stops reading
+// does not hold a connection goroutine until shutdown.
+const writeTimeout = 10 * time.Second
+
+// Listen creates the control socket RUNDIR/NAME.ctl, mode 0600. The socket
+// file is removed when the listener is closed. The caller must have
+// claimed the name (ClaimName) so that no stale socket is in the way.
+func Listen(dir, name string) (*net.UnixListener, error) {
+	if err := ValidName(name); err != nil {
+		return nil, err
+	}
+	path := ControlPath(dir, name)
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("listen on control socket: %w", err)
+	}
+	// NB: between bind and chmod the socket has the umask's mode; the run
+	// directory is 0700, so nobody else can reach it in that window.
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("control socket mode: %w", err)
+	}
+	l.SetUnlinkOnClose(true)
+	return l, nil
+}
+
+// Serve answers control requests on l until ctx is cancelled, then closes
+// l and every connection, waits for their goroutines, and returns nil. It
+// returns an error if accepting fails for another reason. l must be a unix
+// socket listener: only root and the owner of the directory holding the
+// socket may connect (checked with SO_PEERCRED).
+func Serve(ctx context.Context, l net.Listener, v Volume) error {
+	ul, ok := l.(*net.UnixListener)
+	if !ok {
+		return fmt.Errorf("control: serve: need a unix socket listener, got %T", l)
+	}
+	owner, err := socketDirOwner(ul)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { l.Close() })
+	defer stop()
+
+	var wg sync.WaitGroup
+	defer wg.Wait() // every connection goroutine has stopped before Serve returns
+	for {
+		c, err := ul.AcceptUnix()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			cancel()
+			return fmt.Errorf("control: accept: %w", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			serveConn(ctx, c, v, owner)
+		}()
+	}
+}
+
+// socketDirOwner returns the uid owning the directory of l's socket: the
+// run directory.
+func socketDirOwner(l *net.UnixListener) (uint32, error) {
+	addr, ok := l.Addr().(*net.UnixAddr)
+	if !ok || addr.Name == "" || addr.Name[0] == '@' {
+		return 0, fmt.Errorf("control: serve: listener %v is not a socket file", l.Addr())
+	}
+	fi, err := os.Stat(filepath.Dir(addr.Name))
+	if err != nil {
+		return 0, fmt.Errorf("control: serve: %w", err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, fmt.Errorf("control: serve: no owner for %s", filepath.Dir(addr.Name))
+	}
+	return st.Uid, nil
+}
+
+// peerUID returns the uid of the process at the other end of c.
+func peerUID(c *net.UnixConn) (uint32, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var cred *unix.Ucred
+	var credErr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return 0, err
+	}
+	if credErr != nil {
+		return 0, credErr
+	}
+	return cred.Uid, nil
+}
+
+// lineItem is what a connection's reader hands its handler: a request
+// line, or the error that ended reading.
+type lineItem struct {
+	line []byte
+	err  error
+}
+
+// serveConn answers the requests of one connection in order. Its reader
+// goroutine owns reading: on EOF or a read error it cancels msgCtx, which
+// stops a running Message (the client went away), and closes lines. The
+// handler owns writing and the connection; it returns once lines is closed
+// or a write fails, and waits for the reader before returning.
+func serveConn(ctx context.Context, c *net.UnixConn, v Volume, owner uint32) {
+	defer c.Close()
+	// Server shutdown closes the connection, which ends both goroutines.
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+
+	uid, err := peerUID(c)
+	if err != nil {
+		writeResponse(c, Response{Error: fmt.Sprintf("control: peer credentials: %v", err)})
+		return
+	}
+	if uid != 0 && uid != owner {
+		writeResponse(c, Response{Error: fmt.Sprintf("%v: uid %d is neither root nor the owner (uid %d) of the run directory", ErrPermission, uid, owner)})
+		return
+	}
+
+	msgCtx, gone := context.WithCancel(ctx)
+	defer gone()
+	lines := make(chan lineItem)
+	done := make(chan struct{}) // closed when the handler stops taking lines
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(lines)
+		defer gone()
+		sc := bufio.NewScanner(c)
+		sc.Buffer(make([]byte, 0, 4096), MaxLineLen)
+		for sc.Scan() {
+			line := append([]byte(nil), sc.Bytes()...)
+			select {
+			case lines <- lineItem{line: line}:
+			case <-done:
+				return
+			}
+		}
+		if err := sc.Err(); errors.Is(err, bufio.ErrTooLong) {
+			select {
+			case lines <- lineItem{err: fmt.Errorf("%w: request line longer than %d bytes", ErrSyntax, MaxLineLen)}:
+			case <-done:
+			}
+		}
+	}()
+	defer wg.Wait()
+	defer close(done)
+
+	for it := range lines {
+		if it.err != nil {
+			writeResponse(c, Response{Error: it.err.Error()})
+			return
+		}
+		if len(it.line) == 0 {
+			continue
+		}
+		if err := writeResponse(c, handle(msgCtx, it.line, v)); err != nil {
+			return
+		}
+	}
+}
+
+// handle answers one request line.
+func handle(ctx context.Context, line []byte, v Volume) Response {
+	req, err := DecodeRequest(line)
+	if err != nil {
+		return Response{Error: err.Error()}
+	}
+	switch req.Op {
+	case OpStatus:
+		s := v.Status()
+		return Response{OK: true, Status: &s}
+	case OpTable:
+		return Response{OK: true, Table: v.Table()}
+	case OpMessage:
+		m, err := ParseMessage(req.Args)
+		if err != nil {
+			return Response{Error: err.Error()}
+		}
+		if err := ctx.Err(); err != nil {
+			return Response{Error: fmt.Sprintf("%s: not started: client gone", m.Args()[0])}
+		}
+		res, err := v.Message(ctx, m.Args())
+		if err != nil {
+			return Response{Error: err.Error()}
+		}
+		return Response{OK: true, Result: res}
+	}
+	return Response{Error: fmt.Sprintf("%v: unknown op %q", ErrSyntax, req.Op)}
+}
+
+func writeResponse(c net.Conn, r Response) error {
+	b, err := encodeLine(r)
+	if err != nil {
+		b, _ = encodeLine(Response{Error: fmt.Sprintf("control: encode response: %v", err)})
+	}
+	if err := c.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {
+		return err
+	}
+	_, err = c.Write(b)
+	return err
+}
