@@ -1,0 +1,529 @@
+package nbd
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+)
+
+// conn is one client connection. Its goroutine (conn.serve) owns the read
+// side: it runs the handshake, then reads requests and starts one goroutine
+// per request, bounded by MaxInFlight and MaxInFlightBytes. Those request
+// goroutines write their replies, in completion order, under wmu. The
+// connection goroutine waits for all of them before it closes the socket.
+type conn struct {
+	s  *Server
+	nc net.Conn
+	br *bufio.Reader
+
+	mu   sync.Mutex // protects stopped, nInflight, bytesInflight; cond's lock
+	cond *sync.Cond // signalled when a request leaves the in-flight set
+	// stopped is set by Shutdown: the read side has been interrupted and
+	// no deadline may be extended again.
+	stopped       bool
+	nInflight     int
+	bytesInflight int64
+
+	wmu  sync.Mutex // serialises replies on nc: one reply is one write
+	wErr error      // first reply write error, under wmu; later replies are dropped
+
+	wg sync.WaitGroup // request goroutines
+
+	fixed    bool // client set NBD_FLAG_C_FIXED_NEWSTYLE
+	noZeroes bool // client set NBD_FLAG_C_NO_ZEROES
+}
+
+// serve runs a connection from the handshake to its close.
+func (c *conn) serve() {
+	defer c.s.removeConn(c)
+	defer c.nc.Close()
+	c.br = bufio.NewReaderSize(c.nc, 64<<10)
+	e, err := c.handshake()
+	if err != nil {
+		if c.isStopped() {
+			c.s.log.Debug("nbd: handshake interrupted by shutdown", "remote", c.remote())
+		} else {
+			c.s.log.Info("nbd: handshake failed", "remote", c.remote(), "err", err)
+		}
+		return
+	}
+	if e == nil { // NBD_OPT_ABORT
+		return
+	}
+	c.s.log.Debug("nbd: transmission", "remote", c.remote(), "export", e.Name)
+	c.transmit(e)
+}
+
+// serveExport runs a connection that skips the handshake, as the kernel's
+// nbd driver expects: it was negotiated out of band (Attach).
+func (c *conn) serveExport(e *Export) {
+	defer c.s.removeConn(c)
+	defer c.nc.Close()
+	c.br = bufio.NewReaderSize(c.nc, 64<<10)
+	c.transmit(e)
+}
+
+func (c *conn) remote() string {
+	if a := c.nc.RemoteAddr(); a != nil && a.String() != "" {
+		return a.String()
+	}
+	return "local"
+}
+
+// stopReading interrupts the connection's reads for Shutdown: a handshake
+// ends, a transmission stops reading requests and drains.
+func (c *conn) stopReading() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stopped = true
+	c.nc.SetReadDeadline(time.Unix(1, 0))
+	c.cond.Broadcast()
+}
+
+func (c *conn) isStopped() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stopped
+}
+
+// setDeadline sets the socket deadline unless Shutdown already expired it.
+func (c *conn) setDeadline(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.stopped {
+		c.nc.SetDeadline(t)
+	}
+}
+
+// --- handshake ---
+
+// handshake runs the fixed newstyle negotiation. It returns the export
+// chosen by NBD_OPT_GO or NBD_OPT_EXPORT_NAME, nil and no error after
+// NBD_OPT_ABORT, or an error that closes the connection.
+func (c *conn) handshake() (*Export, error) {
+	c.setDeadline(time.Now().Add(c.s.opts.HandshakeTimeout))
+	defer c.setDeadline(time.Time{})
+
+	var hello [18]byte
+	binary.BigEndian.PutUint64(hello[0:8], magicInit)
+	binary.BigEndian.PutUint64(hello[8:16], magicOpt)
+	binary.BigEndian.PutUint16(hello[16:18], flagFixedNewstyle|flagNoZeroes)
+	if _, err := c.nc.Write(hello[:]); err != nil {
+		return nil, fmt.Errorf("send handshake: %w", err)
+	}
+	var cf [4]byte
+	if _, err := io.ReadFull(c.br, cf[:]); err != nil {
+		return nil, fmt.Errorf("read client flags: %w", err)
+	}
+	flags := binary.BigEndian.Uint32(cf[:])
+	// The server MUST drop a client that sets a flag it does not know.
+	if flags&^clientFlagsKnown != 0 {
+		return nil, fmt.Errorf("%w: unknown client flags %#x", ErrProtocol, flags)
+	}
+	c.fixed = flags&clientFlagFixedNewstyle != 0
+	c.noZeroes = flags&clientFlagNoZeroes != 0
+
+	for i := 0; ; i++ {
+		if i == maxOptions {
+			return nil, fmt.Errorf("%w: more than %d options", ErrProtocol, maxOptions)
+		}
+		e, done, err := c.option()
+		if err != nil || done {
+			return e, err
+		}
+	}
+}
+
+// option reads and answers one option. done means option haggling is over:
+// with an export (transmission follows) or without (NBD_OPT_ABORT).
+func (c *conn) option() (e *Export, done bool, err error) {
+	var hdr [optHeaderSize]byte
+	if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
+		return nil, true, fmt.Errorf("read option header: %w", err)
+	}
+	if m := binary.BigEndian.Uint64(hdr[0:8]); m != magicOpt {
+		return nil, true, fmt.Errorf("%w: option magic %#016x", ErrProtocol, m)
+	}
+	opt := binary.BigEndian.Uint32(hdr[8:12])
+	length := binary.BigEndian.Uint32(hdr[12:16])
+	if length > maxOptionLength {
+		// Reading the data to stay in step would let a client make us
+		// read 4 GiB: refuse, and drop the connection.
+		if c.fixed {
+			c.optReply(opt, repErrTooBig, []byte("option data too long"))
+		}
+		return nil, true, fmt.Errorf("%w: option %d with %d bytes of data, limit %d", ErrProtocol, opt, length, maxOptionLength)
+	}
+	data := make([]byte, length)
+	if _, err := io.ReadFull(c.br, data); err != nil {
+		return nil, true, fmt.Errorf("read option %d data: %w", opt, err)
+	}
+	// A client without NBD_FLAG_C_FIXED_NEWSTYLE speaks plain newstyle,
+	// which knows no option but NBD_OPT_EXPORT_NAME and cannot parse
+	// option replies: anything else ends the session, as old servers did.
+	if !c.fixed && opt != optExportName {
+		return nil, true, fmt.Errorf("%w: option %d from a client without fixed newstyle", ErrProtocol, opt)
+	}
+
+	switch opt {
+	case optExportName:
+		return c.optExportName(data)
+	case optAbort:
+		// The client may already have gone: the reply is best effort.
+		c.optReply(opt, repAck, nil)
+		return nil, true, nil
+	case optList:
+		return nil, false, c.optList(data)
+	case optInfo, optGo:
+		return c.optInfoGo(opt, data)
+	default:
+		// NBD_OPT_STARTTLS (NOTLS mode), NBD_OPT_STRUCTURED_REPLY (simple
+		// replies only), the metadata contexts and extended headers,
+		// which need structured replies, and anything unknown.
+		return nil, false, c.optReply(opt, repErrUnsup, fmt.Appendf(nil, "option %d not supported", opt))
+	}
+}
+
+// optExportName answers NBD_OPT_EXPORT_NAME, which cannot fail gracefully:
+// an unknown name closes the session.
+func (c *conn) optExportName(data []byte) (*Export, bool, error) {
+	if len(data) > maxNameLength {
+		return nil, true, fmt.Errorf("%w: export name of %d bytes", ErrProtocol, len(data))
+	}
+	e, ok := c.s.lookup(string(data))
+	if !ok {
+		return nil, true, fmt.Errorf("%w: %q (NBD_OPT_EXPORT_NAME)", ErrUnknownExport, data)
+	}
+	b := make([]byte, 10, 10+exportNameZeros)
+	binary.BigEndian.PutUint64(b[0:8], uint64(e.Backend.Size()))
+	binary.BigEndian.PutUint16(b[8:10], c.s.transmissionFlags(e))
+	if !c.noZeroes {
+		b = b[:10+exportNameZeros]
+	}
+	if _, err := c.nc.Write(b); err != nil {
+		return nil, true, fmt.Errorf("send export info: %w", err)
+	}
+	return e, true, nil
+}
+
+// optList answers NBD_OPT_LIST: one NBD_REP_SERVER per export, then ACK.
+func (c *conn) optList(data []byte) error {
+	if len(data) != 0 {
+		return c.optReply(optList, repErrInvalid, []byte("NBD_OPT_LIST takes no data"))
+	}
+	for i := range c.s.exports {
+		e := &c.s.exports[i]
+		b := binary.BigEndian.AppendUint32(make([]byte, 0, 4+len(e.Name)+len(e.Description)), uint32(len(e.Name)))
+		b = append(b, e.Name...)
+		b = append(b, e.Description...)
+		if err := c.optReply(optList, repServer, b); err != nil {
+			return err
+		}
+	}
+	return c.optReply(optList, repAck, nil)
+}
+
+// optInfoGo answers NBD_OPT_INFO and NBD_OPT_GO: NBD_INFO_EXPORT always,
+// NBD_INFO_BLOCK_SIZE always (the spec lets a server send it unasked, and
+// clients that honour it avoid sub-sector requests), NBD_INFO_NAME and
+// NBD_INFO_DESCRIPTION when asked for; then ACK. After the ACK to GO the
+// transmission begins.
+func (c *conn) optInfoGo(opt uint32, data []byte) (*Export, bool, error) {
+	ir, err := parseInfoRequest(data)
+	if err != nil {
+		return nil, false, c.optReply(opt, repErrInvalid, []byte(err.Error()))
+	}
+	e, ok := c.s.lookup(ir.name)
+	if !ok {
+		return nil, false, c.optReply(opt, repErrUnknown, fmt.Appendf(nil, "unknown export %q", ir.name))
+	}
+
+	var b [14]byte
+	binary.BigEndian.PutUint16(b[0:2], infoExport)
+	binary.BigEndian.PutUint64(b[2:10], uint64(e.Backend.Size()))
+	binary.BigEndian.PutUint16(b[10:12], c.s.transmissionFlags(e))
+	if err := c.optReply(opt, repInfo, b[:12]); err != nil {
+		return nil, true, err
+	}
+	binary.BigEndian.PutUint16(b[0:2], infoBlockSize)
+	binary.BigEndian.PutUint32(b[2:6], MinBlockSize)
+	binary.BigEndian.PutUint32(b[6:10], PreferredBlockSize)
+	binary.BigEndian.PutUint32(b[10:14], MaxPayload)
+	if err := c.optReply(opt, repInfo, b[:14]); err != nil {
+		return nil, true, err
+	}
+	var sentName, sentDesc bool
+	for _, it := range ir.infos {
+		var s string
+		switch {
+		case it == infoName && !sentName:
+			s, sentName = e.Name, true
+		case it == infoDescription && !sentDesc && e.Description != "":
+			s, sentDesc = e.Description, true
+		default:
+			continue // unknown or repeated requests are ignored, as the spec allows
+		}
+		payload := binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(s)), it)
+		if err := c.optReply(opt, repInfo, append(payload, s...)); err != nil {
+			return nil, true, err
+		}
+	}
+	if err := c.optReply(opt, repAck, nil); err != nil {
+		return nil, true, err
+	}
+	if opt == optGo {
+		return e, true, nil
+	}
+	return nil, false, nil
+}
+
+// optReply sends one option reply in one write.
+func (c *conn) optReply(opt, typ uint32, data []byte) error {
+	b := make([]byte, optReplyHdrSize, optReplyHdrSize+len(data))
+	binary.BigEndian.PutUint64(b[0:8], magicOptReply)
+	binary.BigEndian.PutUint32(b[8:12], opt)
+	binary.BigEndian.PutUint32(b[12:16], typ)
+	binary.BigEndian.PutUint32(b[16:20], uint32(len(data)))
+	b = append(b, data...)
+	if _, err := c.nc.Write(b); err != nil {
+		return fmt.Errorf("send reply to option %d: %w", opt, err)
+	}
+	return nil
+}
+
+// --- transmission ---
+
+// transmit reads requests until the client disconnects, sends NBD_CMD_DISC,
+// breaks the protocol, or Shutdown stops the read side; then it waits for
+// the requests in flight, whose replies still go out.
+func (c *conn) transmit(e *Export) {
+	defer c.wg.Wait()
+	size := uint64(e.Backend.Size())
+	flags := c.s.transmissionFlags(e)
+	var hdr [requestSize]byte
+	for {
+		if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
+			c.readEnded(err, "request header")
+			return
+		}
+		req, err := parseRequest(&hdr)
+		if err != nil {
+			c.s.log.Warn("nbd: closing connection", "remote", c.remote(), "err", err)
+			return
+		}
+		if req.typ == cmdDisc {
+			// Soft disconnect: the deferred wait sends what is in flight.
+			return
+		}
+		if err := c.dispatch(e, size, flags, req); err != nil {
+			c.readEnded(err, "request")
+			return
+		}
+	}
+}
+
+// readEnded logs why the read side of a transmission ended, quietly when it
+// is an ordinary end (client gone, Shutdown).
+func (c *conn) readEnded(err error, what string) {
+	switch {
+	case c.isStopped():
+		c.s.log.Debug("nbd: stopped reading for shutdown", "remote", c.remote())
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+		c.s.log.Debug("nbd: client disconnected", "remote", c.remote())
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, os.ErrDeadlineExceeded):
+		c.s.log.Info("nbd: client disconnected mid-"+what, "remote", c.remote())
+	default:
+		c.s.log.Warn("nbd: closing connection", "remote", c.remote(), "err", err)
+	}
+}
+
+// check validates a request against the export and returns the NBD error
+// to answer it with, or 0. Per the spec: unknown commands and flags are
+// EINVAL; writes on a read-only export EPERM; ranges past the end EINVAL,
+// but ENOSPC for writes.
+func check(e *Export, size uint64, flags uint16, req request) uint32 {
+	// NBD_CMD_FLAG_FUA is valid on every command once NBD_FLAG_SEND_FUA is
+	// advertised (clients are known to set it on reads); NO_HOLE only
+	// qualifies WRITE_ZEROES.
+	allowed := cmdFlagFUA
+	write := false
+	switch req.typ {
+	case cmdRead:
+	case cmdWrite, cmdTrim:
+		write = true
+	case cmdWriteZeroes:
+		write = true
+		allowed |= cmdFlagNoHole
+	case cmdFlush:
+		if req.offset != 0 || req.length != 0 {
+			return errInval
+		}
+	default:
+		return errInval
+	}
+	if req.flags&^allowed != 0 {
+		return errInval
+	}
+	if write && flags&FlagReadOnly != 0 {
+		return errPerm
+	}
+	if req.typ == cmdFlush {
+		return 0
+	}
+	if (req.typ == cmdRead || req.typ == cmdWrite) && req.length > MaxPayload {
+		return errInval
+	}
+	if req.length == 0 {
+		return errInval
+	}
+	if req.offset > size || uint64(req.length) > size-req.offset {
+		if req.typ == cmdWrite || req.typ == cmdWriteZeroes {
+			return errNoSpc
+		}
+		return errInval
+	}
+	return 0
+}
+
+// dispatch validates a request, reads its payload, and hands it to a request
+// goroutine. An error means the stream cannot go on.
+func (c *conn) dispatch(e *Export, size uint64, flags uint16, req request) error {
+	code := check(e, size, flags, req)
+	if req.typ == cmdWrite {
+		if req.length > MaxPayload {
+			// The payload follows the header and we will not read 4 GiB to
+			// skip it: the stream cannot be resynchronised.
+			c.reply(req.handle, errInval, nil)
+			return fmt.Errorf("%w: write of %d bytes, limit %d", ErrProtocol, req.length, MaxPayload)
+		}
+		// Read the payload even for a refused write, to stay in step.
+		n := int(req.length)
+		c.acquire(int64(n))
+		buf := getBuf(n)
+		if _, err := io.ReadFull(c.br, *buf); err != nil {
+			putBuf(buf)
+			c.release(int64(n))
+			return fmt.Errorf("read write payload: %w", err)
+		}
+		if code != 0 {
+			putBuf(buf)
+			c.release(int64(n))
+			c.reply(req.handle, code, nil)
+			return nil
+		}
+		c.wg.Go(func() {
+			defer c.release(int64(n))
+			defer putBuf(buf)
+			err := e.Backend.WriteAt(*buf, int64(req.offset), req.flags&cmdFlagFUA != 0)
+			c.replyErr(req, err)
+		})
+		return nil
+	}
+	if code != 0 {
+		c.reply(req.handle, code, nil)
+		return nil
+	}
+
+	off, length, fua := int64(req.offset), int64(req.length), req.flags&cmdFlagFUA != 0
+	switch req.typ {
+	case cmdRead:
+		c.acquire(length)
+		c.wg.Go(func() {
+			defer c.release(length)
+			buf := getBuf(int(length))
+			defer putBuf(buf)
+			if err := e.Backend.ReadAt(*buf, off); err != nil {
+				// No payload after an error reply: the client would not
+				// know how much to skip.
+				c.replyErr(req, err)
+				return
+			}
+			c.reply(req.handle, 0, *buf)
+		})
+	case cmdFlush:
+		c.acquire(0)
+		c.wg.Go(func() {
+			defer c.release(0)
+			c.replyErr(req, e.Backend.Flush())
+		})
+	case cmdTrim:
+		c.acquire(0)
+		c.wg.Go(func() {
+			defer c.release(0)
+			err := e.Backend.Trim(off, length)
+			if err == nil && fua {
+				// Backend.Trim has no FUA: a flush persists it.
+				err = e.Backend.Flush()
+			}
+			c.replyErr(req, err)
+		})
+	case cmdWriteZeroes:
+		c.acquire(0)
+		c.wg.Go(func() {
+			defer c.release(0)
+			c.replyErr(req, e.Backend.WriteZeroes(off, length, fua))
+		})
+	}
+	return nil
+}
+
+// acquire waits until the connection may start one more request holding n
+// payload bytes. Only the connection goroutine acquires, so a request
+// larger than the byte budget still runs once nothing else is in flight.
+func (c *conn) acquire(n int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for c.nInflight >= c.s.opts.MaxInFlight || (c.nInflight > 0 && c.bytesInflight+n > c.s.opts.MaxInFlightBytes) {
+		c.cond.Wait()
+	}
+	c.nInflight++
+	c.bytesInflight += n
+}
+
+func (c *conn) release(n int64) {
+	c.mu.Lock()
+	c.nInflight--
+	c.bytesInflight -= n
+	c.mu.Unlock()
+	c.cond.Signal()
+}
+
+// replyErr replies to a request with the NBD code of a backend error.
+func (c *conn) replyErr(req request, err error) {
+	if err != nil {
+		c.s.log.Debug("nbd: request failed", "remote", c.remote(), "type", req.typ,
+			"offset", req.offset, "length", req.length, "err", err)
+	}
+	c.reply(req.handle, errnoOf(err), nil)
+}
+
+// reply sends a simple reply, header and data in one writev. After a
+// failed write the socket is closed (the reader then stops) and further
+// replies are dropped: the client is gone or the stream is broken.
+func (c *conn) reply(handle uint64, code uint32, data []byte) {
+	var hdr [simpleReplySize]byte
+	putSimpleReply(&hdr, code, handle)
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.wErr != nil {
+		return
+	}
+	var err error
+	if len(data) == 0 {
+		_, err = c.nc.Write(hdr[:])
+	} else {
+		bufs := net.Buffers{hdr[:], data}
+		_, err = bufs.WriteTo(c.nc)
+	}
+	if err != nil {
+		c.wErr = err
+		c.nc.Close()
+		c.s.log.Debug("nbd: reply failed", "remote", c.remote(), "err", err)
+	}
+}
