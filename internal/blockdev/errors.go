@@ -20,3 +20,7 @@ var (
 	// opened read-only (Sync is allowed and does nothing harmful).
 	ErrReadOnly = errors.New("blockdev: device is read-only")
 )
+
+// ErrInjected marks a failure made up by Faulty. The same error also wraps
+// syscall.EIO, which is what the engine sees from a real disk.
+var ErrInjected = errors.New("blockdev: injected fault")

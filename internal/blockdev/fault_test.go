@@ -1,0 +1,173 @@
+package blockdev
+
+import (
+	"bytes"
+	"errors"
+	"sync"
+	"syscall"
+	"testing"
+)
+
+// outcomes runs op n times and returns which attempts failed (1-based).
+func outcomes(t *testing.T, n int, op func() error) []int {
+	t.Helper()
+	var failed []int
+	for i := 1; i <= n; i++ {
+		if err := op(); err != nil {
+			if !errors.Is(err, syscall.EIO) || !errors.Is(err, ErrInjected) {
+				t.Fatalf("attempt %d: %v does not wrap EIO and ErrInjected", i, err)
+			}
+			failed = append(failed, i)
+		}
+	}
+	return failed
+}
+
+func equalInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestFaultyRules(t *testing.T) {
+	buf := make([]byte, 512)
+	cases := []struct {
+		name string
+		rule Rule
+		op   func(f *Faulty) error
+		want []int
+	}{
+		{"next 3 writes", Rule{Ops: OpWrite, Times: 3},
+			func(f *Faulty) error { _, err := f.WriteAt(buf, 0); return err }, []int{1, 2, 3}},
+		{"every 4th read", Rule{Ops: OpRead, Every: 4},
+			func(f *Faulty) error { _, err := f.ReadAt(buf, 0); return err }, []int{4, 8}},
+		{"skip 2 then 1 sync", Rule{Ops: OpSync, Skip: 2, Times: 1},
+			func(f *Faulty) error { return f.Sync() }, []int{3}},
+		{"permanent discard", Rule{Ops: OpDiscard},
+			func(f *Faulty) error { return f.Discard(0, 512) }, []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}},
+		{"every 3rd, twice", Rule{Ops: OpWrite, Every: 3, Times: 2},
+			func(f *Faulty) error { _, err := f.WriteAt(buf, 0); return err }, []int{3, 6}},
+		{"reads only, writes pass", Rule{Ops: OpRead},
+			func(f *Faulty) error { _, err := f.WriteAt(buf, 0); return err }, nil},
+		{"range elsewhere", Rule{Ops: OpAll, Off: 4096, Len: 4096},
+			func(f *Faulty) error { _, err := f.WriteAt(buf, 3584); return err }, nil},
+		{"range overlap", Rule{Ops: OpAll, Off: 4096, Len: 4096},
+			func(f *Faulty) error { _, err := f.WriteAt(buf, 3585); return err }, []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}},
+		{"ranged rule ignores sync", Rule{Ops: OpAll, Off: 0, Len: 1 << 20},
+			func(f *Faulty) error { return f.Sync() }, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			f := NewFaulty(NewMem(1 << 20))
+			f.Inject(c.rule)
+			if got := outcomes(t, 10, func() error { return c.op(f) }); !equalInts(got, c.want) {
+				t.Fatalf("failed attempts %v, want %v", got, c.want)
+			}
+			if got := f.Stats().Faults; got != int64(len(c.want)) {
+				t.Fatalf("Stats().Faults = %d, want %d", got, len(c.want))
+			}
+		})
+	}
+}
+
+func TestFaultyFailedOpsDoNothing(t *testing.T) {
+	m := NewMem(8192)
+	f := NewFaulty(m)
+	id := f.Inject(Rule{Ops: OpWrite | OpDiscard})
+	mustWrite(t, m, 0, pattern(1, 4096))
+	if n, err := f.WriteAt(pattern(2, 4096), 0); n != 0 || err == nil {
+		t.Fatalf("write: n=%d err=%v, want a failure", n, err)
+	}
+	if err := f.Discard(0, 4096); err == nil {
+		t.Fatal("discard passed")
+	}
+	if got := mustRead(t, m, 0, 4096); !bytes.Equal(got, pattern(1, 4096)) {
+		t.Fatal("a failed write or discard reached the device")
+	}
+	f.Remove(id)
+	mustWrite(t, f, 0, pattern(3, 4096))
+	if got := mustRead(t, m, 0, 4096); !bytes.Equal(got, pattern(3, 4096)) {
+		t.Fatal("write after Remove did not reach the device")
+	}
+	f.Inject(Rule{Ops: OpAll})
+	if _, err := f.ReadAt(make([]byte, 512), 0); err == nil {
+		t.Fatal("read passed a permanent rule")
+	}
+	f.Clear()
+	if got := mustRead(t, f, 0, 4096); !bytes.Equal(got, pattern(3, 4096)) {
+		t.Fatal("read after Clear differs")
+	}
+	want := FaultStats{Reads: 2, Writes: 2, Discards: 1, Faults: 3}
+	if got := f.Stats(); got != want {
+		t.Fatalf("Stats = %+v, want %+v", got, want)
+	}
+	if f.Size() != 8192 || f.Inner() != Device(m) {
+		t.Fatal("Size or Inner do not pass through")
+	}
+}
+
+func TestFaultyTear(t *testing.T) {
+	for _, tc := range []struct {
+		at, wantN int64
+	}{{1536, 1536}, {0, 0}, {9000, 4096}} {
+		m := NewMem(8192)
+		f := NewFaulty(m)
+		f.Inject(Rule{Ops: OpWrite, Times: 1, Tear: true, TearAt: tc.at})
+		p := pattern(4, 4096)
+		n, err := f.WriteAt(p, 4096)
+		if int64(n) != tc.wantN || !errors.Is(err, syscall.EIO) {
+			t.Fatalf("tear at %d: n=%d err=%v, want %d and EIO", tc.at, n, err, tc.wantN)
+		}
+		got := mustRead(t, m, 4096, 4096)
+		want := append(append([]byte(nil), p[:tc.wantN]...), make([]byte, 4096-tc.wantN)...)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("tear at %d: device holds the wrong bytes", tc.at)
+		}
+		// Times: 1 retired the rule.
+		mustWrite(t, f, 4096, p)
+	}
+}
+
+func TestFaultyConcurrent(t *testing.T) {
+	f := NewFaulty(NewMem(1 << 20))
+	f.Inject(Rule{Ops: OpWrite, Every: 5})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	failed := 0
+	for g := range 4 {
+		wg.Go(func() {
+			buf := make([]byte, 512)
+			for i := range 100 {
+				if _, err := f.WriteAt(buf, int64(g*100+i)*512); err != nil {
+					mu.Lock()
+					failed++
+					mu.Unlock()
+				}
+				if i == 50 && g == 0 {
+					f.Inject(Rule{Ops: OpRead, Times: 1})
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if failed != 80 {
+		t.Fatalf("%d of 400 writes failed, want every 5th = 80", failed)
+	}
+	if s := f.Stats(); s.Writes != 400 || s.Faults != 80 {
+		t.Fatalf("Stats = %+v", s)
+	}
+}
+
+func TestOpString(t *testing.T) {
+	for op, want := range map[Op]string{OpRead: "read", OpWrite | OpSync: "write|sync", OpAll: "read|write|sync|discard", 0: "none"} {
+		if got := op.String(); got != want {
+			t.Errorf("%d: %q, want %q", op, got, want)
+		}
+	}
+}
