@@ -19,7 +19,7 @@ import (
 
 // directDir is a directory whose filesystem takes O_DIRECT (ext4 or xfs
 // under /var/tmp on the build machines; tmpfs only since Linux 6.6).
-func directDir(t *testing.T) string {
+func directDir(t testing.TB) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("/var/tmp", "blockdev-test-")
 	if err != nil {
@@ -29,7 +29,7 @@ func directDir(t *testing.T) string {
 	return dir
 }
 
-func makeFile(t *testing.T, dir string, size int64) string {
+func makeFile(t testing.TB, dir string, size int64) string {
 	t.Helper()
 	path := filepath.Join(dir, "dev.img")
 	if err := os.WriteFile(path, nil, 0o600); err != nil {
@@ -402,4 +402,27 @@ func TestLoopDevice(t *testing.T) {
 		t.Fatalf("exclusive open of %s after Close: %v", loop, err)
 	}
 	e.Close()
+}
+
+// TestFileDirectUnalignedSize: O_DIRECT cannot write the partial last block
+// of a file whose size is not a multiple of the alignment without growing
+// it, so such a file is served through the page cache, with a log line.
+func TestFileDirectUnalignedSize(t *testing.T) {
+	var logBuf bytes.Buffer
+	path := makeFile(t, directDir(t), 8192+100)
+	d := openT(t, path, FileOptions{Direct: true, Logger: slog.New(slog.NewTextHandler(&logBuf, nil))})
+	if d.Direct() {
+		t.Fatal("Direct() = true for a size that is not a multiple of the alignment")
+	}
+	if !strings.Contains(logBuf.String(), "size not a multiple") {
+		t.Fatalf("log %q does not say why O_DIRECT was dropped", logBuf.String())
+	}
+	p := pattern(11, 200)
+	mustWrite(t, d, 8192-100, p)
+	if got := mustRead(t, d, 8192-100, 200); !bytes.Equal(got, p) {
+		t.Fatal("tail round trip differs")
+	}
+	if st, _ := os.Stat(path); st.Size() != 8192+100 {
+		t.Fatalf("file size changed to %d", st.Size())
+	}
 }

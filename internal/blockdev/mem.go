@@ -27,7 +27,7 @@ const memPageSize = 4096
 type Mem struct {
 	size int64
 
-	mu sync.Mutex // protects everything below
+	mu sync.RWMutex // protects everything below; readers share it
 	// pages is the current contents; a missing page is all zeros.
 	pages map[int64][]byte
 	// undo maps a page index to the page's content at the last Sync (nil:
@@ -69,8 +69,8 @@ func (m *Mem) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("mem read at %d: %w", off, ErrOutOfRange)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.mu.RLock()
+	defer m.mu.RUnlock()
 	if m.closed {
 		return 0, fmt.Errorf("mem read at %d: %w", off, ErrClosed)
 	}
