@@ -56,6 +56,11 @@ type Rule struct {
 	// acknowledged.
 	Tear   bool
 	TearAt int64
+	// Die makes the device fail every operation, matching or not, from the
+	// moment this rule fires until Clear: a power cut in the middle of
+	// the I/O stream (cf. dmflakey's "drop writes"). Pair it with Mem's
+	// CrashClone to see what survived.
+	Die bool
 }
 
 // RuleID names a rule for Remove.
@@ -78,6 +83,7 @@ type Faulty struct {
 	rules  []*faultRule
 	nextID RuleID
 	stats  FaultStats
+	dead   bool // a Die rule fired; everything fails until Clear
 }
 
 type faultRule struct {
@@ -115,12 +121,23 @@ func (f *Faulty) Remove(id RuleID) {
 	}
 }
 
-// Clear drops every rule: the device heals.
+// Clear drops every rule and revives a dead device: the device heals.
 func (f *Faulty) Clear() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.rules = nil
+	f.dead = false
 }
+
+// Dead reports whether a Die rule has fired since the last Clear.
+func (f *Faulty) Dead() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.dead
+}
+
+// dying is the rule a dead device fails everything with.
+var dying = &Rule{Ops: OpAll}
 
 // Stats returns the counters.
 func (f *Faulty) Stats() FaultStats {
@@ -147,6 +164,10 @@ func (f *Faulty) check(op Op, off, n int64) *Rule {
 	case OpDiscard:
 		f.stats.Discards++
 	}
+	if f.dead {
+		f.stats.Faults++
+		return dying
+	}
 	var fire *Rule
 	kept := f.rules[:0]
 	for _, r := range f.rules {
@@ -168,6 +189,7 @@ func (f *Faulty) check(op Op, off, n int64) *Rule {
 	f.rules = kept
 	if fire != nil {
 		f.stats.Faults++
+		f.dead = fire.Die
 	}
 	return fire
 }

@@ -171,3 +171,41 @@ func TestOpString(t *testing.T) {
 		}
 	}
 }
+
+// TestFaultyDie cuts the power at the third write: it is torn, everything
+// after it fails, and a crash clone of the Mem below holds exactly the
+// synced writes.
+func TestFaultyDie(t *testing.T) {
+	m := NewMem(64 << 10)
+	f := NewFaulty(m)
+	f.Inject(Rule{Ops: OpWrite, Skip: 2, Times: 1, Tear: true, TearAt: 512, Die: true})
+	mustWrite(t, f, 0, pattern(1, 4096))
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, f, 4096, pattern(2, 4096))
+	if n, err := f.WriteAt(pattern(3, 4096), 8192); n != 512 || !errors.Is(err, ErrInjected) {
+		t.Fatalf("third write: n=%d err=%v, want torn at 512", n, err)
+	}
+	if !f.Dead() {
+		t.Fatal("device alive after a Die rule fired")
+	}
+	if _, err := f.ReadAt(make([]byte, 512), 0); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("read on a dead device: %v", err)
+	}
+	if err := f.Sync(); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("sync on a dead device: %v", err)
+	}
+	if m.Unsynced() != 2 {
+		t.Fatalf("Mem saw %d unsynced writes, want 2 (the second and the torn third)", m.Unsynced())
+	}
+	c := m.CrashClone()
+	if got := mustRead(t, c, 0, 12288); !bytes.Equal(got[:4096], pattern(1, 4096)) || !bytes.Equal(got[4096:], make([]byte, 8192)) {
+		t.Fatal("crash clone does not hold exactly the synced write")
+	}
+	f.Clear()
+	if f.Dead() {
+		t.Fatal("Clear did not revive the device")
+	}
+	mustWrite(t, f, 0, pattern(4, 512))
+}
