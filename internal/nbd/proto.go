@@ -113,14 +113,14 @@ const (
 // Error values of the reply's error field. They are Linux errno values, but
 // the protocol allows only these.
 const (
-	errPerm      uint32 = 1   // NBD_EPERM
-	errIO        uint32 = 5   // NBD_EIO
-	errNoMem     uint32 = 12  // NBD_ENOMEM
-	errInval     uint32 = 22  // NBD_EINVAL
-	errNoSpc     uint32 = 28  // NBD_ENOSPC
-	errOverflow  uint32 = 75  // NBD_EOVERFLOW
-	errNotSup    uint32 = 95  // NBD_ENOTSUP
-	errShutdown  uint32 = 108 // NBD_ESHUTDOWN
+	errPerm     uint32 = 1   // NBD_EPERM
+	errIO       uint32 = 5   // NBD_EIO
+	errNoMem    uint32 = 12  // NBD_ENOMEM
+	errInval    uint32 = 22  // NBD_EINVAL
+	errNoSpc    uint32 = 28  // NBD_ENOSPC
+	errOverflow uint32 = 75  // NBD_EOVERFLOW
+	errNotSup   uint32 = 95  // NBD_ENOTSUP
+	errShutdown uint32 = 108 // NBD_ESHUTDOWN
 )
 
 // Sizes and limits.
