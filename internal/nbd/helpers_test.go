@@ -272,11 +272,11 @@ func infoData(name string, infos ...uint16) []byte {
 
 // exportInfo is what NBD_OPT_INFO/GO told about an export.
 type exportInfo struct {
-	size                int64
-	flags               uint16
+	size                 int64
+	flags                uint16
 	minBS, prefBS, maxBS uint32
-	name, desc          string
-	hasName, hasDesc    bool
+	name, desc           string
+	hasName, hasDesc     bool
 }
 
 // infoGo sends NBD_OPT_INFO or NBD_OPT_GO and collects the replies up to
