@@ -1,0 +1,275 @@
+package main
+
+import (
+	"bytes"
+	"encoding/gob"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+)
+
+// State is what the torture client remembers between its runs (the engine
+// is killed between a write run and the next verify run): for every
+// sector of the region, the write it must at least hold (Durable) and the
+// writes issued to it since (Pending), which it may hold instead.
+//
+// Sequence numbers are global and increase in issue order, so they are
+// "the write order" an exact-prefix recovery is measured against.
+type State struct {
+	Version uint32
+	Sectors uint64 // region size in sectors, from sector 0
+	NextSeq uint64 // the next write's seq; seq 0 is "never written" (zeroes)
+
+	// Durable[s] is the seq that sector s must hold at least: the last
+	// write to s acknowledged before a FLUSH that completed, or acknowledged
+	// with FUA, or the value the last verify found.
+	Durable []uint64
+	// Pending[s] are the seqs issued to s after Durable[s], ascending. A
+	// sector may hold any of them after a crash (acknowledged or not).
+	Pending map[uint64][]uint64
+
+	// Totals over all cycles.
+	Cycles, SectorsChecked, Bad, ExactPrefix uint64
+}
+
+const stateVersion = 1
+
+func newState(sectors uint64) *State {
+	return &State{Version: stateVersion, Sectors: sectors, NextSeq: 1, Durable: make([]uint64, sectors), Pending: map[uint64][]uint64{}}
+}
+
+func loadState(path string) (*State, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("load state: %w", err)
+	}
+	st, err := decodeState(b)
+	if err != nil {
+		return nil, fmt.Errorf("load state %s: %w", path, err)
+	}
+	return st, nil
+}
+
+func decodeState(b []byte) (*State, error) {
+	var st State
+	if err := gob.NewDecoder(bytes.NewReader(b)).Decode(&st); err != nil {
+		return nil, err
+	}
+	if st.Version != stateVersion || uint64(len(st.Durable)) != st.Sectors {
+		return nil, fmt.Errorf("version %d with %d of %d sectors: not written by this tool", st.Version, len(st.Durable), st.Sectors)
+	}
+	for s, p := range st.Pending {
+		if s >= st.Sectors || !slices.IsSorted(p) {
+			return nil, fmt.Errorf("pending writes of sector %d: out of range or unsorted", s)
+		}
+	}
+	if st.Pending == nil {
+		st.Pending = map[uint64][]uint64{}
+	}
+	return &st, nil
+}
+
+// save writes the state atomically: a crash of the tool itself leaves the
+// previous state, never a torn one.
+func (st *State) save(path string) error {
+	var buf bytes.Buffer
+	if err := gob.NewEncoder(&buf).Encode(st); err != nil {
+		return fmt.Errorf("encode state: %w", err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".wbtorture-state-*")
+	if err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(buf.Bytes()); err != nil {
+		tmp.Close()
+		return fmt.Errorf("save state: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	return nil
+}
+
+// extent is one write: n sectors from sector, all tagged with seq.
+type extent struct {
+	seq, sector uint64
+	n           uint32
+}
+
+// model is the live view of a write run, shared by all workers.
+type model struct {
+	mu sync.Mutex // guards everything below and st
+	st *State
+	// busy marks sectors with a request in flight. Requests never overlap,
+	// so the writes to one sector are totally ordered and a read of an idle
+	// sector has exactly one right answer.
+	busy []bool
+	// acked[s] is the last acknowledged write to s (what a read must see).
+	acked []uint64
+	// unflushed lists acknowledged writes no FLUSH has covered yet, in
+	// acknowledgement order; unflushedBase counts the entries already
+	// dropped from its front.
+	unflushed     []extent
+	unflushedBase int
+}
+
+func newModel(st *State) *model {
+	return &model{st: st, busy: make([]bool, st.Sectors), acked: slices.Clone(st.Durable)}
+}
+
+// claim marks [s, s+n) busy if none of it is.
+func (m *model) claim(s uint64, n uint32) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i := s; i < s+uint64(n); i++ {
+		if m.busy[i] {
+			return false
+		}
+	}
+	for i := s; i < s+uint64(n); i++ {
+		m.busy[i] = true
+	}
+	return true
+}
+
+func (m *model) release(s uint64, n uint32) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i := s; i < s+uint64(n); i++ {
+		m.busy[i] = false
+	}
+}
+
+// issue assigns the next seq to a write of [s, s+n) about to be sent.
+// From now on the sectors may hold it after a crash.
+func (m *model) issue(s uint64, n uint32) uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	seq := m.st.NextSeq
+	m.st.NextSeq++
+	for i := s; i < s+uint64(n); i++ {
+		m.st.Pending[i] = append(m.st.Pending[i], seq)
+	}
+	return seq
+}
+
+// acknowledge records a write's successful reply.
+func (m *model) acknowledge(e extent, fua bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i := e.sector; i < e.sector+uint64(e.n); i++ {
+		m.acked[i] = e.seq
+	}
+	if fua {
+		m.makeDurable(e)
+	} else {
+		m.unflushed = append(m.unflushed, e)
+	}
+}
+
+// makeDurable raises Durable for the sectors of e. Caller holds mu.
+func (m *model) makeDurable(e extent) {
+	for i := e.sector; i < e.sector+uint64(e.n); i++ {
+		if e.seq <= m.st.Durable[i] {
+			continue
+		}
+		m.st.Durable[i] = e.seq
+		p := m.st.Pending[i]
+		k := 0
+		for k < len(p) && p[k] <= e.seq {
+			k++
+		}
+		if k == len(p) {
+			delete(m.st.Pending, i)
+		} else {
+			m.st.Pending[i] = p[k:]
+		}
+	}
+}
+
+// flushIssued is called just before a FLUSH is sent; it returns a mark
+// for flushDone. The FLUSH covers the writes acknowledged before it was
+// sent, and only those.
+func (m *model) flushIssued() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.unflushedBase + len(m.unflushed)
+}
+
+// flushDone applies a completed FLUSH sent at mark.
+func (m *model) flushDone(mark int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := mark - m.unflushedBase
+	if k <= 0 {
+		return // a later FLUSH already covered these
+	}
+	for _, e := range m.unflushed[:k] {
+		m.makeDurable(e)
+	}
+	m.unflushed = slices.Clone(m.unflushed[k:])
+	m.unflushedBase = mark
+}
+
+// expect returns what an idle sector must read as now.
+func (m *model) expect(s uint64) uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.acked[s]
+}
+
+// verdict classifies the seq recovered at sector s against st.
+type verdict int
+
+const (
+	verdictOK      verdict = iota
+	verdictOlder           // older than the durable write: a lost write
+	verdictUnknown         // a seq never written to s (or the tag was garbage)
+)
+
+func (st *State) judge(s, got uint64) verdict {
+	d := st.Durable[s]
+	if got == d {
+		return verdictOK
+	}
+	if got < d {
+		return verdictOlder
+	}
+	if _, found := slices.BinarySearch(st.Pending[s], got); found {
+		return verdictOK
+	}
+	return verdictUnknown
+}
+
+// exactPrefix reports whether the recovered seqs (all judged OK) are the
+// state after some prefix of the write order: there is a P with every
+// sector holding its last write with seq <= P. For sector s holding r,
+// P must lie in [r, next(s, r)) where next is the following write to s.
+func (st *State) exactPrefix(rec []uint64) bool {
+	var maxR uint64
+	minNext := ^uint64(0)
+	for s, r := range rec {
+		maxR = max(maxR, r)
+		p := st.Pending[uint64(s)]
+		i, found := slices.BinarySearch(p, r)
+		if found {
+			i++
+		}
+		if i < len(p) {
+			minNext = min(minNext, p[i])
+		}
+	}
+	return maxR < minNext
+}
+
+// rebase makes the recovered values the new durable baseline.
+func (st *State) rebase(rec []uint64) {
+	copy(st.Durable, rec)
+	st.Pending = map[uint64][]uint64{}
+}
