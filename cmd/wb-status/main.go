@@ -1,0 +1,466 @@
+// Command wb-status shows the status of running writeboost volumes: what
+// `dmsetup status` and `dmsetup table` show for the kernel target, the
+// exact lines for scripts (--raw, --table), JSON (--json), or a labelled
+// table for people.
+//
+//	wb-status [--raw|--table|--json] [--watch SECONDS] [NAME|-]
+//
+// With NAME it asks the volume's control socket RUNDIR/NAME.ctl; without,
+// it prints one line per running volume; with "-" it parses status lines
+// (or, with --table, table lines) from standard input, so that
+// `dmsetup status wbdev | wb-status -` reads the kernel target's line.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kong"
+	"github.com/olekukonko/tablewriter"
+	"github.com/olekukonko/tablewriter/renderer"
+	"github.com/olekukonko/tablewriter/tw"
+	"golang.org/x/term"
+
+	"github.com/writeboost/writeboost/internal/control"
+)
+
+const progName = "wb-status"
+
+type cli struct {
+	Raw   bool    `help:"Print the kernel target's status line, exactly as dmsetup status prints it." xor:"format"`
+	Table bool    `help:"Print the table line, as dmsetup table prints it." xor:"format"`
+	JSON  bool    `name:"json" help:"Print a JSON object on one line (one line per volume)." xor:"format"`
+	Watch float64 `help:"Refresh every SECONDS: in place on a terminal, repeated output otherwise." placeholder:"SECONDS"`
+	Name  string  `arg:"" optional:"" help:"Volume name. '-' reads status lines (table lines with --table) from standard input. Without NAME, one line per running volume."`
+}
+
+// env carries the process's context and streams into Run.
+type env struct {
+	ctx    context.Context
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// kongExit is how kong's Exit (after --help) unwinds out of parsing.
+type kongExit struct{ code int }
+
+// run is main without the process: it parses args, runs, and returns the
+// exit status.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
+	defer func() {
+		if r := recover(); r != nil {
+			e, ok := r.(kongExit)
+			if !ok {
+				panic(r)
+			}
+			code = e.code
+		}
+	}()
+	var c cli
+	parser, err := kong.New(&c,
+		kong.Name(progName),
+		kong.Description("Show the status of writeboost volumes (dmsetup status and dmsetup table for the kernel target)."),
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(code int) { panic(kongExit{code}) }),
+	)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", progName, err)
+		return 2
+	}
+	kctx, err := parser.Parse(args)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", progName, err)
+		return 2
+	}
+	if err := kctx.Run(&env{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr}); err != nil {
+		fmt.Fprintf(stderr, "%s: %s\n", progName, oneLine(err.Error()))
+		return 1
+	}
+	return 0
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// Run carries out the command.
+func (c *cli) Run(e *env) error {
+	if c.Watch < 0 || math.IsNaN(c.Watch) || math.IsInf(c.Watch, 0) {
+		return fmt.Errorf("--watch %v: want a positive number of seconds", c.Watch)
+	}
+	if c.Name == "-" {
+		if c.Watch > 0 {
+			return errors.New("--watch cannot re-read standard input")
+		}
+		return c.fromStdin(e)
+	}
+	if c.Name != "" {
+		if err := control.ValidName(c.Name); err != nil {
+			return err
+		}
+	}
+	if c.Watch == 0 {
+		return c.once(e, e.stdout)
+	}
+	return c.watch(e)
+}
+
+// watch repeats once every c.Watch seconds until the context ends (Ctrl-C
+// ends it quietly). On a terminal each frame replaces the last.
+func (c *cli) watch(e *env) error {
+	tty := isTerminal(e.stdout)
+	interval := time.Duration(c.Watch * float64(time.Second))
+	if interval < 10*time.Millisecond {
+		interval = 10 * time.Millisecond
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for frame := 0; ; frame++ {
+		var b strings.Builder
+		if tty {
+			// Home the cursor, clear the screen, then a header like watch(1).
+			fmt.Fprintf(&b, "\x1b[H\x1b[2JEvery %gs: %s %s\t%s\n\n", c.Watch, progName, c.Name, time.Now().Format(time.DateTime))
+		} else if frame > 0 && !c.Raw && !c.Table && !c.JSON {
+			b.WriteString("\n")
+		}
+		if err := c.once(e, &b); err != nil {
+			return err
+		}
+		if _, err := io.WriteString(e.stdout, b.String()); err != nil {
+			return err
+		}
+		select {
+		case <-e.ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// once prints one report of the named volume, or of every volume.
+func (c *cli) once(e *env, w io.Writer) error {
+	if c.Name == "" {
+		return c.list(e, w)
+	}
+	cl, err := control.Dial(c.Name)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	if c.Table {
+		line, err := cl.Table()
+		if err != nil {
+			return fmt.Errorf("%s: %w", c.Name, err)
+		}
+		_, err = fmt.Fprintln(w, line)
+		return err
+	}
+	s, err := cl.Status()
+	if err != nil {
+		return fmt.Errorf("%s: %w", c.Name, err)
+	}
+	if s.Name == "" {
+		s.Name = c.Name
+	}
+	return c.print(w, s, false)
+}
+
+// print writes one status in the chosen format; inList prefixes the raw
+// line with "NAME: " as dmsetup does when it lists several devices.
+func (c *cli) print(w io.Writer, s control.Status, inList bool) error {
+	switch {
+	case c.Raw:
+		line := control.FormatStatusLine(s)
+		if inList && s.Name != "" {
+			line = s.Name + ": " + line
+		}
+		_, err := fmt.Fprintln(w, line)
+		return err
+	case c.JSON:
+		// One line per object, whether one volume or several: scripts read
+		// JSON lines, people pipe to jq.
+		b, err := json.Marshal(s)
+		if err != nil {
+			return fmt.Errorf("encode status: %w", err)
+		}
+		_, err = fmt.Fprintf(w, "%s\n", b)
+		return err
+	}
+	return renderHuman(w, s)
+}
+
+// list prints one line per running volume, like dmsetup status without a
+// device. Stale state files are skipped by ListVolumes.
+func (c *cli) list(e *env, w io.Writer) error {
+	vols, err := control.ListVolumes(e.ctx, control.RunDir())
+	if err != nil {
+		return err
+	}
+	if len(vols) == 0 {
+		_, err := fmt.Fprintln(w, "No volumes found")
+		return err
+	}
+	var rows []control.Status
+	for _, st := range vols {
+		if c.Table {
+			if _, err := fmt.Fprintf(w, "%s: %s\n", st.Name, control.FormatTableLine(st.Table())); err != nil {
+				return err
+			}
+			continue
+		}
+		s, err := statusOf(st)
+		if err != nil {
+			// It stopped between the listing and now: not running any more.
+			continue
+		}
+		if c.Raw || c.JSON {
+			if err := c.print(w, s, true); err != nil {
+				return err
+			}
+			continue
+		}
+		rows = append(rows, s)
+	}
+	if len(rows) == 0 {
+		return nil
+	}
+	return renderList(w, rows)
+}
+
+func statusOf(st control.State) (control.Status, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), control.DefaultTimeout)
+	defer cancel()
+	cl, err := control.DialPath(ctx, st.Control)
+	if err != nil {
+		return control.Status{}, err
+	}
+	defer cl.Close()
+	s, err := cl.StatusContext(ctx)
+	if err != nil {
+		return s, err
+	}
+	if s.Name == "" {
+		s.Name = st.Name
+	}
+	if s.Backing == "" {
+		s.Backing, s.Cache = st.Backing, st.Cache
+	}
+	return s, nil
+}
+
+// fromStdin parses each non-empty line of standard input as a status line
+// (a table line with --table) and prints it in the chosen format.
+func (c *cli) fromStdin(e *env) error {
+	sc := bufio.NewScanner(e.stdin)
+	sc.Buffer(make([]byte, 0, 4096), control.MaxLineLen)
+	var parsed []control.Status
+	n := 0
+	for sc.Scan() {
+		n++
+		line := strings.TrimSpace(sc.Text())
+		if line == "" {
+			continue
+		}
+		if c.Table {
+			t, err := control.ParseTableLine(line)
+			if err != nil {
+				return fmt.Errorf("stdin line %d: %w", n, err)
+			}
+			out := control.FormatTableLine(t)
+			if t.Name != "" {
+				out = t.Name + ": " + out
+			}
+			if _, err := fmt.Fprintln(e.stdout, out); err != nil {
+				return err
+			}
+			continue
+		}
+		s, err := control.ParseStatusLine(line)
+		if err != nil {
+			return fmt.Errorf("stdin line %d: %w", n, err)
+		}
+		parsed = append(parsed, s)
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("read stdin: %w", err)
+	}
+	if c.Table {
+		if n == 0 {
+			return errors.New("no table line on standard input")
+		}
+		return nil
+	}
+	if len(parsed) == 0 {
+		return errors.New("no status line on standard input")
+	}
+	for i, s := range parsed {
+		if i > 0 && !c.Raw && !c.JSON {
+			fmt.Fprintln(e.stdout)
+		}
+		if err := c.print(e.stdout, s, len(parsed) > 1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// newTable returns a plain ASCII table: it survives any terminal, pager
+// and mail client.
+func newTable(w io.Writer, align ...tw.Align) *tablewriter.Table {
+	return tablewriter.NewTable(w,
+		tablewriter.WithRenderer(renderer.NewBlueprint(tw.Rendition{Symbols: tw.NewSymbols(tw.StyleASCII)})),
+		tablewriter.WithHeaderAutoFormat(tw.Off),
+		tablewriter.WithRowAlignmentConfig(tw.CellAlignment{Global: tw.AlignLeft, PerColumn: align}),
+	)
+}
+
+// humanBytes formats n bytes with a binary unit.
+func humanBytes(n uint64) string {
+	const units = "KMGTPE"
+	if n < 1024 {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, i := float64(n)/1024, 0
+	for v >= 1024 && i < len(units)-1 {
+		v /= 1024
+		i++
+	}
+	return fmt.Sprintf("%.1f %ciB", v, units[i])
+}
+
+func pct(num, den uint64) string {
+	if den == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f%%", 100*float64(num)/float64(den))
+}
+
+func u(v uint64) string { return strconv.FormatUint(v, 10) }
+
+// renderHuman writes the labelled report of one volume: the ring and dirty
+// blocks, the 16 counters as a grid, the tunables.
+func renderHuman(w io.Writer, s control.Status) error {
+	kv := newTable(w)
+	kv.Header("Field", "Value")
+	add := func(k, v string) { kv.Append(k, v) }
+	if s.Name != "" {
+		add("volume", s.Name)
+	}
+	if s.Backing != "" || s.Cache != "" {
+		add("backing device", s.Backing)
+		add("cache device", s.Cache)
+	}
+	if s.SizeBytes != 0 {
+		add("size", fmt.Sprintf("%s (%d sectors)", humanBytes(s.SizeBytes), s.Sectors()))
+	}
+	add("segments", fmt.Sprintf("%d (%d cache blocks, %s)", s.NrSegments, s.NrCacheBlocks, humanBytes(s.NrCacheBlocks*4096)))
+	add("current id", fmt.Sprintf("%d (cursor %d)", s.CurrentID, s.CursorPos))
+	add("last flushed id", u(s.LastFlushedID))
+	behind := ""
+	if s.LastFlushedID >= s.LastWritebackID {
+		behind = fmt.Sprintf(" (%d segments behind)", s.LastFlushedID-s.LastWritebackID)
+	}
+	add("last written back id", u(s.LastWritebackID)+behind)
+	add("dirty", fmt.Sprintf("%d blocks, %s, %s of the cache", s.NrDirtyCacheBlocks, humanBytes(s.NrDirtyCacheBlocks*4096), pct(s.NrDirtyCacheBlocks, s.NrCacheBlocks)))
+	add("partial flushes", u(s.NrPartialFlushed))
+	for _, write := range []bool{false, true} {
+		r, n := s.HitRatio(write)
+		op := "read"
+		if write {
+			op = "write"
+		}
+		hits := uint64(math.Round(r * float64(n)))
+		add(op+" hit ratio", fmt.Sprintf("%s (%d of %d)", pct(hits, n), hits, n))
+	}
+	if s.RAMBufferBytes != 0 {
+		add("ram buffer", humanBytes(s.RAMBufferBytes))
+	}
+	if s.WriteAroundMode {
+		add("write_around_mode", "1")
+	}
+	if s.NrReadCacheCells != 0 {
+		add("nr_read_cache_cells", u(s.NrReadCacheCells))
+	}
+	if s.WritebackBlocksPerSec != 0 {
+		add("writeback rate", fmt.Sprintf("%.1f blocks/s (%s/s)", s.WritebackBlocksPerSec, humanBytes(uint64(s.WritebackBlocksPerSec*4096))))
+	}
+	if e := s.Errors; e != (control.IOErrors{}) {
+		add("I/O errors", fmt.Sprintf("cache read %d, cache write %d, backing read %d, backing write %d",
+			e.CacheRead, e.CacheWrite, e.BackingRead, e.BackingWrite))
+	}
+	if s.UptimeSeconds != 0 {
+		add("uptime", (time.Duration(s.UptimeSeconds) * time.Second).String())
+	}
+	if err := kv.Render(); err != nil {
+		return err
+	}
+
+	// The counters: index = write<<3 | hit<<2 | on_buffer<<1 | fullsize.
+	grid := newTable(w, tw.AlignLeft, tw.AlignLeft, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignRight)
+	grid.Header("I/O", "Where", "Hit full", "Hit partial", "Miss full", "Miss partial")
+	for _, write := range []bool{false, true} {
+		for _, onBuffer := range []bool{true, false} {
+			op, where := "read", "cache"
+			if write {
+				op = "write"
+			}
+			if onBuffer {
+				where = "buffer"
+			}
+			grid.Append(op, where,
+				u(s.Stat[control.StatIndex(write, true, onBuffer, true)]),
+				u(s.Stat[control.StatIndex(write, true, onBuffer, false)]),
+				u(s.Stat[control.StatIndex(write, false, onBuffer, true)]),
+				u(s.Stat[control.StatIndex(write, false, onBuffer, false)]))
+		}
+	}
+	if err := grid.Render(); err != nil {
+		return err
+	}
+
+	tun := newTable(w, tw.AlignLeft, tw.AlignRight)
+	tun.Header("Tunable", "Value")
+	t := s.Tunables
+	tun.Append("writeback_threshold", u(t.WritebackThreshold))
+	tun.Append("nr_cur_batched_writeback", u(t.NrCurBatchedWriteback))
+	if s.NrMaxBatchedWriteback != 0 {
+		tun.Append("nr_max_batched_writeback", u(s.NrMaxBatchedWriteback))
+	}
+	tun.Append("sync_data_interval", u(t.SyncDataInterval))
+	tun.Append("update_sb_record_interval", u(t.UpdateSBRecordInterval))
+	tun.Append("read_cache_threshold", u(t.ReadCacheThreshold))
+	return tun.Render()
+}
+
+// renderList writes one row per volume.
+func renderList(w io.Writer, vols []control.Status) error {
+	t := newTable(w, tw.AlignLeft, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignLeft, tw.AlignLeft)
+	t.Header("Name", "Size", "Dirty", "Dirty %", "Current id", "Last flushed", "Last written back", "Backing", "Cache")
+	for _, s := range vols {
+		t.Append(s.Name, humanBytes(s.SizeBytes), u(s.NrDirtyCacheBlocks), pct(s.NrDirtyCacheBlocks, s.NrCacheBlocks),
+			u(s.CurrentID), u(s.LastFlushedID), u(s.LastWritebackID), s.Backing, s.Cache)
+	}
+	return t.Render()
+}
