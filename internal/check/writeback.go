@@ -1,0 +1,219 @@
+package check
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/writeboost/writeboost/internal/blockdev"
+	"github.com/writeboost/writeboost/internal/layout"
+)
+
+// Errors of Writeback and Format; the wrapping error names the device.
+var (
+	ErrNotFormatted = errors.New("check: not a formatted cache device")
+	ErrDamaged      = errors.New("check: the cache device holds damage (use --force to write back the valid prefix)")
+	ErrDirty        = errors.New("check: the cache device holds dirty blocks (use --force to format anyway)")
+)
+
+// Windows of the writeback: how much it stages in memory between reading
+// the cache device and writing the backing device.
+const (
+	wbWindowSectors = 32768 // 16 MiB of backing sectors per round
+	wbWindowBlocks  = 4096  // 16 MiB of cache blocks read per round
+	wbMaxRead       = 1 << 20
+)
+
+// WritebackOptions tune Writeback.
+type WritebackOptions struct {
+	// Force writes back the valid prefix of a damaged log, and skips the
+	// metablocks past the backing device's end.
+	Force bool
+	// Progress, when set, is called after every round with the sectors
+	// written so far and the total.
+	Progress func(done, total int64)
+}
+
+// WritebackResult says what Writeback did.
+type WritebackResult struct {
+	Sectors    int64  // dirty sectors written to the backing device
+	Writes     int    // write requests (runs of consecutive sectors, merged)
+	Skipped    int64  // sectors past the backing device's end, not written (--force)
+	RecordedID uint64 // last_writeback_segment_id now in the superblock record
+}
+
+// source is where one dirty backing sector's data sits on the cache device.
+type source struct {
+	sector uint64 // backing sector
+	off    int64  // byte offset on the cache device
+	prio   int32  // the higher wins when two sources name one sector
+}
+
+// Writeback writes every dirty sector the valid log holds (the newest dirty
+// copies and the Pieces under partial copies) to backing, in ascending
+// sector order with runs of consecutive sectors merged into one write,
+// syncs backing, and then records the newest valid id in the superblock
+// record, durably: afterwards the cache holds no dirty block and the
+// backing device alone holds the volume. r must come from Check on cache.
+//
+// NB: the order matters for a power cut. The record is written only after
+// the backing device is synced: a cut before it leaves the log dirty, and
+// running Writeback again rewrites the same data.
+func Writeback(cache, backing blockdev.Device, r *Result, opts WritebackOptions) (*WritebackResult, error) {
+	if r.Log == nil || !r.Log.Formatted {
+		return nil, ErrNotFormatted
+	}
+	if r.Damaged() && !opts.Force {
+		return nil, ErrDamaged
+	}
+	res := &WritebackResult{}
+	srcs, err := r.sources()
+	if err != nil {
+		return nil, err
+	}
+	limit := uint64(backing.Size()) >> layout.SectorShift
+	if i, _ := slices.BinarySearchFunc(srcs, limit, func(s source, t uint64) int { return cmpU64(s.sector, t) }); i < len(srcs) {
+		if !opts.Force {
+			return nil, fmt.Errorf("%w: sector %d lies past the backing device's end (%d sectors)", ErrDamaged, srcs[i].sector, limit)
+		}
+		res.Skipped = int64(len(srcs) - i)
+		srcs = srcs[:i]
+	}
+	total := int64(len(srcs))
+	for len(srcs) > 0 {
+		n, err := writebackRound(cache, backing, srcs, res)
+		if err != nil {
+			return res, err
+		}
+		srcs = srcs[n:]
+		if opts.Progress != nil {
+			opts.Progress(res.Sectors, total)
+		}
+	}
+	if err := backing.Sync(); err != nil {
+		return res, fmt.Errorf("sync backing device: %w", err)
+	}
+	// Record the newest valid id: every valid segment is now written back.
+	id := r.Log.LastFlushedID
+	sector := blockdev.AlignedBuffer(layout.SectorSize)
+	layout.SuperRecord{LastWritebackSegmentID: id}.Encode(sector)
+	if _, err := cache.WriteAt(sector, layout.SuperRecordOffset); err != nil {
+		return res, fmt.Errorf("write superblock record: %w", err)
+	}
+	if err := cache.Sync(); err != nil {
+		return res, fmt.Errorf("sync cache device: %w", err)
+	}
+	res.RecordedID = id
+	return res, nil
+}
+
+// sources lists the dirty sectors of the valid log, sorted by backing
+// sector, one source per sector.
+func (r *Result) sources() ([]source, error) {
+	g := r.Log.Geometry
+	slots := make(map[uint64]uint64, len(r.Log.Valid))
+	for _, s := range r.Log.Valid {
+		slots[s.Header.ID] = s.Slot
+	}
+	var srcs []source
+	add := func(block, segID uint64, index uint8, mask uint8, prio int32) error {
+		slot, ok := slots[segID]
+		if !ok || int(index) >= layout.NrCachesPerSegment {
+			return fmt.Errorf("check: copy of block %d names segment %d slot %d, not in the valid log", block, segID, index)
+		}
+		for j := range layout.SectorsPerBlock {
+			if mask&(1<<j) != 0 {
+				srcs = append(srcs, source{sector: block*layout.SectorsPerBlock + uint64(j),
+					off: g.DataOffset(slot, int(index)) + int64(j)*layout.SectorSize, prio: prio})
+			}
+		}
+		return nil
+	}
+	for i, p := range r.Pieces {
+		if err := add(p.Block, p.Copy.SegmentID, p.Copy.Index, p.Mask, int32(min(i, math.MaxInt32-1))); err != nil {
+			return nil, err
+		}
+	}
+	for block, c := range r.Index {
+		if err := add(block, c.SegmentID, c.Index, c.DirtyBits, math.MaxInt32); err != nil {
+			return nil, err
+		}
+	}
+	slices.SortFunc(srcs, func(a, b source) int {
+		if c := cmpU64(a.sector, b.sector); c != 0 {
+			return c
+		}
+		return cmp.Compare(b.prio, a.prio)
+	})
+	// The newest source of a sector comes first; drop the others.
+	return slices.CompactFunc(srcs, func(a, b source) bool { return a.sector == b.sector }), nil
+}
+
+// writebackRound stages the data of the first sources (up to a window),
+// reading the cache blocks they need in ascending order with adjacent
+// blocks merged, then writes runs of consecutive backing sectors. It
+// returns how many sources it consumed.
+func writebackRound(cache, backing blockdev.Device, srcs []source, res *WritebackResult) (int, error) {
+	blocks := make(map[int64]struct{})
+	n := 0
+	for ; n < len(srcs) && n < wbWindowSectors; n++ {
+		b := srcs[n].off &^ (layout.BlockSize - 1)
+		if _, ok := blocks[b]; !ok {
+			if len(blocks) == wbWindowBlocks {
+				break
+			}
+			blocks[b] = struct{}{}
+		}
+	}
+	win := srcs[:n]
+	sorted := make([]int64, 0, len(blocks))
+	for b := range blocks {
+		sorted = append(sorted, b)
+	}
+	slices.Sort(sorted)
+	buf := blockdev.AlignedBuffer(len(sorted) * layout.BlockSize)
+	for i := 0; i < len(sorted); {
+		j := i + 1
+		for j < len(sorted) && sorted[j] == sorted[j-1]+layout.BlockSize && (j-i)*layout.BlockSize < wbMaxRead {
+			j++
+		}
+		if err := readFull(cache, buf[i*layout.BlockSize:j*layout.BlockSize], sorted[i]); err != nil {
+			return 0, fmt.Errorf("read cache device: %w", err)
+		}
+		i = j
+	}
+	stage := blockdev.AlignedBuffer(len(win) * layout.SectorSize)
+	for i, s := range win {
+		b := s.off &^ (layout.BlockSize - 1)
+		k, _ := slices.BinarySearch(sorted, b)
+		from := k*layout.BlockSize + int(s.off-b)
+		copy(stage[i*layout.SectorSize:(i+1)*layout.SectorSize], buf[from:from+layout.SectorSize])
+	}
+	for i := 0; i < len(win); {
+		j := i + 1
+		for j < len(win) && win[j].sector == win[j-1].sector+1 {
+			j++
+		}
+		off := int64(win[i].sector) << layout.SectorShift
+		if _, err := backing.WriteAt(stage[i*layout.SectorSize:j*layout.SectorSize], off); err != nil {
+			return 0, fmt.Errorf("write backing device: %w", err)
+		}
+		res.Writes++
+		res.Sectors += int64(j - i)
+		i = j
+	}
+	return n, nil
+}
+
+func readFull(dev blockdev.Device, p []byte, off int64) error {
+	n, err := dev.ReadAt(p, off)
+	if n == len(p) {
+		return nil
+	}
+	if err == nil {
+		err = errors.New("short read")
+	}
+	return fmt.Errorf("%d bytes at %d: %w", len(p), off, err)
+}
