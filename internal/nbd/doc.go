@@ -1,0 +1,44 @@
+// Package nbd serves block volumes over the NBD protocol
+// (NetworkBlockDevice/nbd doc/proto.md). It is the protocol only: it knows
+// nothing of caching, and the engine's volume is just a Backend to it.
+//
+// Handshake (fixed newstyle; the server speaks first):
+//
+//	S: "NBDMAGIC" "IHAVEOPT" handshake flags (FIXED_NEWSTYLE | NO_ZEROES)
+//	C: client flags
+//	C: IHAVEOPT option length data      repeated: option haggling
+//	S: REP_MAGIC option type length data  one or more replies per option
+//
+// Options served: NBD_OPT_GO and NBD_OPT_INFO (NBD_INFO_EXPORT and
+// NBD_INFO_BLOCK_SIZE always, NBD_INFO_NAME and NBD_INFO_DESCRIPTION on
+// request), NBD_OPT_LIST, NBD_OPT_EXPORT_NAME, NBD_OPT_ABORT. Everything
+// else, NBD_OPT_STRUCTURED_REPLY included, gets NBD_REP_ERR_UNSUP: replies
+// are simple replies only. A client without NBD_FLAG_C_FIXED_NEWSTYLE may
+// only send NBD_OPT_EXPORT_NAME.
+//
+// Transmission:
+//
+//	C: request  magic flags type handle offset length [payload of a WRITE]
+//	S: reply    magic error handle [payload of a successful READ]
+//
+// Commands: READ, WRITE (FUA), FLUSH, TRIM (FUA), WRITE_ZEROES (FUA,
+// NO_HOLE), DISC. The transmission flags say so: HAS_FLAGS, SEND_FLUSH,
+// SEND_FUA, SEND_TRIM, SEND_WRITE_ZEROES and CAN_MULTI_CONN, because the
+// backend's Flush covers writes from all connections.
+//
+// Concurrency: one goroutine per connection reads requests and starts one
+// goroutine per request, at most Options.MaxInFlight (and
+// Options.MaxInFlightBytes of payload) per connection; replies go out in
+// completion order, each in a single write under the connection's write
+// lock. Payload buffers come from size-class pools.
+//
+// Bad input: a range past the end gets EINVAL (ENOSPC for writes), an
+// unknown command or flag EINVAL, and the connection goes on. A READ or
+// WRITE over MaxPayload is refused before anything is allocated; for a
+// WRITE the payload cannot be skipped, so that connection is closed. A bad
+// magic, an oversized option, or a client that vanishes closes that
+// connection only.
+//
+// Attach (Linux) hands a connection to the kernel's nbd driver instead, for
+// a /dev/nbdN device.
+package nbd
