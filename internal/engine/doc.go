@@ -1,0 +1,89 @@
+// Package engine is the cache: dm-writeboost's log-structured write-back
+// caching (the 2.2.x kernel target) in user space. It owns the index, the
+// RAM buffers (rambufs), the write and read paths, replay and the daemons;
+// it imports layout (the on-disk format), replay (the ring walk) and
+// blockdev (devices), and knows nothing of NBD.
+//
+// # Data path
+//
+//	nbd request
+//	    │ WriteAt / ReadAt / Flush / Trim / WriteZeroes (write.go, read.go, flush.go, trim.go)
+//	    ▼
+//	engine write: split into 4 KiB cache blocks, dirty bits per 512-byte sector,
+//	    memcpy into the open rambuf + index update under v.mu (index.go, rambuf.go)
+//	    │ rambuf full (127 blocks) or FLUSH/FUA: seal (partial flush)
+//	    ▼
+//	flusher (flusher.go): header + CRC-32C (layout), one sequential write of the
+//	    segment; up to 8 in flight; syncs so at most replay.TornWindow are unsynced
+//	    ▼
+//	cache device (blockdev)              ── replay on Open (replay.go, internal/replay)
+//	    │ writeback daemon (writeback.go): oldest segments first, batches of
+//	    │ nr_max_batched_writeback, sorted by backing sector, merged, backing synced,
+//	    │ then last_writeback_id advances; forced when the ring needs a slot
+//	    ▼
+//	backing device (blockdev)
+//
+// Reads take each sector from the newest place that has it: a rambuf, the
+// cache device, or the backing device; one request may need all three.
+//
+// # Daemons
+//
+// Each is one goroutine started by Open under an errgroup and stopped by
+// Close; their comments say what they own, what wakes them and what they
+// promise on exit:
+//
+//   - flusher (flusher.go): sealed segments to the cache device.
+//   - writebackDaemon (writeback.go): dirty blocks to the backing device.
+//   - modulator (modulator.go): allows writeback while the backing device is
+//     busy less than writeback_threshold percent, measured from the engine's
+//     own backing I/O time.
+//   - sbRecordUpdater (sbupdater.go): last_writeback_id into the superblock
+//     record every update_sb_record_interval seconds.
+//   - dataSynchronizer (datasync.go): a FLUSH every sync_data_interval seconds.
+//
+// Read caching (readcache.go) runs in the read path: missed full-block reads
+// fill cells, and a full batch of cells is staged into the log as clean blocks.
+//
+// # Locking
+//
+// One mutex, Volume.mu, guards the metadata (index, per-slot state, rambufs,
+// ids); it is never held across device I/O. A reader that needs a block on
+// the cache device pins its ring slot, so the flusher does not overwrite the
+// slot before the read is done. Tunables are atomics read at each use.
+//
+// # Durability and crash semantics
+//
+// A write is acknowledged once it sits in a rambuf. FLUSH and FUA seal the
+// open rambuf, wait until every sealed segment is written and sync the cache
+// device; concurrent flushes share the seal and the sync. After a power cut
+// every sector reads its value as of the last completed FLUSH or a value
+// written later. Segments are written at most replay.TornWindow ahead of the
+// last sync, and a ring slot whose old header had a good checksum is cleared
+// (and synced) before it is reused, so a power cut leaves at worst a torn
+// tail, which replay discards.
+//
+// WRITE_ZEROES writes zero blocks through the log: as durable as any write,
+// and no replay can bring back older data.
+//
+// TRIM drops the index entries of the whole 4 KiB blocks in the range and
+// discards the range on the backing device. It writes nothing to the log,
+// so after a crash (or a replay) a trimmed range may read back data it held
+// before the trim, as NBD allows; it never reads data older than a write
+// made after the trim, since that write's copy is newer in the log.
+//
+// Write-around mode (write_around_mode=1) sends writes to the backing device
+// and only invalidates cached copies; the log then holds only read-cache
+// copies, written with a zeroed header so that no replay can bring a stale
+// clean copy back in front of a write that bypassed the log. Open refuses the
+// mode when the log holds any valid segment (FORMAT.md).
+//
+// # Differences from the kernel target
+//
+//   - New segments continue after the largest id seen (header, superblock
+//     record or last valid segment), not only after last_flushed_id, and the
+//     superblock record never exceeds the last synced segment.
+//   - The index is an open-addressing table of uint32 positions (at most 21
+//     bytes per cache block, the kernel spends about 40).
+//   - Unaligned requests are handled by read-modify-write at sector
+//     granularity.
+package engine

@@ -1,0 +1,142 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/writeboost/writeboost/internal/blockdev"
+	"github.com/writeboost/writeboost/internal/layout"
+)
+
+// zeroHeadersAhead is how many ring slots the flusher clears in one go
+// before they are reused, so that one cache sync covers many segments.
+const zeroHeadersAhead = 32
+
+// flusher is the daemon that writes sealed segments to the cache device
+// (cf. flush_proc).
+//
+// Owns: the flush queue's head, and the ordering of segment writes with
+// the syncs and header clears they depend on. Each segment write runs in
+// its own goroutine (tracked by v.segWrites) so that several are in flight
+// at once; at most one per rambuf.
+//
+// Woken by: v.cond (a segment sealed or written, a sync done, a pin
+// dropped, stopping).
+//
+// Promises before a segment with id N goes to the device:
+//   - every segment up to N - tornWindow is synced, so a power cut can tear
+//     only segments that replay treats as a torn tail;
+//   - if the ring slot held a segment with a good checksum (written back,
+//     as ensureOpenLocked ensured), its header was zeroed and synced: a torn
+//     write into that slot must not leave the old header in front of a
+//     now-mismatching body, which replay would take for mid-log damage;
+//   - no reader still reads the slot's old data.
+//
+// On exit (stopping, queue empty or the cache device failed) it has
+// started no write it does not track; Close waits for v.segWrites.
+func (v *Volume) flusher(ctx context.Context) {
+	_ = ctx // stopping comes through v.stopping, with the cond broadcast
+	zero := blockdev.AlignedBuffer(layout.HeaderSize)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for {
+		if v.stopping && (len(v.flushQ) == 0 || v.failErr != nil) {
+			return
+		}
+		if len(v.flushQ) == 0 || v.failErr != nil {
+			v.cond.Wait()
+			continue
+		}
+		rb := v.flushQ[0]
+		if rb.id > v.durable+tornWindow {
+			if v.lastWritten+tornWindow < rb.id {
+				v.cond.Wait() // earlier writes still in flight
+				continue
+			}
+			if err := v.syncCacheLocked(); err != nil {
+				v.failLocked(err)
+			}
+			continue
+		}
+		slot := v.geo.SlotOf(rb.id)
+		if v.hdrLive[slot] {
+			v.zeroHeadersLocked(rb.id, zero)
+			continue
+		}
+		if v.pins[slot] > 0 {
+			v.cond.Wait()
+			continue
+		}
+		v.flushQ = v.flushQ[1:]
+		zeroHeader := v.tun.writeAroundMode()
+		// Set before the write starts: from now on the slot may hold a good
+		// header.
+		v.hdrLive[slot] = !zeroHeader
+		v.segWrites.Add(1)
+		go v.writeSegment(rb, slot, zeroHeader)
+	}
+}
+
+// zeroHeadersLocked clears the header of the slot that segment id is about
+// to reuse, and of the next written-back slots, then syncs the cache
+// device. Caller holds mu; it is released during the I/O.
+func (v *Volume) zeroHeadersLocked(id uint64, zero []byte) {
+	// The slot segment id reuses is live (that is why we are here); the
+	// next ones are cleared too while their old segment is written back.
+	slots := []uint64{v.geo.SlotOf(id)}
+	for n := id + 1; n < id+zeroHeadersAhead; n++ {
+		if n <= v.nrSeg || n-v.nrSeg > v.lastWB {
+			break
+		}
+		if s := v.geo.SlotOf(n); v.hdrLive[s] {
+			slots = append(slots, s)
+		}
+	}
+	v.mu.Unlock()
+	var err error
+	for _, s := range slots {
+		if _, err = v.cache.WriteAt(zero, v.geo.SegmentOffset(s)); err != nil {
+			v.stats.cacheWriteErrors.Add(1)
+			err = fmt.Errorf("clear header of ring slot %d: %w", s, err)
+			break
+		}
+	}
+	v.mu.Lock()
+	if err == nil {
+		err = v.syncCacheLocked()
+	}
+	if err != nil {
+		v.failLocked(err)
+		return
+	}
+	for _, s := range slots {
+		v.hdrLive[s] = false
+	}
+}
+
+// writeSegment writes one sealed segment as one sequential write of its
+// header and length data slots. A failed write is retried twice; after
+// that the cache device is declared failed.
+func (v *Volume) writeSegment(rb *rambuf, slot uint64, zeroHeader bool) {
+	defer v.segWrites.Done()
+	img := rb.image(zeroHeader)
+	off := v.geo.SegmentOffset(slot)
+	for attempt := 0; ; attempt++ {
+		_, err := v.cache.WriteAt(img, off)
+		if err == nil {
+			break
+		}
+		v.stats.cacheWriteErrors.Add(1)
+		if attempt == 2 {
+			v.mu.Lock()
+			v.failLocked(fmt.Errorf("write segment %d to ring slot %d: %w", rb.id, slot, err))
+			v.mu.Unlock()
+			return
+		}
+		time.Sleep(time.Duration(attempt+1) * 10 * time.Millisecond)
+	}
+	v.mu.Lock()
+	v.segmentWrittenLocked(rb)
+	v.mu.Unlock()
+}

@@ -1,0 +1,154 @@
+package engine
+
+import (
+	"github.com/writeboost/writeboost/internal/blockdev"
+	"github.com/writeboost/writeboost/internal/layout"
+	"github.com/writeboost/writeboost/internal/replay"
+)
+
+// tornWindow bounds the segments that may be written but not yet synced at
+// once: replay discards a torn segment and up to TornWindow-1 segments
+// after it as a torn tail, and refuses anything further as damage.
+const tornWindow = replay.TornWindow
+
+// rambuf is one RAM buffer: the image of one segment (header block + 127
+// data slots) while it is open for writes, sealed, and being written to
+// the cache device (cf. struct rambuffer, struct segment_header).
+type rambuf struct {
+	buf     []byte // 512 KiB, 4096-aligned
+	id      uint64
+	length  int
+	mbs     [layout.NrCachesPerSegment]layout.Metablock
+	sealed  bool
+	written bool
+}
+
+func newRambuf() *rambuf { return &rambuf{buf: blockdev.AlignedBuffer(layout.SegmentSize)} }
+
+func (rb *rambuf) data(i int) []byte {
+	off := layout.BlockSize * (i + 1)
+	return rb.buf[off : off+layout.BlockSize]
+}
+
+// image encodes the header into the buffer and returns the bytes of the
+// one sequential write: header and length data slots.
+func (rb *rambuf) image(zeroHeader bool) []byte {
+	n := layout.HeaderSize + layout.BlockSize*rb.length
+	hdr := rb.buf[:layout.HeaderSize]
+	clear(hdr)
+	if zeroHeader {
+		return rb.buf[:n]
+	}
+	for i := range rb.length {
+		layout.PutMetablock(hdr, i, rb.mbs[i])
+	}
+	sum, _ := layout.SegmentChecksum(rb.buf[:n], uint8(rb.length)) // length <= 127 by construction
+	layout.PutFirstSector(hdr, rb.id, sum, uint8(rb.length))
+	return rb.buf[:n]
+}
+
+// ensureOpenLocked makes v.open a segment with a free data slot. It may
+// wait (releasing mu) for a free rambuf or for the writeback that frees the
+// ring slot; it reports whether it waited, since the caller's lookups are
+// then stale. With wait false it gives up instead (read caching is best
+// effort). Caller holds mu.
+func (v *Volume) ensureOpenLocked(wait bool) (waited bool, ok bool, err error) {
+	for {
+		if v.failErr != nil {
+			return waited, false, v.failErr
+		}
+		if v.open != nil && v.open.length < layout.NrCachesPerSegment {
+			return waited, true, nil
+		}
+		if v.open != nil {
+			v.sealLocked()
+		}
+		id := v.nextID
+		if id > v.nrSeg && v.lastWB < id-v.nrSeg {
+			// The ring is full: the segment in this slot is still dirty.
+			// Force writeback (cf. wait_for_writeback in
+			// prepare_new_seg) and wait.
+			if !wait {
+				return waited, false, nil
+			}
+			v.urgentWB++
+			v.cond.Broadcast()
+			v.cond.Wait()
+			v.urgentWB--
+			waited = true
+			continue
+		}
+		if len(v.free) == 0 {
+			if !wait {
+				return waited, false, nil
+			}
+			v.cond.Wait()
+			waited = true
+			continue
+		}
+		slot := v.geo.SlotOf(id)
+		// The old segment here is written back: its blocks are clean, and
+		// the index forgets them (cf. discard_caches_inseg). Readers that
+		// pinned the slot finish before the flusher overwrites it.
+		for i := range layout.NrCachesPerSegment {
+			v.idx.removePos(posOf(slot, i))
+		}
+		rb := v.free[len(v.free)-1]
+		v.free = v.free[:len(v.free)-1]
+		rb.id, rb.length, rb.sealed, rb.written = id, 0, false, false
+		clear(rb.mbs[:])
+		v.segIDs[slot] = id
+		v.slotRB[slot] = rb
+		v.open = rb
+		v.nextID++
+		return waited, true, nil
+	}
+}
+
+// sealLocked queues the open segment for the flusher (cf.
+// queue_current_buffer). A segment sealed before it is full counts as a
+// partial flush. Caller holds mu; v.open must hold at least one block.
+func (v *Volume) sealLocked() {
+	rb := v.open
+	v.open = nil
+	if rb.length < layout.NrCachesPerSegment {
+		v.partialFlushed++
+	}
+	rb.sealed = true
+	v.lastSealed = rb.id
+	v.flushQ = append(v.flushQ, rb)
+	v.cond.Broadcast()
+}
+
+// segmentWrittenLocked records that rb reached the cache device, advances
+// lastWritten over every contiguous written segment and frees their
+// rambufs: their blocks are read from the cache device from now on.
+func (v *Volume) segmentWrittenLocked(rb *rambuf) {
+	rb.written = true
+	for {
+		id := v.lastWritten + 1
+		if id >= v.nextID {
+			break
+		}
+		slot := v.geo.SlotOf(id)
+		r := v.slotRB[slot]
+		if r == nil || r.id != id || !r.written {
+			break
+		}
+		v.slotRB[slot] = nil
+		v.free = append(v.free, r)
+		v.lastWritten = id
+	}
+	v.cond.Broadcast()
+}
+
+// ramBytesLocked is the data held in rambufs (status).
+func (v *Volume) ramBytesLocked() int64 {
+	var n int64
+	for _, rb := range v.rambufs {
+		if v.slotRB[v.geo.SlotOf(max(rb.id, 1))] == rb {
+			n += int64(rb.length) * layout.BlockSize
+		}
+	}
+	return n
+}

@@ -1,0 +1,108 @@
+package engine
+
+import (
+	"fmt"
+
+	"github.com/writeboost/writeboost/internal/blockdev"
+	"github.com/writeboost/writeboost/internal/layout"
+	"github.com/writeboost/writeboost/internal/replay"
+)
+
+// replay rebuilds the index from the cache device's log with the shared
+// replay library (FORMAT.md "Replay"), then makes the device safe to append
+// to (cf. resume_cache):
+//
+//   - a damaged log is refused, naming its first problem;
+//   - a torn tail is discarded with a log line, and the headers of the bad
+//     segment and of every segment after it are zeroed and synced before
+//     anything new is written: new segments will not overwrite all of
+//     those slots at once, and an old header with a good checksum left in
+//     one of them would come back at the next replay in front of newer data;
+//   - the dirty sectors that only older copies hold (replay.Piece) are
+//     written back and the backing device synced before serving, so the
+//     index keeps one copy per block.
+//
+// New segments continue after every id ever seen (the largest header id,
+// the superblock record, the last valid segment), so no id is reused.
+func (v *Volume) replay() error {
+	l, err := replay.Scan(v.cache, v.cache.Size())
+	if err != nil {
+		return fmt.Errorf("engine: replay: %w", err)
+	}
+	if !l.Formatted {
+		return ErrNotFormatted
+	}
+	l.CheckBacking(v.backing.Size())
+	if p, bad := l.FirstDamage(); bad {
+		return fmt.Errorf("%w: %s", ErrDamaged, p.Msg)
+	}
+	if v.tun.writeAroundMode() && len(l.Valid) > 0 {
+		return fmt.Errorf("%w: the log holds %d valid segments (%d..%d)", ErrNotFresh,
+			len(l.Valid), l.Valid[0].Header.ID, l.LastFlushedID)
+	}
+	for _, p := range l.Problems {
+		v.log.Warn("replay", "problem", p.Msg)
+	}
+	if l.Bad != nil {
+		v.log.Warn("replay: discarding a torn tail", "segment", l.Bad.Header.ID, "slot", l.Bad.Slot, "discarded_after", len(l.Discarded))
+		zero := blockdev.AlignedBuffer(layout.HeaderSize)
+		for _, s := range append([]replay.Segment{*l.Bad}, l.Discarded...) {
+			if _, err := v.cache.WriteAt(zero, v.geo.SegmentOffset(s.Slot)); err != nil {
+				return fmt.Errorf("engine: replay: clear header of discarded segment %d (slot %d): %w", s.Header.ID, s.Slot, err)
+			}
+		}
+		if err := v.cache.Sync(); err != nil {
+			return fmt.Errorf("engine: replay: sync after clearing the torn tail: %w", err)
+		}
+	}
+	for _, s := range l.Valid {
+		v.segIDs[s.Slot] = s.Header.ID
+		v.hdrLive[s.Slot] = true
+	}
+	pieces, err := l.Apply(replayIndex{x: v.idx, geo: v.geo, segIDs: v.segIDs})
+	if err != nil {
+		return fmt.Errorf("engine: replay: %w", err)
+	}
+	if err := v.writebackPieces(pieces); err != nil {
+		return fmt.Errorf("engine: replay: %w", err)
+	}
+	last := max(l.MaxID, l.SuperRecord.LastWritebackSegmentID, l.LastFlushedID)
+	v.nextID = last + 1
+	v.lastSealed, v.lastWritten, v.durable = last, last, last
+	v.lastWB = max(l.LastWritebackID, l.SuperRecord.LastWritebackSegmentID)
+	v.recorded = l.SuperRecord.LastWritebackSegmentID
+	v.log.Info("replayed cache log", "segments", len(l.Valid), "last_flushed_id", l.LastFlushedID,
+		"last_writeback_id", v.lastWB, "dirty_blocks", v.idx.nrDirty, "pieces_written_back", len(pieces))
+	return nil
+}
+
+// writebackPieces writes the sectors of older dirty copies that no newer
+// copy covers to the backing device, then syncs it.
+func (v *Volume) writebackPieces(pieces []replay.Piece) error {
+	if len(pieces) == 0 {
+		return nil
+	}
+	buf := blockdev.AlignedBuffer(layout.BlockSize)
+	for _, p := range pieces {
+		slot := v.geo.SlotOf(p.Copy.SegmentID)
+		if err := v.readCacheBlock(buf, slot, int(p.Copy.Index)); err != nil {
+			return fmt.Errorf("write back piece of block %d from segment %d: %w", p.Block, p.Copy.SegmentID, err)
+		}
+		for j := range layout.SectorsPerBlock {
+			if p.Mask&(1<<j) == 0 {
+				continue
+			}
+			o := j << layout.SectorShift
+			at := int64(p.Block)*layout.BlockSize + int64(o)
+			if _, err := v.backing.WriteAt(buf[o:o+layout.SectorSize], at); err != nil {
+				v.stats.backingWriteErrors.Add(1)
+				return fmt.Errorf("write back piece of block %d (segment %d) at %d: %w", p.Block, p.Copy.SegmentID, at, err)
+			}
+		}
+	}
+	if err := v.backing.Sync(); err != nil {
+		v.stats.backingWriteErrors.Add(1)
+		return fmt.Errorf("sync backing device after writing back pieces: %w", err)
+	}
+	return nil
+}

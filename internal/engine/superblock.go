@@ -1,0 +1,86 @@
+package engine
+
+import (
+	"fmt"
+
+	"github.com/writeboost/writeboost/internal/blockdev"
+	"github.com/writeboost/writeboost/internal/layout"
+)
+
+// Format makes cache an empty cache device, durably (FORMAT.md
+// "Formatting"): zero the first MiB, zero every segment header, sync, then
+// write the magic into sector 0 and sync again. Until the last step the
+// device reads as unformatted, so an interrupted Format is harmless.
+func Format(cache blockdev.Device) error {
+	geo, err := layout.NewGeometry(cache.Size())
+	if err != nil {
+		return fmt.Errorf("engine: format: %w", err)
+	}
+	zero := blockdev.AlignedBuffer(layout.SuperblockSize)
+	if _, err := cache.WriteAt(zero, 0); err != nil {
+		return fmt.Errorf("engine: format: zero superblock: %w", err)
+	}
+	hdr := zero[:layout.HeaderSize]
+	for slot := range geo.NrSegments {
+		if _, err := cache.WriteAt(hdr, geo.SegmentOffset(slot)); err != nil {
+			return fmt.Errorf("engine: format: zero header of segment slot %d: %w", slot, err)
+		}
+	}
+	if err := cache.Sync(); err != nil {
+		return fmt.Errorf("engine: format: sync: %w", err)
+	}
+	first := blockdev.AlignedBuffer(layout.BlockSize)
+	layout.EncodeMagic(first)
+	if _, err := cache.WriteAt(first, 0); err != nil {
+		return fmt.Errorf("engine: format: write magic: %w", err)
+	}
+	if err := cache.Sync(); err != nil {
+		return fmt.Errorf("engine: format: sync magic: %w", err)
+	}
+	return nil
+}
+
+// recordBlockOffset is the 4 KiB block of the superblock holding the
+// record in its last sector; the rest of that block is zero by format, so
+// the record is written as one aligned block.
+const recordBlockOffset = layout.SuperblockSize - layout.BlockSize
+
+// writeRecord writes last_writeback_id into the superblock record and
+// syncs the cache device (cf. update_superblock_record). The value written
+// never exceeds the newest durable segment: after a power cut the record
+// must not claim segments the log lost, or replay would take newer
+// segments with those ids for written back.
+func (v *Volume) writeRecord() error {
+	v.mu.Lock()
+	if v.failErr != nil {
+		v.mu.Unlock()
+		return nil
+	}
+	if min(v.lastWB, v.lastWritten) <= v.recorded {
+		v.mu.Unlock()
+		return nil
+	}
+	if err := v.syncCacheLocked(); err != nil {
+		v.mu.Unlock()
+		return err
+	}
+	r := min(v.lastWB, v.durable)
+	if r <= v.recorded {
+		v.mu.Unlock()
+		return nil
+	}
+	v.mu.Unlock()
+	buf := blockdev.AlignedBuffer(layout.BlockSize)
+	layout.SuperRecord{LastWritebackSegmentID: r}.Encode(buf[layout.BlockSize-layout.SectorSize:])
+	if _, err := v.cache.WriteAt(buf, recordBlockOffset); err != nil {
+		v.stats.cacheWriteErrors.Add(1)
+		return fmt.Errorf("write superblock record %d: %w", r, err)
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if err := v.syncCacheLocked(); err != nil {
+		return err
+	}
+	v.recorded = max(v.recorded, r)
+	return nil
+}

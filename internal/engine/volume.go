@@ -1,0 +1,260 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/writeboost/writeboost/internal/blockdev"
+	"github.com/writeboost/writeboost/internal/layout"
+)
+
+// Config is what Open needs.
+type Config struct {
+	Backing, Cache blockdev.Device
+	Logger         *slog.Logger // nil: discard
+	// Tunables are the kernel's optional arguments by name
+	// (writeback_threshold, ..., write_around_mode, nr_read_cache_cells),
+	// validated with the kernel's ranges; missing ones take the defaults.
+	Tunables map[string]int64
+	// NrRAMBuffers is the number of rambufs (0: 8, the kernel's default).
+	// At most replay.TornWindow segments are ever in flight at once.
+	NrRAMBuffers int
+}
+
+// defaultRAMBuffers is the kernel's nr_rambuf_pool default.
+const defaultRAMBuffers = 8
+
+// Volume is one cached volume: a backing device fronted by a cache device
+// holding a dm-writeboost log. All methods are safe for concurrent use.
+type Volume struct {
+	cache   blockdev.Device
+	backing *timedDevice // the backing device, with busy-time accounting for the modulator
+	log     *slog.Logger
+	geo     layout.Geometry
+	size    int64 // volume size: backing size rounded down to 512
+	nrSeg   uint64
+	tun     tunables
+	stats   stats
+
+	// mu protects everything below up to the daemon fields: the index, the
+	// per-slot state, the rambufs, the ids, the read cache cells and the
+	// sync bookkeeping. It is never held across device I/O; cond (on mu) is
+	// broadcast whenever a waiter's condition may have changed: a rambuf
+	// freed, a segment written or written back, a sync done, a pin dropped,
+	// a failure, a tunable changed, closing.
+	mu   sync.Mutex
+	cond *sync.Cond
+	idx  *index
+	// Per ring slot: the id of the segment that owns it (0: none), its
+	// rambuf while the segment is in RAM, readers pinning its data on the
+	// cache device, and whether a header with a good checksum may sit there
+	// on the device (so it must be zeroed before the slot is rewritten).
+	segIDs  []uint64
+	slotRB  []*rambuf
+	pins    []int32
+	hdrLive []bool
+
+	rambufs []*rambuf // all of them, for status
+	free    []*rambuf // rambufs not holding a segment
+	open    *rambuf   // the segment accepting writes (nil: none yet)
+	flushQ  []*rambuf // sealed segments, id order, not yet handed to a write
+
+	nextID         uint64 // id the next opened segment gets
+	lastSealed     uint64 // newest sealed segment
+	lastWritten    uint64 // every segment up to this id is written to the cache device
+	durable        uint64 // every segment up to this id is synced on the cache device
+	lastWB         uint64 // every segment up to this id is written back (last_writeback_id)
+	recorded       uint64 // superblock record last written
+	partialFlushed uint64
+
+	// group commit of cache syncs (see syncCache)
+	syncing      bool
+	syncsStarted uint64
+	syncsDone    uint64
+
+	backingUnsynced bool // write-around writes since the last backing sync
+
+	urgentWB int  // writers waiting for a free slot, DropCaches callers
+	allowWB  bool // the modulator's verdict
+	failErr  error
+	closing  bool
+	stopping bool // daemons must exit
+	ops      sync.WaitGroup
+
+	rc readCache
+
+	rmwMu sync.Mutex // serialises unaligned read-modify-write requests
+
+	// daemons
+	cancel    context.CancelFunc
+	group     *errgroup.Group
+	segWrites sync.WaitGroup // segment writes started by the flusher
+
+	modulatorInterval time.Duration // 1s; tests shorten it
+	writebackBackoff  time.Duration // first retry delay after a failed writeback
+}
+
+// Open replays the log of cfg.Cache and returns the volume, with its
+// daemons running. It refuses an unformatted cache (ErrNotFormatted), a
+// damaged log (ErrDamaged, naming the first problem), and write-around mode
+// on a log holding any valid segment (ErrNotFresh).
+func Open(cfg Config) (*Volume, error) {
+	if cfg.Backing == nil || cfg.Cache == nil {
+		return nil, fmt.Errorf("engine: open: backing and cache devices are required")
+	}
+	v := &Volume{
+		cache:             cfg.Cache,
+		backing:           &timedDevice{Device: cfg.Backing},
+		log:               cfg.Logger,
+		modulatorInterval: time.Second,
+		writebackBackoff:  100 * time.Millisecond,
+	}
+	if v.log == nil {
+		v.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	v.cond = sync.NewCond(&v.mu)
+	if err := v.tun.init(cfg.Tunables); err != nil {
+		return nil, fmt.Errorf("engine: open: %w", err)
+	}
+	v.size = cfg.Backing.Size() &^ (layout.SectorSize - 1)
+	geo, err := layout.NewGeometry(cfg.Cache.Size())
+	if err != nil {
+		return nil, fmt.Errorf("engine: open cache: %w", err)
+	}
+	if geo.NrCacheBlocks() >= uint64(emptySlot) {
+		return nil, fmt.Errorf("%w: %d cache blocks", ErrTooLarge, geo.NrCacheBlocks())
+	}
+	v.geo, v.nrSeg = geo, geo.NrSegments
+	v.idx = newIndex(geo.NrCacheBlocks())
+	v.segIDs = make([]uint64, v.nrSeg)
+	v.slotRB = make([]*rambuf, v.nrSeg)
+	v.pins = make([]int32, v.nrSeg)
+	v.hdrLive = make([]bool, v.nrSeg)
+	if err := v.replay(); err != nil {
+		return nil, err
+	}
+	n := cfg.NrRAMBuffers
+	if n <= 0 {
+		n = defaultRAMBuffers
+	}
+	n = min(n, tornWindow)
+	for range n {
+		rb := newRambuf()
+		v.rambufs = append(v.rambufs, rb)
+		v.free = append(v.free, rb)
+	}
+	v.rc.init(int(v.tun.nrReadCacheCells()))
+	v.start()
+	return v, nil
+}
+
+// Size is the volume size in bytes: the backing size rounded down to 512.
+func (v *Volume) Size() int64 { return v.size }
+
+// start launches the daemons under one errgroup; Close cancels and waits.
+func (v *Volume) start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	v.cancel = cancel
+	g, ctx := errgroup.WithContext(ctx)
+	v.group = g
+	g.Go(func() error { v.flusher(ctx); return nil })
+	g.Go(func() error { v.writebackDaemon(ctx); return nil })
+	g.Go(func() error { v.modulator(ctx); return nil })
+	g.Go(func() error { v.sbRecordUpdater(ctx); return nil })
+	g.Go(func() error { v.dataSynchronizer(ctx); return nil })
+}
+
+// beginOp registers an I/O request; Close waits for every registered one.
+func (v *Volume) beginOp() error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closing {
+		return ErrClosed
+	}
+	v.ops.Add(1)
+	return nil
+}
+
+func (v *Volume) endOp() { v.ops.Done() }
+
+// Close finishes in-flight I/O, seals and writes the open rambuf, stops the
+// daemons, records the superblock and syncs both devices. It does not close
+// the devices: they belong to the caller.
+func (v *Volume) Close() error {
+	v.mu.Lock()
+	if v.closing {
+		v.mu.Unlock()
+		return ErrClosed
+	}
+	v.closing = true
+	v.cond.Broadcast()
+	v.mu.Unlock()
+	v.ops.Wait()
+
+	ferr := v.flush(true)
+
+	v.mu.Lock()
+	v.stopping = true
+	v.cond.Broadcast()
+	v.mu.Unlock()
+	v.cancel()
+	_ = v.group.Wait()
+	v.segWrites.Wait()
+
+	v.mu.Lock()
+	failed := v.failErr
+	v.mu.Unlock()
+	if ferr != nil || failed != nil {
+		// Record nothing: the log is what it is; replay will sort it out.
+		return fmt.Errorf("engine: close: %w", firstErr(ferr, failed))
+	}
+	if err := v.writeRecord(); err != nil {
+		return fmt.Errorf("engine: close: %w", err)
+	}
+	if err := v.backing.Sync(); err != nil {
+		v.stats.backingWriteErrors.Add(1)
+		return fmt.Errorf("engine: close: sync backing device: %w", err)
+	}
+	return nil
+}
+
+func firstErr(errs ...error) error {
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+// fail makes err sticky: the cache device lost a segment write, so no
+// later FLUSH can be honoured. Caller holds mu.
+func (v *Volume) failLocked(err error) {
+	if v.failErr == nil {
+		v.failErr = fmt.Errorf("%w: %w", ErrFailed, err)
+		v.log.Error("cache device failed; the volume refuses further writes", "err", err)
+	}
+	v.cond.Broadcast()
+}
+
+// waitCtx waits on cond until ctx is done; caller holds mu and re-checks
+// its condition. It reports ctx.Err().
+func (v *Volume) waitCtx(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() {
+		v.mu.Lock()
+		v.cond.Broadcast()
+		v.mu.Unlock()
+	})
+	v.cond.Wait()
+	stop()
+	return ctx.Err()
+}

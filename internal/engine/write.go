@@ -1,0 +1,237 @@
+package engine
+
+import (
+	"fmt"
+
+	"github.com/writeboost/writeboost/internal/blockdev"
+	"github.com/writeboost/writeboost/internal/layout"
+)
+
+// checkRange refuses a request outside the volume.
+func (v *Volume) checkRange(off, length int64) error {
+	if off < 0 || length < 0 || off > v.size || length > v.size-off {
+		return fmt.Errorf("%w: %d bytes at %d, volume is %d bytes", ErrOutOfRange, length, off, v.size)
+	}
+	return nil
+}
+
+// WriteAt writes p at byte offset off (any alignment); with fua it returns
+// only once the write, and every write acknowledged before it, is durable.
+func (v *Volume) WriteAt(p []byte, off int64, fua bool) error {
+	if err := v.checkRange(off, int64(len(p))); err != nil {
+		return err
+	}
+	if err := v.beginOp(); err != nil {
+		return err
+	}
+	defer v.endOp()
+	var err error
+	switch {
+	case len(p) == 0:
+	case off%layout.SectorSize != 0 || len(p)%layout.SectorSize != 0:
+		err = v.writeUnaligned(p, off)
+	default:
+		err = v.writeSectors(p, off)
+	}
+	if err == nil && fua {
+		err = v.flush(false)
+	}
+	return err
+}
+
+// writeUnaligned is a read-modify-write at sector granularity: the first
+// and last sectors are read through the normal read path, merged, and the
+// whole sector range written. rmwMu keeps two unaligned writes sharing a
+// sector from writing back each other's stale bytes.
+func (v *Volume) writeUnaligned(p []byte, off int64) error {
+	v.rmwMu.Lock()
+	defer v.rmwMu.Unlock()
+	start := off &^ (layout.SectorSize - 1)
+	end := (off + int64(len(p)) + layout.SectorSize - 1) &^ (layout.SectorSize - 1)
+	buf := blockdev.AlignedBuffer(int(end - start))
+	if err := v.readSectors(buf[:layout.SectorSize], start); err != nil {
+		return err
+	}
+	if end-start > layout.SectorSize {
+		if err := v.readSectors(buf[len(buf)-layout.SectorSize:], end-layout.SectorSize); err != nil {
+			return err
+		}
+	}
+	copy(buf[off-start:], p)
+	return v.writeSectors(buf, start)
+}
+
+// writeSectors writes a sector-aligned range, split into cache blocks.
+func (v *Volume) writeSectors(p []byte, off int64) error {
+	if v.tun.writeAroundMode() {
+		return v.writeAround(p, off)
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for len(p) > 0 {
+		block := uint64(off) >> layout.BlockShift
+		first := int(off>>layout.SectorShift) & (layout.SectorsPerBlock - 1)
+		n := min(layout.SectorsPerBlock-first, len(p)>>layout.SectorShift)
+		mask := sectorMask(first, n)
+		if err := v.writeBlockLocked(block, first, mask, p[:n<<layout.SectorShift]); err != nil {
+			return fmt.Errorf("engine: write block %d (sector %d): %w", block, block*layout.SectorsPerBlock, err)
+		}
+		p = p[n<<layout.SectorShift:]
+		off += int64(n) << layout.SectorShift
+	}
+	return nil
+}
+
+// sectorMask has bits first..first+n-1 set (cf. to_mask).
+func sectorMask(first, n int) uint8 { return uint8(((1 << n) - 1) << first) }
+
+// copySectors copies the sectors of mask from src to dst, both whole blocks.
+func copySectors(dst, src []byte, mask uint8) {
+	if mask == layout.DirtyFull {
+		copy(dst[:layout.BlockSize], src)
+		return
+	}
+	for j := 0; j < layout.SectorsPerBlock; j++ {
+		if mask&(1<<j) != 0 {
+			o := j << layout.SectorShift
+			copy(dst[o:o+layout.SectorSize], src[o:o+layout.SectorSize])
+		}
+	}
+}
+
+// writeBlockLocked puts the sectors of mask (data starts at sector first)
+// of one cache block into the open rambuf (cf. do_process_write). A copy
+// already in the open rambuf is updated in place; otherwise a new copy is
+// appended, carrying over the dirty sectors of the previous copy that this
+// write does not cover, so the index keeps one copy per block (cf.
+// prepare_overwrite). Caller holds mu; it is released to wait for a
+// segment or to read the previous copy from the cache device.
+func (v *Volume) writeBlockLocked(block uint64, first int, mask uint8, data []byte) error {
+	counted := false
+	// old holds the previous copy read from the cache device, valid while
+	// the index still maps block to oldPos in segment oldID.
+	var old []byte
+	var oldPos uint32
+	var oldID uint64
+	for {
+		if _, _, err := v.ensureOpenLocked(true); err != nil {
+			return err
+		}
+		v.rc.cancelLocked(block)
+		pos, found := v.idx.lookup(block)
+		var rb *rambuf
+		if found {
+			rb = v.slotRB[slotOfPos(pos)]
+		}
+		if !counted {
+			v.stats.inc(true, found, found && rb == v.open, mask == layout.DirtyFull)
+			counted = true
+		}
+		if found && rb == v.open {
+			i := idxOfPos(pos)
+			copy(rb.data(i)[first<<layout.SectorShift:], data)
+			d := v.idx.dirty[pos] | mask
+			v.idx.setDirty(pos, d)
+			rb.mbs[i].DirtyBits = d
+			return nil
+		}
+		var carry uint8 // dirty sectors of the previous copy to keep
+		var src []byte
+		if found {
+			carry = v.idx.dirty[pos] &^ mask
+		}
+		if carry != 0 {
+			slot := slotOfPos(pos)
+			switch {
+			case rb != nil: // sealed, still in RAM
+				src = rb.data(idxOfPos(pos))
+			case old != nil && oldPos == pos && oldID == v.segIDs[slot]:
+				src = old
+			default:
+				id := v.segIDs[slot]
+				v.pins[slot]++
+				v.mu.Unlock()
+				buf := blockdev.AlignedBuffer(layout.BlockSize)
+				err := v.readCacheBlock(buf, slot, idxOfPos(pos))
+				v.mu.Lock()
+				v.unpinLocked(slot)
+				if err != nil {
+					return fmt.Errorf("merge with segment %d: %w", id, err)
+				}
+				old, oldPos, oldID = buf, pos, id
+				continue // the world may have moved while unlocked
+			}
+		}
+		rb = v.open
+		i := rb.length
+		dst := rb.data(i)
+		if carry != 0 {
+			copySectors(dst, src, carry)
+		}
+		copy(dst[first<<layout.SectorShift:], data)
+		if found {
+			v.idx.remove(block)
+		}
+		d := mask | carry
+		rb.mbs[i] = layout.Metablock{Sector: block * layout.SectorsPerBlock, DirtyBits: d}
+		rb.length++
+		v.idx.insert(block, posOf(v.geo.SlotOf(rb.id), i), d)
+		if rb.length == layout.NrCachesPerSegment {
+			v.sealLocked()
+		}
+		return nil
+	}
+}
+
+// unpinLocked drops a reader's pin on a ring slot.
+func (v *Volume) unpinLocked(slot uint64) {
+	v.pins[slot]--
+	if v.pins[slot] == 0 {
+		v.cond.Broadcast()
+	}
+}
+
+// readCacheBlock reads data slot i of ring slot slot (a whole, aligned
+// block: sectors not valid in the copy are read too and ignored).
+func (v *Volume) readCacheBlock(buf []byte, slot uint64, i int) error {
+	off := v.geo.DataOffset(slot, i)
+	if _, err := v.cache.ReadAt(buf[:layout.BlockSize], off); err != nil {
+		v.stats.cacheReadErrors.Add(1)
+		return fmt.Errorf("read cache device at %d (ring slot %d, data slot %d): %w", off, slot, i, err)
+	}
+	return nil
+}
+
+// writeAround sends a write straight to the backing device and invalidates
+// cached copies (cf. process_write_wa). The invalidation is done before and
+// after the backing write: a read that fetched the old data from the
+// backing device meanwhile must not stage it in the read cache afterwards.
+func (v *Volume) writeAround(p []byte, off int64) error {
+	first := uint64(off) >> layout.BlockShift
+	last := (uint64(off) + uint64(len(p)) - 1) >> layout.BlockShift
+	v.mu.Lock()
+	o := off
+	for b := first; b <= last; b++ {
+		end := min(int64(b+1)<<layout.BlockShift, off+int64(len(p)))
+		pos, found := v.idx.lookup(b)
+		onBuf := found && v.slotRB[slotOfPos(pos)] == v.open && v.open != nil
+		v.stats.inc(true, found, onBuf, end-o == layout.BlockSize)
+		o = end
+		v.rc.cancelLocked(b)
+		v.idx.remove(b)
+	}
+	v.mu.Unlock()
+	_, err := v.backing.WriteAt(p, off)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for b := first; b <= last; b++ {
+		v.rc.cancelLocked(b)
+		v.idx.remove(b)
+	}
+	if err != nil {
+		v.stats.backingWriteErrors.Add(1)
+		return fmt.Errorf("engine: write-around to backing device at %d: %w", off, err)
+	}
+	v.backingUnsynced = true
+	return nil
+}

@@ -1,0 +1,219 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/writeboost/writeboost/internal/blockdev"
+	"github.com/writeboost/writeboost/internal/layout"
+)
+
+// maxWritebackBackoff caps the delay between retries of a failed batch.
+const maxWritebackBackoff = 5 * time.Second
+
+// wbEntry is one dirty cache block of a writeback batch.
+type wbEntry struct {
+	block uint64
+	pos   uint32
+	dirty uint8
+	seg   int // index of its segment in the batch
+	i     int // data slot
+}
+
+// writebackDaemon writes dirty blocks back to the backing device, oldest
+// segments first (cf. writeback_proc, writeback_segs).
+//
+// Owns: last_writeback_id (v.lastWB) and all writes of cache data to the
+// backing device, so they happen in segment order.
+//
+// Woken by: v.cond, when a segment is written to the cache device, when a
+// writer needs a ring slot or DropCaches waits (v.urgentWB), when the
+// modulator allows writeback, or when stopping.
+//
+// A batch is up to nr_max_batched_writeback segments: their dirty blocks
+// are read from the cache device (one sequential read per segment), sorted
+// by backing sector, adjacent sectors merged into large writes, and the
+// backing device synced; only then does last_writeback_id advance. A
+// block that a newer copy superseded is not in the index any more and is
+// skipped. A failed batch is retried with backoff, logged once per burst
+// of failures, and never advances last_writeback_id.
+//
+// On exit (stopping or ctx cancelled) no backing write of it is in flight.
+func (v *Volume) writebackDaemon(ctx context.Context) {
+	var segBuf []byte
+	failing := false
+	backoff := v.writebackBackoff
+	for {
+		v.mu.Lock()
+		for !v.stopping && !(v.lastWB < v.lastWritten && (v.urgentWB > 0 || v.allowWB)) {
+			v.cond.Wait()
+		}
+		if v.stopping {
+			v.mu.Unlock()
+			return
+		}
+		from := v.lastWB + 1
+		to := min(v.lastWB+uint64(v.tun.nrMaxBatchedWriteback()), v.lastWritten)
+		var ents []wbEntry
+		for id := from; id <= to; id++ {
+			slot := v.geo.SlotOf(id)
+			if v.segIDs[slot] != id {
+				continue // an id never written (skipped at replay)
+			}
+			for i := range layout.NrCachesPerSegment {
+				pos := posOf(slot, i)
+				if v.idx.keys[pos] != noBlock && v.idx.dirty[pos] != 0 {
+					ents = append(ents, wbEntry{block: v.idx.keys[pos], pos: pos, dirty: v.idx.dirty[pos], seg: int(id - from), i: i})
+				}
+			}
+		}
+		v.mu.Unlock()
+
+		if need := int(to-from+1) * layout.SegmentSize; len(segBuf) < need {
+			segBuf = blockdev.AlignedBuffer(need)
+		}
+		start := time.Now()
+		n, err := v.writebackBatch(ents, from, segBuf)
+		if err != nil {
+			v.stats.writebackErrors.Add(1)
+			if !failing {
+				v.log.Warn("writeback failed, will retry", "segments", fmt.Sprintf("%d..%d", from, to), "err", err)
+				failing = true
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, maxWritebackBackoff)
+			continue
+		}
+		if failing {
+			v.log.Info("writeback recovered", "segments", fmt.Sprintf("%d..%d", from, to))
+			failing = false
+		}
+		backoff = v.writebackBackoff
+		v.stats.writebackBytes.Add(n)
+		v.stats.writebackNanos.Add(int64(time.Since(start)))
+
+		v.mu.Lock()
+		for _, e := range ents {
+			if v.idx.keys[e.pos] != e.block {
+				continue // trimmed meanwhile
+			}
+			if v.idx.dirty[e.pos] == layout.DirtyFull {
+				v.idx.setDirty(e.pos, 0) // a clean full block: still a read hit
+			} else {
+				// A clean partial copy is useless: its other sectors are
+				// not in the slot. The backing device has it all now.
+				v.idx.remove(e.block)
+			}
+		}
+		v.lastWB = to
+		v.cond.Broadcast()
+		v.mu.Unlock()
+	}
+}
+
+// writebackBatch copies the dirty sectors of ents to the backing device
+// and syncs it; it returns the bytes written.
+func (v *Volume) writebackBatch(ents []wbEntry, from uint64, segBuf []byte) (int64, error) {
+	if len(ents) == 0 {
+		return 0, nil
+	}
+	// Read each segment's data slots up to the last one needed.
+	last := map[int]int{}
+	for _, e := range ents {
+		last[e.seg] = max(last[e.seg], e.i+1)
+	}
+	for seg, n := range last {
+		id := from + uint64(seg)
+		slot := v.geo.SlotOf(id)
+		dst := segBuf[seg*layout.SegmentSize : seg*layout.SegmentSize+n*layout.BlockSize]
+		off := v.geo.DataOffset(slot, 0)
+		if _, err := v.cache.ReadAt(dst, off); err != nil {
+			v.stats.cacheReadErrors.Add(1)
+			return 0, fmt.Errorf("read segment %d for writeback: %w", id, err)
+		}
+	}
+	slices.SortFunc(ents, func(a, b wbEntry) int { return cmpU64(a.block, b.block) })
+	// Stage the dirty sectors in backing-sector order so that adjacent
+	// sectors become one write.
+	var total int
+	for _, e := range ents {
+		total += popcount8(e.dirty)
+	}
+	stage := blockdev.AlignedBuffer(total * layout.SectorSize)
+	type run struct {
+		sector     int64
+		start, end int
+	}
+	var runs []run
+	at := 0
+	for _, e := range ents {
+		src := segBuf[e.seg*layout.SegmentSize+e.i*layout.BlockSize:]
+		for j := range layout.SectorsPerBlock {
+			if e.dirty&(1<<j) == 0 {
+				continue
+			}
+			sector := int64(e.block)*layout.SectorsPerBlock + int64(j)
+			copy(stage[at:at+layout.SectorSize], src[j*layout.SectorSize:])
+			if k := len(runs) - 1; k >= 0 && runs[k].sector+int64((runs[k].end-runs[k].start)/layout.SectorSize) == sector {
+				runs[k].end += layout.SectorSize
+			} else {
+				runs = append(runs, run{sector: sector, start: at, end: at + layout.SectorSize})
+			}
+			at += layout.SectorSize
+		}
+	}
+	for _, r := range runs {
+		off := r.sector << layout.SectorShift
+		if _, err := v.backing.WriteAt(stage[r.start:r.end], off); err != nil {
+			v.stats.backingWriteErrors.Add(1)
+			return 0, fmt.Errorf("write back %d bytes at backing offset %d: %w", r.end-r.start, off, err)
+		}
+	}
+	if err := v.backing.Sync(); err != nil {
+		v.stats.backingWriteErrors.Add(1)
+		return 0, fmt.Errorf("sync backing device after writeback: %w", err)
+	}
+	return int64(at), nil
+}
+
+func popcount8(b uint8) int {
+	n := 0
+	for ; b != 0; b &= b - 1 {
+		n++
+	}
+	return n
+}
+
+// DropCaches seals the open rambuf, writes it, and writes back every dirty
+// block (the kernel's drop_caches message). It returns when everything
+// sealed before the call is written back, or when ctx is done.
+func (v *Volume) DropCaches(ctx context.Context) error {
+	if err := v.beginOp(); err != nil {
+		return err
+	}
+	defer v.endOp()
+	if err := v.flush(false); err != nil {
+		return err
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	target := v.lastSealed
+	v.urgentWB++
+	defer func() { v.urgentWB-- }()
+	v.cond.Broadcast()
+	for v.lastWB < target {
+		if v.failErr != nil {
+			return v.failErr
+		}
+		if err := v.waitCtx(ctx); err != nil {
+			return fmt.Errorf("engine: drop_caches: %w", err)
+		}
+	}
+	return nil
+}
