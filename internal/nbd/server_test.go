@@ -362,6 +362,34 @@ func TestInFlightBound(t *testing.T) {
 	}
 }
 
+// TestInFlightByteBound: with a 8 KiB budget, only two 4 KiB reads are in
+// the backend at once.
+func TestInFlightByteBound(t *testing.T) {
+	m := newMem(testSize)
+	m.gate = make(chan struct{})
+	m.entered = make(chan struct{}, 100)
+	ts := startServer(t, []Export{{Backend: m}}, Options{MaxInFlightBytes: 8192})
+	c, _ := open(t, ts.sock, "")
+	for i := range 3 {
+		c.send(cmdRead, 0, uint64(i), 0, 4096, nil)
+	}
+	for range 2 {
+		<-m.entered
+	}
+	select {
+	case <-m.entered:
+		t.Fatal("more than MaxInFlightBytes of reads in the backend")
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(m.gate)
+	for range 3 {
+		if _, code := c.readReply(); code != 0 {
+			t.Fatal(code)
+		}
+		c.read(4096)
+	}
+}
+
 // TestManyConnections drives several connections at once, each with many
 // requests in flight, and checks every byte.
 func TestManyConnections(t *testing.T) {
