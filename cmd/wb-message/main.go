@@ -1,0 +1,305 @@
+// Command wb-message sends a message to a running writeboost volume, as
+// `dmsetup message NAME 0 MESSAGE...` does for the kernel target.
+//
+//	wb-message NAME [SECTOR] MESSAGE [ARGS...]
+//
+// The messages: the dynamic tunables (writeback_threshold,
+// nr_max_batched_writeback, update_sb_record_interval, sync_data_interval,
+// read_cache_threshold) with a value in the kernel's range; clear_stat;
+// drop_caches, which waits until no cache block is dirty and shows
+// progress; flush, which seals and writes the RAM buffer; remove
+// [--no-writeback], which stops the volume cleanly. SECTOR, if given, must
+// be 0, as dmsetup requires it and the kernel target ignores it.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kong"
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+
+	"github.com/writeboost/writeboost/internal/control"
+)
+
+const progName = "wb-message"
+
+// exitInterrupted is the shell's status for a command stopped by SIGINT.
+const exitInterrupted = 130
+
+// Polling cadence of drop_caches progress; tests shorten them.
+var (
+	pollInterval = 250 * time.Millisecond
+	lineInterval = time.Second // plain progress lines, at most this often
+)
+
+type cli struct {
+	Quiet   bool     `short:"q" help:"Print no progress while drop_caches waits."`
+	Name    string   `arg:"" help:"Volume name."`
+	Message []string `arg:"" passthrough:"" help:"[SECTOR] MESSAGE [ARGS...]: one of writeback_threshold N (0..100), nr_max_batched_writeback N (1..32), update_sb_record_interval N (0..3600), sync_data_interval N (0..3600), read_cache_threshold N (0..127), clear_stat, drop_caches, flush, remove [--no-writeback]. SECTOR must be 0 if given."`
+}
+
+type env struct {
+	ctx    context.Context
+	stdout io.Writer
+	stderr io.Writer
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// kongExit is how kong's Exit (after --help) unwinds out of parsing.
+type kongExit struct{ code int }
+
+// errInterrupted reports that the context ended (Ctrl-C) while waiting.
+var errInterrupted = errors.New("interrupted")
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int) {
+	defer func() {
+		if r := recover(); r != nil {
+			e, ok := r.(kongExit)
+			if !ok {
+				panic(r)
+			}
+			code = e.code
+		}
+	}()
+	var c cli
+	parser, err := kong.New(&c,
+		kong.Name(progName),
+		kong.Description("Send a message to a writeboost volume (dmsetup message for the kernel target)."),
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(code int) { panic(kongExit{code}) }),
+	)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", progName, err)
+		return 2
+	}
+	kctx, err := parser.Parse(args)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", progName, err)
+		return 2
+	}
+	err = kctx.Run(&env{ctx: ctx, stdout: stdout, stderr: stderr})
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errInterrupted):
+		fmt.Fprintf(stderr, "%s: %s\n", progName, oneLine(err.Error()))
+		return exitInterrupted
+	}
+	fmt.Fprintf(stderr, "%s: %s\n", progName, oneLine(err.Error()))
+	return 1
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// Run validates the message, then sends it.
+func (c *cli) Run(e *env) error {
+	if err := control.ValidName(c.Name); err != nil {
+		return err
+	}
+	words := c.Message
+	if len(words) > 0 {
+		if _, err := strconv.ParseUint(words[0], 10, 64); err == nil {
+			if words[0] != "0" {
+				return fmt.Errorf("sector %s: a writeboost volume is one target starting at sector 0; give 0 or no sector", words[0])
+			}
+			words = words[1:]
+		}
+	}
+	m, err := control.ParseMessage(words)
+	if err != nil {
+		return err
+	}
+	cl, err := control.Dial(c.Name)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	if m.Kind == control.MsgDropCaches {
+		return c.dropCaches(e, cl)
+	}
+	res, err := cl.Message(e.ctx, m.Args())
+	if err != nil {
+		if e.ctx.Err() != nil {
+			return fmt.Errorf("%w: stopped waiting for %s", errInterrupted, m.Args()[0])
+		}
+		return fmt.Errorf("%s: %w", m.Args()[0], err)
+	}
+	if res != "" {
+		_, err = fmt.Fprintln(e.stdout, res)
+	}
+	return err
+}
+
+// dropCaches sends drop_caches on cl and, until it returns, polls status
+// on a second connection to show the dirty blocks left. Ctrl-C cancels the
+// context: cl's connection closes, which stops the server-side wait and
+// leaves the volume as it was (writeback goes on at its normal pace).
+func (c *cli) dropCaches(e *env, cl *control.Client) error {
+	poll, err := control.Dial(c.Name)
+	if err != nil {
+		return err
+	}
+	defer poll.Close()
+	s, err := poll.StatusContext(e.ctx)
+	if err != nil {
+		return fmt.Errorf("drop_caches: status: %w", err)
+	}
+	var p progress = nopProgress{}
+	if !c.Quiet {
+		if isTerminal(e.stderr) {
+			p = newBarProgress(e.stderr, s.NrDirtyCacheBlocks)
+		} else {
+			p = &lineProgress{w: e.stderr, start: time.Now(), total: s.NrDirtyCacheBlocks, last: s.NrDirtyCacheBlocks}
+			p.update(s.NrDirtyCacheBlocks, true)
+		}
+	}
+
+	// The message goroutine ends when drop_caches returns or, on Ctrl-C,
+	// as soon as cl's connection is closed; we always wait for it.
+	done := make(chan error, 1)
+	go func() {
+		_, err := cl.Message(e.ctx, []string{"drop_caches"})
+		done <- err
+	}()
+	finished := false
+	defer func() {
+		if !finished {
+			cl.Close() // cancels the server-side wait and ends the goroutine
+			<-done
+		}
+	}()
+	t := time.NewTicker(pollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case err := <-done:
+			finished = true
+			if e.ctx.Err() != nil {
+				p.abort()
+				return fmt.Errorf("%w: stopped waiting for drop_caches; the volume goes on, writeback continues at its normal pace", errInterrupted)
+			}
+			if err != nil {
+				p.abort()
+				return fmt.Errorf("drop_caches: %w", err)
+			}
+			p.finish()
+			return nil
+		case <-t.C:
+			s, err := poll.StatusContext(e.ctx)
+			if err != nil {
+				if e.ctx.Err() != nil {
+					continue // the message goroutine reports the interrupt
+				}
+				return fmt.Errorf("drop_caches: status: %w", err)
+			}
+			p.update(s.NrDirtyCacheBlocks, false)
+		}
+	}
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// progress shows how many dirty blocks are left.
+type progress interface {
+	update(dirty uint64, force bool)
+	finish()
+	abort()
+}
+
+type nopProgress struct{}
+
+func (nopProgress) update(uint64, bool) {}
+func (nopProgress) finish()             {}
+func (nopProgress) abort()              {}
+
+// barProgress is a progress bar for a terminal: blocks written back of the
+// dirty blocks there were, rate and ETA.
+type barProgress struct {
+	bar *progressbar.ProgressBar
+	max uint64
+}
+
+func newBarProgress(w io.Writer, dirty uint64) *barProgress {
+	max := max(dirty, 1)
+	bar := progressbar.NewOptions64(int64(max),
+		progressbar.OptionSetWriter(w),
+		progressbar.OptionSetDescription("drop_caches"),
+		progressbar.OptionShowCount(),
+		progressbar.OptionShowIts(),
+		progressbar.OptionSetItsString("blocks"),
+		progressbar.OptionSetPredictTime(true),
+		progressbar.OptionSetWidth(30),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionOnCompletion(func() { fmt.Fprintln(w) }),
+	)
+	p := &barProgress{bar: bar, max: max}
+	p.update(dirty, true)
+	return p
+}
+
+func (p *barProgress) update(dirty uint64, _ bool) {
+	// New writes can dirty more blocks than there were at the start.
+	if dirty > p.max {
+		p.max = dirty
+		p.bar.ChangeMax64(int64(p.max))
+	}
+	p.bar.Describe(fmt.Sprintf("drop_caches: %d dirty blocks left", dirty))
+	_ = p.bar.Set64(int64(p.max - dirty))
+}
+
+func (p *barProgress) finish() {
+	p.bar.Describe("drop_caches: no dirty blocks left")
+	_ = p.bar.Finish()
+}
+
+func (p *barProgress) abort() { _ = p.bar.Exit() }
+
+// lineProgress prints plain lines, for logs and pipes: on change, at most
+// once per lineInterval, and always the first and the last.
+type lineProgress struct {
+	w       io.Writer
+	start   time.Time
+	total   uint64 // dirty blocks at the start
+	last    uint64
+	printed time.Time
+}
+
+func (p *lineProgress) update(dirty uint64, force bool) {
+	now := time.Now()
+	if !force && (dirty == p.last || now.Sub(p.printed) < lineInterval) {
+		return
+	}
+	p.last, p.printed = dirty, now
+	line := fmt.Sprintf("drop_caches: %d dirty blocks left", dirty)
+	if el := now.Sub(p.start).Seconds(); el > 0 && p.total > dirty {
+		rate := float64(p.total-dirty) / el
+		eta := time.Duration(float64(dirty) / rate * float64(time.Second)).Round(time.Second)
+		line += fmt.Sprintf(", %.0f blocks/s, ETA %v", rate, eta)
+	}
+	fmt.Fprintln(p.w, line)
+}
+
+func (p *lineProgress) finish() {
+	fmt.Fprintf(p.w, "drop_caches: done, no dirty blocks left (%v)\n", time.Since(p.start).Round(time.Millisecond))
+}
+
+func (p *lineProgress) abort() {}
