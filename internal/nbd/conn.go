@@ -391,86 +391,124 @@ func check(e *Export, size uint64, flags uint16, req request) uint32 {
 	return 0
 }
 
+// op is one request in flight: its header, its payload buffer and the
+// storage of its reply, pooled so that the hot path allocates nothing.
+type op struct {
+	c    *conn
+	e    *Export
+	req  request
+	buf  *[]byte // payload: WRITE data in, READ data out; nil otherwise
+	cost int64   // bytes charged to the connection's in-flight budget
+
+	hdr  [simpleReplySize]byte
+	iov  [2][]byte
+	bufs net.Buffers
+}
+
+var opPool = sync.Pool{New: func() any { return new(op) }}
+
 // dispatch validates a request, reads its payload, and hands it to a request
 // goroutine. An error means the stream cannot go on.
 func (c *conn) dispatch(e *Export, size uint64, flags uint16, req request) error {
 	code := check(e, size, flags, req)
-	if req.typ == cmdWrite {
-		if req.length > MaxPayload {
-			// The payload follows the header and we will not read 4 GiB to
-			// skip it: the stream cannot be resynchronised.
-			c.reply(req.handle, errInval, nil)
-			return fmt.Errorf("%w: write of %d bytes, limit %d", ErrProtocol, req.length, MaxPayload)
-		}
+	var cost int64
+	switch {
+	case req.typ == cmdWrite && req.length > MaxPayload:
+		// The payload follows the header and we will not read 4 GiB to
+		// skip it: the stream cannot be resynchronised.
+		c.reply(req.handle, errInval, nil)
+		return fmt.Errorf("%w: write of %d bytes, limit %d", ErrProtocol, req.length, MaxPayload)
+	case req.typ == cmdWrite:
 		// Read the payload even for a refused write, to stay in step.
-		n := int(req.length)
-		c.acquire(int64(n))
-		buf := getBuf(n)
-		if _, err := io.ReadFull(c.br, *buf); err != nil {
-			putBuf(buf)
-			c.release(int64(n))
+		cost = int64(req.length)
+	case code != 0:
+		c.reply(req.handle, code, nil)
+		return nil
+	case req.typ == cmdRead:
+		cost = int64(req.length)
+	}
+
+	// Wait for room before allocating: the budget bounds the memory a
+	// connection holds.
+	c.acquire(cost)
+	o := opPool.Get().(*op)
+	o.c, o.e, o.req, o.cost = c, e, req, cost
+	if req.typ == cmdWrite || req.typ == cmdRead {
+		o.buf = getBuf(int(req.length))
+	}
+	if req.typ == cmdWrite {
+		if _, err := io.ReadFull(c.br, *o.buf); err != nil {
+			o.done()
 			return fmt.Errorf("read write payload: %w", err)
 		}
 		if code != 0 {
-			putBuf(buf)
-			c.release(int64(n))
+			o.done()
 			c.reply(req.handle, code, nil)
 			return nil
 		}
-		c.wg.Go(func() {
-			defer c.release(int64(n))
-			defer putBuf(buf)
-			err := e.Backend.WriteAt(*buf, int64(req.offset), req.flags&cmdFlagFUA != 0)
-			c.replyErr(req, err)
-		})
-		return nil
 	}
-	if code != 0 {
-		c.reply(req.handle, code, nil)
-		return nil
-	}
+	c.wg.Add(1)
+	go o.run()
+	return nil
+}
 
+// run executes a validated request against the backend and replies. It is
+// the body of a request goroutine, owned by the connection goroutine, which
+// waits for it (conn.wg) before closing.
+func (o *op) run() {
+	c, e, req := o.c, o.e, o.req
+	defer c.wg.Done()
+	defer o.done()
 	off, length, fua := int64(req.offset), int64(req.length), req.flags&cmdFlagFUA != 0
+	var err error
 	switch req.typ {
 	case cmdRead:
-		c.acquire(length)
-		c.wg.Go(func() {
-			defer c.release(length)
-			buf := getBuf(int(length))
-			defer putBuf(buf)
-			if err := e.Backend.ReadAt(*buf, off); err != nil {
-				// No payload after an error reply: the client would not
-				// know how much to skip.
-				c.replyErr(req, err)
-				return
-			}
-			c.reply(req.handle, 0, *buf)
-		})
+		if err = e.Backend.ReadAt(*o.buf, off); err == nil {
+			o.reply(0, *o.buf)
+			return
+		}
+		// No payload after an error reply: the client could not know
+		// how much to skip.
+	case cmdWrite:
+		err = e.Backend.WriteAt(*o.buf, off, fua)
 	case cmdFlush:
-		c.acquire(0)
-		c.wg.Go(func() {
-			defer c.release(0)
-			c.replyErr(req, e.Backend.Flush())
-		})
+		err = e.Backend.Flush()
 	case cmdTrim:
-		c.acquire(0)
-		c.wg.Go(func() {
-			defer c.release(0)
-			err := e.Backend.Trim(off, length)
-			if err == nil && fua {
-				// Backend.Trim has no FUA: a flush persists it.
-				err = e.Backend.Flush()
-			}
-			c.replyErr(req, err)
-		})
+		err = e.Backend.Trim(off, length)
+		if err == nil && fua {
+			// Backend.Trim has no FUA: a flush persists it.
+			err = e.Backend.Flush()
+		}
 	case cmdWriteZeroes:
-		c.acquire(0)
-		c.wg.Go(func() {
-			defer c.release(0)
-			c.replyErr(req, e.Backend.WriteZeroes(off, length, fua))
-		})
+		err = e.Backend.WriteZeroes(off, length, fua)
 	}
-	return nil
+	if err != nil {
+		c.s.log.Debug("nbd: request failed", "remote", c.remote(), "type", req.typ,
+			"offset", req.offset, "length", req.length, "err", err)
+	}
+	o.reply(errnoOf(err), nil)
+}
+
+// reply sends the op's simple reply, header and data in one writev.
+func (o *op) reply(code uint32, data []byte) {
+	putSimpleReply(&o.hdr, code, o.req.handle)
+	o.iov[0], o.iov[1] = o.hdr[:], data
+	o.bufs = o.iov[:]
+	if len(data) == 0 {
+		o.bufs = o.iov[:1]
+	}
+	o.c.send(&o.bufs)
+	o.iov[1] = nil
+}
+
+// done returns the op's buffer and budget, and the op to its pool.
+func (o *op) done() {
+	if o.buf != nil {
+		putBuf(o.buf)
+	}
+	o.c.release(o.cost)
+	*o = op{}
+	opPool.Put(o)
 }
 
 // acquire waits until the connection may start one more request holding n
@@ -494,34 +532,29 @@ func (c *conn) release(n int64) {
 	c.cond.Signal()
 }
 
-// replyErr replies to a request with the NBD code of a backend error.
-func (c *conn) replyErr(req request, err error) {
-	if err != nil {
-		c.s.log.Debug("nbd: request failed", "remote", c.remote(), "type", req.typ,
-			"offset", req.offset, "length", req.length, "err", err)
-	}
-	c.reply(req.handle, errnoOf(err), nil)
-}
-
-// reply sends a simple reply, header and data in one writev. After a
-// failed write the socket is closed (the reader then stops) and further
-// replies are dropped: the client is gone or the stream is broken.
+// reply sends a simple reply without data; used by the connection
+// goroutine for requests refused before they reach the backend.
 func (c *conn) reply(handle uint64, code uint32, data []byte) {
 	var hdr [simpleReplySize]byte
 	putSimpleReply(&hdr, code, handle)
+	bufs := net.Buffers{hdr[:], data}
+	if len(data) == 0 {
+		bufs = bufs[:1]
+	}
+	c.send(&bufs)
+}
+
+// send writes one reply in one writev under the write lock, so replies
+// never interleave. After a failed write the socket is closed (the reader
+// then stops) and further replies are dropped: the client is gone or the
+// stream is broken.
+func (c *conn) send(bufs *net.Buffers) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.wErr != nil {
 		return
 	}
-	var err error
-	if len(data) == 0 {
-		_, err = c.nc.Write(hdr[:])
-	} else {
-		bufs := net.Buffers{hdr[:], data}
-		_, err = bufs.WriteTo(c.nc)
-	}
-	if err != nil {
+	if _, err := bufs.WriteTo(c.nc); err != nil {
 		c.wErr = err
 		c.nc.Close()
 		c.s.log.Debug("nbd: reply failed", "remote", c.remote(), "err", err)

@@ -325,7 +325,6 @@ func TestConcurrentOutOfOrder(t *testing.T) {
 		}
 		seen[h] = true
 	}
-	m.gate, m.entered = nil, nil
 	data := m.snapshot()
 	for i := range n {
 		if data[i*4096] != byte(i) || data[i*4096+4095] != byte(i) {
