@@ -530,3 +530,47 @@ func TestBufPool(t *testing.T) {
 		putBuf(b)
 	}
 }
+
+// TestServeTwoListeners: one server on a unix socket and on TCP loopback;
+// Shutdown ends both Serve calls.
+func TestServeTwoListeners(t *testing.T) {
+	m := newMem(testSize)
+	ts := startServer(t, []Export{{Backend: m}}, Options{})
+	tl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcpDone := make(chan error, 1)
+	go func() { tcpDone <- ts.srv.Serve(context.Background(), tl) }()
+
+	nc, err := net.Dial("tcp", tl.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	c := &client{t: t, nc: nc}
+	c.greet(clientFlagFixedNewstyle | clientFlagNoZeroes)
+	if _, typ := c.infoGo(optGo, ""); typ != repAck {
+		t.Fatal(typ)
+	}
+	c.roundTrip(0)
+	u, _ := open(t, ts.sock, "")
+	code, got := u.do(cmdRead, 0, 0, 4096, nil)
+	if code != 0 || got[0] != 1 { // written over TCP, read over unix
+		t.Fatalf("read over unix: %d %x", code, got[:2])
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := ts.srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.expectClosed()
+	u.expectClosed()
+	if err := <-tcpDone; err != nil {
+		t.Fatalf("Serve tcp: %v", err)
+	}
+	if err := ts.srv.Serve(context.Background(), tl); err != nil {
+		t.Fatalf("Serve after Shutdown: %v", err)
+	}
+}
