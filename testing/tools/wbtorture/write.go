@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -114,8 +113,12 @@ func runWrite(ctx context.Context, st *State, o writeOpts) (*writeStats, error) 
 					if err == nil {
 						continue
 					}
-					if errors.Is(err, nbdclient.ErrClosed) && killed.Load() {
-						return // the engine died under us, as planned
+					if killed.Load() {
+						// The engine died under us, as planned. Any reply
+						// after the kill is a dying server's (NB: nbdkit
+						// answers ESHUTDOWN); the request stays pending
+						// in the model, which is what it is.
+						return
 					}
 					fail(err)
 					return
