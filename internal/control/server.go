@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -32,6 +33,10 @@ type Volume interface {
 // writeTimeout bounds writing one response, so a client that stops reading
 // does not hold a connection goroutine until shutdown.
 const writeTimeout = 10 * time.Second
+
+// shutdownWriteTimeout bounds writing the last response once the server
+// is stopping.
+const shutdownWriteTimeout = time.Second
 
 // Listen creates the control socket RUNDIR/NAME.ctl, mode 0600. The socket
 // file is removed when the listener is closed. The caller must have
@@ -148,17 +153,20 @@ type lineItem struct {
 // or a write fails, and waits for the reader before returning.
 func serveConn(ctx context.Context, c *net.UnixConn, v Volume, owner uint32) {
 	defer c.Close()
-	// Server shutdown closes the connection, which ends both goroutines.
-	stop := context.AfterFunc(ctx, func() { c.Close() })
+	// Server shutdown ends reading at once, which ends the reader and
+	// cancels a running message; the handler still writes the response of
+	// the request in hand. NB: that is how the reply to "remove", which
+	// itself stops the server, reaches the client.
+	stop := context.AfterFunc(ctx, func() { c.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
 
 	uid, err := peerUID(c)
 	if err != nil {
-		writeResponse(c, Response{Error: fmt.Sprintf("control: peer credentials: %v", err)})
+		refuse(ctx, c, Response{Error: fmt.Sprintf("control: peer credentials: %v", err)})
 		return
 	}
 	if uid != 0 && uid != owner {
-		writeResponse(c, Response{Error: fmt.Sprintf("%v: uid %d is neither root nor the owner (uid %d) of the run directory", ErrPermission, uid, owner)})
+		refuse(ctx, c, Response{Error: fmt.Sprintf("%v: uid %d is neither root nor the owner (uid %d) of the run directory", ErrPermission, uid, owner)})
 		return
 	}
 
@@ -194,13 +202,19 @@ func serveConn(ctx context.Context, c *net.UnixConn, v Volume, owner uint32) {
 
 	for it := range lines {
 		if it.err != nil {
-			writeResponse(c, Response{Error: it.err.Error()})
+			refuse(ctx, c, Response{Error: it.err.Error()})
 			return
 		}
 		if len(it.line) == 0 {
 			continue
 		}
-		if err := writeResponse(c, handle(msgCtx, it.line, v)); err != nil {
+		if ctx.Err() != nil {
+			// Read before the stop but not started: the volume may be
+			// closing, so it is not asked.
+			writeResponse(ctx, c, Response{Error: "control: the volume is stopping"})
+			return
+		}
+		if err := writeResponse(ctx, c, handle(msgCtx, it.line, v)); err != nil {
 			return
 		}
 	}
@@ -224,7 +238,7 @@ func handle(ctx context.Context, line []byte, v Volume) Response {
 			return Response{Error: err.Error()}
 		}
 		if err := ctx.Err(); err != nil {
-			return Response{Error: fmt.Sprintf("%s: not started: client gone", m.Args()[0])}
+			return Response{Error: fmt.Sprintf("%s: not started: the client is gone or the volume is stopping", m.Args()[0])}
 		}
 		res, err := v.Message(ctx, m.Args())
 		if err != nil {
@@ -235,12 +249,31 @@ func handle(ctx context.Context, line []byte, v Volume) Response {
 	return Response{Error: fmt.Sprintf("%v: unknown op %q", ErrSyntax, req.Op)}
 }
 
-func writeResponse(c net.Conn, r Response) error {
+// refuse writes a last response and ends the connection. It reads and
+// drops what the client sent, for a while: closing a unix socket with
+// unread data makes the client's read fail (ECONNRESET) before it sees
+// the response.
+func refuse(ctx context.Context, c *net.UnixConn, r Response) {
+	if writeResponse(ctx, c, r) != nil {
+		return
+	}
+	c.CloseWrite()
+	c.SetReadDeadline(time.Now().Add(shutdownWriteTimeout))
+	io.Copy(io.Discard, io.LimitReader(c, 1<<20))
+}
+
+// writeResponse writes one response; once the server is stopping (ctx
+// done) it gives a client that does not read only shutdownWriteTimeout.
+func writeResponse(ctx context.Context, c net.Conn, r Response) error {
 	b, err := encodeLine(r)
 	if err != nil {
 		b, _ = encodeLine(Response{Error: fmt.Sprintf("control: encode response: %v", err)})
 	}
-	if err := c.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {
+	timeout := writeTimeout
+	if ctx.Err() != nil {
+		timeout = shutdownWriteTimeout
+	}
+	if err := c.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
 		return err
 	}
 	_, err = c.Write(b)

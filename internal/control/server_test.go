@@ -307,6 +307,43 @@ func TestServeShutdown(t *testing.T) {
 	}
 }
 
+// stoppingVolume stops the server from inside Message, as a remove
+// message does in wb-create.
+type stoppingVolume struct {
+	*fakeVolume
+	stop context.CancelFunc
+}
+
+func (v stoppingVolume) Message(ctx context.Context, args []string) (string, error) {
+	v.stop()
+	time.Sleep(20 * time.Millisecond) // let the shutdown reach the connection first
+	return "removing", nil
+}
+
+// TestReplyToRemoveSurvivesShutdown checks that the response of a message
+// that stops the server still reaches the client.
+func TestReplyToRemoveSurvivesShutdown(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Listen(dir, "rm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- Serve(ctx, l, stoppingVolume{newFakeVolume(), cancel}) }()
+	c := dialT(t, ControlPath(dir, "rm"))
+	res, err := c.Message(context.Background(), []string{"remove"})
+	if err != nil || res != "removing" {
+		t.Errorf("remove = %q, %v; want the reply despite the shutdown", res, err)
+	}
+	if err := <-errc; err != nil {
+		t.Errorf("Serve = %v", err)
+	}
+	if _, err := c.Status(); err == nil {
+		t.Error("status answered after shutdown")
+	}
+}
+
 func TestServeNeedsUnixListener(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
