@@ -23,6 +23,15 @@ var clientPackages = map[string]string{
 	"nbdcopy": "libnbd-bin",
 	"qemu-io": "qemu-utils",
 	"fio":     "fio",
+	"nbdfuse": "nbdfuse",
+	// for the ext4 test
+	"losetup":     "mount",
+	"mount":       "mount",
+	"umount":      "mount",
+	"mkfs.ext4":   "e2fsprogs",
+	"e2fsck":      "e2fsprogs",
+	"fusermount3": "fuse3",
+	"sync":        "coreutils",
 }
 
 func needTool(t *testing.T, name string) string {
@@ -215,5 +224,94 @@ func TestClientFio(t *testing.T) {
 	}
 	if r := m.reads.Load(); r < jobs*per/4096 {
 		t.Errorf("backend saw %d reads (verify pass), want >= %d", r, jobs*per/4096)
+	}
+}
+
+// TestClientExt4OverNbdfuse puts ext4 on the export through the kernel:
+// nbdfuse exposes the export as a file, losetup makes it a block device,
+// and mkfs.ext4, mount, file writes, sync, remount and e2fsck -fn run on
+// it. Needs root, /dev/fuse and loop devices, as CI has.
+func TestClientExt4OverNbdfuse(t *testing.T) {
+	for _, tool := range []string{"nbdfuse", "losetup", "mount", "umount", "mkfs.ext4", "e2fsck", "fusermount3"} {
+		needTool(t, tool)
+	}
+	const size = 64 << 20
+	m := newMem(size)
+	ts := startServer(t, []Export{{Name: "vol", Backend: m}}, Options{})
+	dir, err := os.MkdirTemp("", "nbdfuse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	fuseDir, mnt, pidfile := filepath.Join(dir, "fuse"), filepath.Join(dir, "mnt"), filepath.Join(dir, "pid")
+	for _, d := range []string{fuseDir, mnt} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	fuse := exec.Command(needTool(t, "nbdfuse"), "-P", pidfile, fuseDir+"/disk", uri(ts, "vol"))
+	fuse.Stderr = os.Stderr
+	if err := fuse.Start(); err != nil {
+		t.Fatal(err)
+	}
+	fuseDone := make(chan error, 1)
+	go func() { fuseDone <- fuse.Wait() }()
+	t.Cleanup(func() {
+		exec.Command("fusermount3", "-u", fuseDir).Run()
+		select {
+		case <-fuseDone:
+		case <-time.After(10 * time.Second):
+			fuse.Process.Kill()
+			<-fuseDone
+			t.Errorf("nbdfuse did not exit after fusermount3 -u")
+		}
+	})
+	// nbdfuse writes its pid file once the file is served.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(pidfile); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("nbdfuse did not become ready")
+		}
+	}
+
+	loop := strings.TrimSpace(runTool(t, "losetup", "-f", "--show", fuseDir+"/disk"))
+	t.Cleanup(func() { exec.Command("losetup", "-d", loop).Run() })
+	runTool(t, "mkfs.ext4", "-q", "-F", loop)
+
+	files := map[string][]byte{}
+	for i := range 3 {
+		b := make([]byte, (i+1)<<20)
+		rand.Read(b)
+		files[fmt.Sprintf("f%d", i)] = b
+	}
+	runTool(t, "mount", loop, mnt)
+	mounted := true
+	t.Cleanup(func() {
+		if mounted {
+			exec.Command("umount", mnt).Run()
+		}
+	})
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(mnt, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runTool(t, "sync", "-f", mnt)
+	runTool(t, "umount", mnt)
+	runTool(t, "mount", loop, mnt)
+	for name, b := range files {
+		got, err := os.ReadFile(filepath.Join(mnt, name))
+		if err != nil || !bytes.Equal(got, b) {
+			t.Errorf("%s after remount: %v, equal %v", name, err, bytes.Equal(got, b))
+		}
+	}
+	runTool(t, "umount", mnt)
+	mounted = false
+	runTool(t, "e2fsck", "-fn", loop)
+	if m.flushes.Load() == 0 {
+		t.Errorf("ext4 through nbdfuse sent no flush")
 	}
 }
