@@ -69,8 +69,9 @@ type Report struct {
 	// NrDirtySectors counts the dirty sectors replay would write back,
 	// the Pieces under partial copies included.
 	NrDirtySectors int64 `json:"nr_dirty_sectors"`
-	// NrLostDirtyBlocks counts dirty metablocks in discarded segments that
-	// are not part of a torn tail: what damage loses.
+	// NrLostDirtyBlocks counts the cache blocks with a dirty copy in the
+	// corrupt and discarded segments, torn tails excepted: what damage
+	// loses (some may still be served, older, from the valid prefix).
 	NrLostDirtyBlocks int      `json:"nr_lost_dirty_blocks"`
 	BackingSize       int64    `json:"backing_size,omitempty"`
 	Status            string   `json:"status"`
@@ -108,7 +109,8 @@ type Result struct {
 // error only when the device cannot be read; every fault of the bytes is
 // a problem in the report.
 func Check(dev io.ReaderAt, size int64, opts Options) (*Result, error) {
-	r := &Result{Report: Report{DeviceSize: size, BackingSize: opts.BackingSize, Problems: []string{}}}
+	r := &Result{Report: Report{DeviceSize: size, BackingSize: opts.BackingSize, Problems: []string{},
+		CorruptSegmentIDs: []uint64{}, DiscardedSegmentIDs: []uint64{}}}
 	rep := &r.Report
 	log, err := replay.Scan(dev, size)
 	if errors.Is(err, layout.ErrTooSmall) {
@@ -147,6 +149,7 @@ func Check(dev io.ReaderAt, size int64, opts Options) (*Result, error) {
 			id := log.Bad.Header.ID
 			rep.TornSegmentID = &id
 		}
+		lost := map[uint64]bool{}
 		for _, s := range r.afterBad() {
 			if !s.ChecksumOK && !torn {
 				rep.CorruptSegmentIDs = append(rep.CorruptSegmentIDs, s.Header.ID)
@@ -155,9 +158,14 @@ func Check(dev io.ReaderAt, size int64, opts Options) (*Result, error) {
 				rep.DiscardedSegmentIDs = append(rep.DiscardedSegmentIDs, s.Header.ID)
 			}
 			if !torn && s.Header.ID > log.LastWritebackID {
-				rep.NrLostDirtyBlocks += dirtyMetablocks(s.Header)
+				for i := range min(int(s.Header.Length), layout.NrCachesPerSegment) {
+					if mb := s.Header.Metablocks[i]; mb.DirtyBits != 0 {
+						lost[mb.Sector/layout.SectorsPerBlock] = true
+					}
+				}
 			}
 		}
+		rep.NrLostDirtyBlocks = len(lost)
 	}
 	if err := r.apply(); err != nil {
 		return nil, err

@@ -1,0 +1,423 @@
+// Command wb-check checks a writeboost cache device offline, with the
+// engine stopped, like fsck(8): it validates the superblock, every segment
+// header, checksum and metablock, runs the replay walk, and says what a
+// start would recover. It is read-only unless --writeback is given, which
+// writes every dirty sector back to the backing device and marks the log
+// written back (offline recovery).
+//
+//	wb-check [--segments] [--segment ID] [--json] [--backing PATH|SIZE]
+//	         [--writeback BACKING [--force]] CACHE
+//
+// Exit status: 0 consistent; 1 only a torn tail, as a power cut leaves,
+// which replay discards safely; 4 damage that loses or risks data; 8 an
+// operational error (cannot open, read or write); 16 a usage error.
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/alecthomas/kong"
+	"github.com/olekukonko/tablewriter"
+	"github.com/olekukonko/tablewriter/renderer"
+	"github.com/olekukonko/tablewriter/tw"
+
+	"github.com/writeboost/writeboost/internal/blockdev"
+	"github.com/writeboost/writeboost/internal/check"
+	"github.com/writeboost/writeboost/internal/layout"
+)
+
+const progName = "wb-check"
+
+type cli struct {
+	Segments  bool   `help:"Add a table of every segment: slot, id, length, dirty blocks, state."`
+	Segment   uint64 `help:"Show the header and metablocks of the segment with this id." placeholder:"ID"`
+	JSON      bool   `name:"json" help:"Print one JSON object instead of the human summary."`
+	Backing   string `help:"The backing device, by PATH or by SIZE in bytes (suffixes K, M, G, T, P; S for 512-byte sectors): every metablock must lie inside it." placeholder:"PATH|SIZE"`
+	Writeback string `help:"Offline recovery: write every dirty sector of the log to the backing device BACKING, sync it, then record the newest valid segment id in the superblock record, so that the cache holds no dirty block. Refused on damage unless --force." placeholder:"BACKING"`
+	Force     bool   `help:"With --writeback: write back what the valid prefix of a damaged log holds, and say what is lost."`
+	Cache     string `arg:"" help:"The cache device: a block device or an image file." placeholder:"CACHE"`
+}
+
+// env carries the process's streams into Run.
+type env struct {
+	stdout, stderr io.Writer
+}
+
+// exitError ends Run with an exit status, and a message when msg is set.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// kongExit is how kong's Exit (after --help) unwinds out of parsing.
+type kongExit struct{ code int }
+
+// run is main without the process: it parses args, runs, and returns the
+// exit status.
+func run(args []string, stdout, stderr io.Writer) (code int) {
+	defer func() {
+		if r := recover(); r != nil {
+			e, ok := r.(kongExit)
+			if !ok {
+				panic(r)
+			}
+			code = e.code
+		}
+	}()
+	var c cli
+	parser, err := kong.New(&c,
+		kong.Name(progName),
+		kong.Description("Check a writeboost cache device offline, and write its dirty blocks back (--writeback)."),
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(code int) { panic(kongExit{code}) }),
+	)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", progName, err)
+		return check.ExitUsage
+	}
+	kctx, err := parser.Parse(args)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %s\n", progName, oneLine(err.Error()))
+		return check.ExitUsage
+	}
+	err = kctx.Run(&env{stdout: stdout, stderr: stderr})
+	var ee *exitError
+	switch {
+	case err == nil:
+		return check.ExitOK
+	case errors.As(err, &ee):
+		if ee.msg != "" {
+			fmt.Fprintf(stderr, "%s: %s\n", progName, oneLine(ee.msg))
+		}
+		return ee.code
+	default:
+		fmt.Fprintf(stderr, "%s: %s\n", progName, oneLine(err.Error()))
+		return check.ExitOperational
+	}
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// fail returns an exitError naming the device.
+func fail(code int, dev string, format string, args ...any) error {
+	return &exitError{code: code, msg: dev + ": " + fmt.Sprintf(format, args...)}
+}
+
+// fault names what went wrong with a device in a few words: the errno of
+// a failed open or read ("no such file or directory"), else the error.
+func fault(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		var pe *fs.PathError
+		if errors.As(err, &pe) || errors.Is(err, blockdev.ErrBusy) {
+			return errno.Error()
+		}
+	}
+	switch {
+	case errors.Is(err, blockdev.ErrBusy):
+		return "in use (held exclusively by another program, such as a running writeboost volume)"
+	case errors.Is(err, blockdev.ErrNotSupported):
+		return "not a regular file or block device"
+	}
+	return err.Error()
+}
+
+// quiet discards blockdev's one-line notes (O_DIRECT fallback).
+var quiet = slog.New(slog.DiscardHandler)
+
+// open opens a device, with the faults wb-check reports for a path.
+func open(path string, opts blockdev.FileOptions) (*blockdev.File, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, errors.New(fault(err))
+	}
+	if st.IsDir() {
+		return nil, errors.New("is a directory")
+	}
+	opts.Logger = quiet
+	d, err := blockdev.OpenFile(path, opts)
+	if err != nil {
+		return nil, errors.New(fault(err))
+	}
+	return d, nil
+}
+
+// output is the JSON object: the report, and what the options added.
+type output struct {
+	Device string `json:"device"`
+	check.Report
+	Segment   *check.SegmentDetail `json:"segment,omitempty"`
+	Writeback *writebackOut        `json:"writeback,omitempty"`
+}
+
+type writebackOut struct {
+	Backing    string `json:"backing"`
+	Sectors    int64  `json:"sectors"`
+	Writes     int    `json:"writes"`
+	Skipped    int64  `json:"skipped_sectors"`
+	RecordedID uint64 `json:"recorded_id"`
+	Forced     bool   `json:"forced"`
+}
+
+// Run carries out the check.
+func (c *cli) Run(e *env) error {
+	if c.Force && c.Writeback == "" {
+		return &exitError{code: check.ExitUsage, msg: "--force needs --writeback"}
+	}
+	var opts check.Options
+	if c.Backing != "" {
+		size, err := backingSize(c.Backing)
+		if err != nil {
+			return err
+		}
+		opts.BackingSize = size
+	}
+	writing := c.Writeback != ""
+	cache, err := open(c.Cache, blockdev.FileOptions{ReadOnly: !writing, Direct: true, Exclusive: writing})
+	if err != nil {
+		return fail(check.ExitOperational, c.Cache, "%v", err)
+	}
+	defer cache.Close()
+
+	var backing *blockdev.File
+	if writing {
+		backing, err = open(c.Writeback, blockdev.FileOptions{Exclusive: true})
+		if err != nil {
+			return fail(check.ExitOperational, c.Writeback, "%v", err)
+		}
+		defer backing.Close()
+		if opts.BackingSize == 0 {
+			opts.BackingSize = backing.Size()
+		}
+	}
+
+	r, err := check.Check(cache, cache.Size(), opts)
+	if err != nil {
+		return fail(check.ExitOperational, c.Cache, "%s", fault(err))
+	}
+	out := output{Device: c.Cache, Report: r.Report}
+	if c.Segments {
+		r.FillSegments()
+		out.Report.Segments = r.Report.Segments
+	}
+	if c.Segment != 0 {
+		d, err := r.Segment(c.Segment)
+		if err != nil {
+			return fail(check.ExitUsage, c.Cache, "no segment with id %d in the log", c.Segment)
+		}
+		out.Segment = d
+	}
+
+	var wbErr error
+	if writing {
+		out.Writeback, wbErr = c.writeback(cache, backing, r)
+	}
+	if c.JSON {
+		enc := json.NewEncoder(e.stdout)
+		if err := enc.Encode(out); err != nil {
+			return err
+		}
+	} else if err := printHuman(e.stdout, &out); err != nil {
+		return err
+	}
+	if wbErr != nil {
+		return wbErr
+	}
+	if code := r.Report.ExitStatus; code != check.ExitOK {
+		return &exitError{code: code}
+	}
+	return nil
+}
+
+// writeback runs --writeback; the error carries the exit status.
+func (c *cli) writeback(cache, backing *blockdev.File, r *check.Result) (*writebackOut, error) {
+	rep := r.Report
+	if !rep.Formatted {
+		return nil, fail(check.ExitDamaged, c.Cache, "not a formatted cache device: nothing to write back")
+	}
+	if r.Damaged() && !c.Force {
+		return nil, fail(check.ExitDamaged, c.Cache, "refusing to write back a damaged log: %s; --force writes back what its valid prefix holds", rep.Problems[0])
+	}
+	res, err := check.Writeback(cache, backing, r, check.WritebackOptions{Force: c.Force})
+	if err != nil {
+		return nil, fail(check.ExitOperational, c.Cache, "writeback to %s: %s", c.Writeback, fault(err))
+	}
+	return &writebackOut{Backing: c.Writeback, Sectors: res.Sectors, Writes: res.Writes, Skipped: res.Skipped,
+		RecordedID: res.RecordedID, Forced: c.Force && r.Damaged()}, nil
+}
+
+// backingSize reads --backing: a size when it parses as one, else a path.
+func backingSize(arg string) (int64, error) {
+	if arg[0] >= '0' && arg[0] <= '9' {
+		if n, err := check.ParseSize(arg); err == nil {
+			if n <= 0 {
+				return 0, &exitError{code: check.ExitUsage, msg: fmt.Sprintf("--backing %s: the size must be positive", arg)}
+			}
+			return n, nil
+		}
+	}
+	d, err := open(arg, blockdev.FileOptions{ReadOnly: true})
+	if err != nil {
+		return 0, fail(check.ExitOperational, arg, "%v", err)
+	}
+	defer d.Close()
+	return d.Size(), nil
+}
+
+// maxListed caps the ids and problems the human summary lists.
+const maxListed = 20
+
+func idList(ids []uint64) string {
+	if len(ids) == 0 {
+		return "none"
+	}
+	var b strings.Builder
+	for i, id := range ids {
+		if i == maxListed {
+			fmt.Fprintf(&b, " ... (%d more)", len(ids)-maxListed)
+			break
+		}
+		if i > 0 {
+			b.WriteString(",")
+		}
+		b.WriteString(strconv.FormatUint(id, 10))
+	}
+	return b.String()
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+// printHuman prints the summary as `key: value` lines (the keys are the
+// JSON names), then the tables the options asked for.
+func printHuman(w io.Writer, o *output) error {
+	r := &o.Report
+	torn := "none"
+	if r.TornSegmentID != nil {
+		torn = strconv.FormatUint(*r.TornSegmentID, 10)
+	}
+	lines := [][2]string{
+		{"device", o.Device},
+		{"device_size", fmt.Sprintf("%d (%s)", r.DeviceSize, humanBytes(r.DeviceSize))},
+		{"formatted", yesNo(r.Formatted)},
+	}
+	if r.BackingSize > 0 {
+		lines = append(lines, [2]string{"backing_size", fmt.Sprintf("%d (%s)", r.BackingSize, humanBytes(r.BackingSize))})
+	}
+	if r.Formatted {
+		u := func(n uint64) string { return strconv.FormatUint(n, 10) }
+		lines = append(lines, [][2]string{
+			{"nr_segments", u(r.NrSegments)},
+			{"nr_cache_blocks", u(r.NrCacheBlocks)},
+			{"superblock_record", u(r.SuperblockRecord)},
+			{"max_id", u(r.MaxID)},
+			{"last_flushed_id", u(r.LastFlushedID)},
+			{"last_writeback_id", u(r.LastWritebackID)},
+			{"valid_segments", strconv.Itoa(r.ValidSegments)},
+			{"torn_segment_id", torn},
+			{"corrupt_segment_ids", idList(r.CorruptSegmentIDs)},
+			{"discarded_segment_ids", idList(r.DiscardedSegmentIDs)},
+			{"nr_dirty_blocks", strconv.Itoa(r.NrDirtyBlocks)},
+			{"nr_dirty_sectors", strconv.FormatInt(r.NrDirtySectors, 10)},
+		}...)
+		if r.NrLostDirtyBlocks > 0 {
+			lines = append(lines, [2]string{"nr_lost_dirty_blocks", strconv.Itoa(r.NrLostDirtyBlocks)})
+		}
+	}
+	lines = append(lines, [2]string{"status", r.Status})
+	for i, p := range r.Problems {
+		if i == maxListed {
+			lines = append(lines, [2]string{"problem", fmt.Sprintf("... and %d more (--json lists all)", len(r.Problems)-maxListed)})
+			break
+		}
+		lines = append(lines, [2]string{"problem", p})
+	}
+	if wb := o.Writeback; wb != nil {
+		lines = append(lines,
+			[2]string{"writeback", fmt.Sprintf("%d sectors in %d writes to %s", wb.Sectors, wb.Writes, wb.Backing)},
+			[2]string{"writeback_recorded_id", strconv.FormatUint(wb.RecordedID, 10)})
+		if wb.Skipped > 0 {
+			lines = append(lines, [2]string{"writeback_skipped_sectors", fmt.Sprintf("%d (past the backing device's end)", wb.Skipped)})
+		}
+		if wb.Forced {
+			lines = append(lines, [2]string{"writeback_lost", fmt.Sprintf("%d blocks with dirty data in the segments after %d (corrupt_segment_ids, discarded_segment_ids)",
+				r.NrLostDirtyBlocks, r.LastFlushedID)})
+		}
+	}
+	for _, l := range lines {
+		if _, err := fmt.Fprintf(w, "%s: %s\n", l[0], l[1]); err != nil {
+			return err
+		}
+	}
+	if len(r.Segments) > 0 {
+		fmt.Fprintln(w)
+		t := newTable(w, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignLeft)
+		t.Header("Slot", "ID", "Length", "Dirty blocks", "State")
+		for _, s := range r.Segments {
+			t.Append(strconv.FormatUint(s.Slot, 10), strconv.FormatUint(s.ID, 10), strconv.Itoa(s.Length),
+				strconv.Itoa(s.DirtyBlocks), s.State)
+		}
+		if err := t.Render(); err != nil {
+			return err
+		}
+	}
+	if d := o.Segment; d != nil {
+		fmt.Fprintf(w, "\nsegment: %d\nslot: %d\nchecksum: %#08x (%s)\nlength: %d\nstate: %s\n",
+			d.ID, d.Slot, d.Checksum, map[bool]string{true: "ok", false: "mismatch"}[d.ChecksumOK], d.Length, d.State)
+		if len(d.Metablocks) > 0 {
+			fmt.Fprintln(w)
+			t := newTable(w, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignLeft, tw.AlignLeft)
+			t.Header("Index", "Sector", "Block", "Dirty bits", "Newest")
+			for _, m := range d.Metablocks {
+				t.Append(strconv.Itoa(m.Index), strconv.FormatUint(m.Sector, 10),
+					strconv.FormatUint(m.Sector/layout.SectorsPerBlock, 10), fmt.Sprintf("%08b", m.DirtyBits), yesNo(m.Newest))
+			}
+			if err := t.Render(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// newTable returns a plain ASCII table.
+func newTable(w io.Writer, align ...tw.Align) *tablewriter.Table {
+	return tablewriter.NewTable(w,
+		tablewriter.WithRenderer(renderer.NewBlueprint(tw.Rendition{Symbols: tw.NewSymbols(tw.StyleASCII)})),
+		tablewriter.WithHeaderAutoFormat(tw.Off),
+		tablewriter.WithRowAlignmentConfig(tw.CellAlignment{Global: tw.AlignLeft, PerColumn: align}),
+	)
+}
+
+// humanBytes formats n bytes with a binary unit.
+func humanBytes(n int64) string {
+	const units = "KMGTPE"
+	if n < 1024 {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, i := float64(n)/1024, 0
+	for v >= 1024 && i < len(units)-1 {
+		v /= 1024
+		i++
+	}
+	return fmt.Sprintf("%.1f %ciB", v, units[i])
+}
