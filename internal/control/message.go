@@ -24,7 +24,7 @@ type OptionSpec struct {
 // dynamic tunables first, then the two static options.
 var Options = [...]OptionSpec{
 	{Name: "writeback_threshold", Min: 0, Max: 100, Default: 0, Unit: "%",
-		Help: "suppress background writeback while the backing device is busier than this; 0 never suppresses"},
+		Help: "background writeback runs while the backing device is busy less than this; 0: only when forced (a full ring, drop_caches)"},
 	{Name: "nr_max_batched_writeback", Min: 1, Max: 32, Default: 32, Unit: "segments",
 		Help: "the most segments written back in one batch, sorted by backing sector"},
 	{Name: "update_sb_record_interval", Min: 0, Max: 3600, Default: 0, Unit: "s",
