@@ -1,0 +1,33 @@
+// Command bench measures writeboost against the physical limit of the cache
+// file and against the peers a user would otherwise run, side by side, on the
+// same machine in the same run (issue 7).
+//
+//	go run ./bench [--quick] [--out FILE.json]
+//
+// Absolute numbers on a shared 2-core machine drift by 2x between runs, so
+// every figure is reported as the median of at least three runs with its
+// min-max, next to a reference measured in the same run, and the ratio is what
+// the targets judge. The references:
+//
+//   - physical limit: fio with O_DIRECT on a file in the same temporary
+//     directory as the cache files (512 KiB sequential write bandwidth,
+//     4 KiB random write IOPS, 1 MiB sequential read bandwidth);
+//   - NBD transport ceiling: nbdkit memory, driven by the same fio nbd job;
+//   - durable direct server: qemu-nbd --cache=none --aio=native on the
+//     physical-limit file;
+//   - user-space peer cache: nbdkit --filter=cache in front of the emulated HDD;
+//   - slow backing device: the emulated HDD (nbdkit file behind the limit,
+//     multi-conn, rate and delay filters), exposed to writeboost as a file
+//     with nbdfuse.
+//
+// Every process is started by the harness with its own process group and a
+// parent-death signal, tracked by PID, and stopped by PID (SIGTERM, then
+// SIGKILL) in reverse start order on exit or interrupt. Everything lives in
+// one temporary directory of sparse files, removed at the end unless --keep.
+//
+// fio's --fsync=N with the nbd engine sends NBD_CMD_FLUSH; with iodepth 1 it
+// sends exactly one per N writes, but with iodepth > 1 fio 3.33 re-issues the
+// flush while writes are in flight (about one flush per write), so the
+// FLUSH-every-32 workload runs at iodepth 1. The harness checks the ratio
+// against nbdkit's stats filter in every run.
+package main

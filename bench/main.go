@@ -1,0 +1,244 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// phases that --only may name.
+var allPhases = []string{"physical", "nbd", "writeback", "engine"}
+
+func run() error {
+	quick := flag.Bool("quick", false, "about 2 minutes: shorter runs, smaller files, the target rows only")
+	out := flag.String("out", "", "JSON file of every figure (default bench-full.json or bench-quick.json)")
+	keep := flag.Bool("keep", false, "keep the temporary directory (images, logs, fio output)")
+	only := flag.String("only", strings.Join(allPhases, ","), "comma-separated phases to run: "+strings.Join(allPhases, ","))
+	reps := flag.Int("runs", 0, "runs per figure (default 3; at least 3)")
+	tmp := flag.String("tmpdir", os.TempDir(), "where the temporary directory (sparse files) goes")
+	installDeps := flag.Bool("install-deps", false, "install missing Debian packages with scripts/deps.sh bench")
+	verbose := flag.Bool("v", false, "debug logging (every process started)")
+	flag.Parse()
+	if flag.NArg() != 0 {
+		return fmt.Errorf("unexpected arguments %q", flag.Args())
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+
+	c := fullConfig()
+	if *quick {
+		c = quickConfig()
+	}
+	if *reps != 0 {
+		if *reps < 3 {
+			return fmt.Errorf("--runs %d: a median needs at least 3", *reps)
+		}
+		c.reps = *reps
+	}
+	phases := map[string]bool{}
+	for _, p := range strings.Split(*only, ",") {
+		p = strings.TrimSpace(p)
+		if !contains(allPhases, p) {
+			return fmt.Errorf("--only: unknown phase %q (have %s)", p, strings.Join(allPhases, ","))
+		}
+		phases[p] = true
+	}
+	if *out == "" {
+		*out = "bench-full.json"
+		if c.quick {
+			*out = "bench-quick.json"
+		}
+	}
+	root, err := moduleRoot()
+	if err != nil {
+		return err
+	}
+
+	if pkgs := missingPackages(exec.LookPath); len(pkgs) > 0 {
+		if !*installDeps {
+			return errors.New(depsMessage(pkgs))
+		}
+		cmd := exec.Command(filepath.Join(root, "scripts", "deps.sh"), "bench")
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("scripts/deps.sh: %w", err)
+		}
+		if pkgs := missingPackages(exec.LookPath); len(pkgs) > 0 {
+			return errors.New(depsMessage(pkgs))
+		}
+	}
+
+	// SIGINT/SIGTERM cancel ctx: the running step stops its processes and
+	// the deferred stopAll takes down the servers, newest first.
+	ctx, stopSignals := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stopSignals()
+
+	dir, err := os.MkdirTemp(*tmp, "wb-bench-")
+	if err != nil {
+		return err
+	}
+	e := &env{dir: dir, bin: filepath.Join(dir, "bin"), runDir: filepath.Join(dir, "run")}
+	e.ps = &procs{logDir: filepath.Join(dir, "logs")}
+	for _, d := range []string{e.bin, e.runDir, e.ps.logDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	defer func() {
+		e.ps.stopAll()
+		if *keep {
+			slog.Info("kept", "dir", dir)
+			return
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			slog.Warn("remove temp dir", "dir", dir, "err", err)
+		}
+	}()
+
+	res := newResults()
+	begin := time.Now()
+	res.Started = begin.UTC().Format(time.RFC3339)
+	res.Mode = c.describe()["mode"]
+	res.Config = c.describe()
+	res.Host["cpus"] = fmt.Sprint(runtime.NumCPU())
+	res.Host["go"] = runtime.Version()
+	if u, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		res.Host["kernel"] = strings.TrimSpace(string(u))
+	}
+	for _, t := range []string{"fio", "nbdkit", "qemu-nbd", "nbdfuse"} {
+		res.Host[t] = toolVersion(t)
+	}
+	res.Targets = targets()
+	fail := func(phase string, err error) {
+		msg := phase + ": " + err.Error()
+		res.Errors = append(res.Errors, msg)
+		slog.Error("phase failed", "phase", phase, "err", err)
+	}
+
+	// Fresh binaries from this tree, so the figures are of this commit.
+	haveWB := false
+	if _, err := os.Stat(filepath.Join(root, "cmd", "wb-create")); err != nil {
+		fail("build", errors.New("cmd/wb-create does not exist yet"))
+	} else if _, err := e.ps.run(ctx, "go-build", startOpts{dir: root}, "go", "build", "-o", e.bin+"/",
+		"./cmd/wb-create", "./cmd/wb-status", "./cmd/wb-message"); err != nil {
+		fail("build", err)
+	} else {
+		haveWB = true
+	}
+
+	step := func(name string, f func() error) {
+		if ctx.Err() != nil || !phases[name] {
+			return
+		}
+		t := time.Now()
+		slog.Info("phase", "name", name)
+		if err := f(); err != nil {
+			fail(name, err)
+		}
+		slog.Info("phase done", "name", name, "took", time.Since(t).Round(time.Second))
+	}
+	step("physical", func() error {
+		if err := physical(ctx, e, c, res); err != nil {
+			return err
+		}
+		return checkFsync(ctx, e, c, res)
+	})
+	step("nbd", func() error {
+		if !phases["physical"] {
+			// qemu-nbd serves the physical-limit file; make one.
+			if err := sparse(e.path("phys.img"), c.physSize); err != nil {
+				return err
+			}
+		}
+		return nbdPhase(ctx, e, c, res, haveWB)
+	})
+	step("writeback", func() error { writebackPhase(ctx, e, c, res, haveWB); return nil })
+	step("engine", func() error { enginePhase(ctx, e, c, res, root); return nil })
+	if ctx.Err() != nil {
+		res.Errors = append(res.Errors, "interrupted")
+	}
+
+	res.Seconds = time.Since(begin).Round(time.Second).Seconds()
+	res.judge()
+	res.printTables(os.Stdout)
+	if err := res.writeJSON(*out); err != nil {
+		return err
+	}
+	fmt.Printf("\n%s run took %v; figures in %s\n", res.Mode, time.Since(begin).Round(time.Second), *out)
+	for _, m := range res.Errors {
+		fmt.Println("error:", m)
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// moduleRoot finds the directory holding go.mod, from the working directory up.
+func moduleRoot() (string, error) {
+	d, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return d, nil
+		}
+		parent := filepath.Dir(d)
+		if parent == d {
+			return "", errors.New("run bench from inside the writeboost module (no go.mod found)")
+		}
+		d = parent
+	}
+}
+
+// targets are issue 7's goals, judged on ratios of the same run.
+func targets() []*target {
+	n := func(wl, s string) string { return nbdRowID(wl, s) }
+	return []*target{
+		{Name: "P1", Desc: "4K randwrite QD32 via NBD vs nbdkit memory (transport ceiling)", Row: n("randwrite-qd32", sWBFiles), Ref: n("randwrite-qd32", sMemory), Op: ">=", Value: 0.8},
+		{Name: "P1", Desc: "4K randwrite QD32 via NBD vs qemu-nbd O_DIRECT on the cache file", Row: n("randwrite-qd32", sWBFiles), Ref: n("randwrite-qd32", sQemu), Op: ">=", Value: 2},
+		{Name: "P2", Desc: "engine 4K random writes vs cache file 512K seq O_DIRECT write", Row: "engine/randwrite-4k", Ref: "physical/seqwrite-512k", Op: ">=", Value: 0.8},
+		{Name: "P3", Desc: "HDD: 4K randwrite QD1 vs nbdkit file on the HDD", Row: n("randwrite-qd1", sWBHDD), Ref: n("randwrite-qd1", sHDD), Op: ">=", Value: 100},
+		{Name: "P3", Desc: "HDD: 4K randwrite QD32 vs nbdkit file on the HDD", Row: n("randwrite-qd32", sWBHDD), Ref: n("randwrite-qd32", sHDD), Op: ">=", Value: 100},
+		{Name: "P3", Desc: "HDD: 4K randwrite QD32, no flush, vs nbdkit cache filter", Row: n("randwrite-qd32", sWBHDD), Ref: n("randwrite-qd32", sCache), Op: ">=", Value: 0.8},
+		{Name: "P3", Desc: "HDD: 4K randwrite + FLUSH every 32 vs nbdkit cache filter", Row: n("randwrite-flush32-qd1", sWBHDD), Ref: n("randwrite-flush32-qd1", sCache), Op: ">=", Value: 50},
+		{Name: "P3", Desc: "HDD: FLUSH every 32 costs < 2x (flush32 / plain, QD1)", Row: n("randwrite-flush32-qd1", sWBHDD), Ref: n("randwrite-qd1", sWBHDD), Op: ">=", Value: 0.5},
+		{Name: "P4", Desc: "writeback of clustered dirty data: backing requests per 4K block", Row: "writeback/clustered/requests", Op: "<=", Value: 0.25},
+		{Name: "P4", Desc: "writeback drain rate, clustered, vs unsorted 4K writeback", Row: "writeback/clustered/rate", Ref: "writeback/unsorted-4k", Op: ">=", Value: 5},
+		{Name: "P4", Desc: "writeback drain rate, dense random, vs unsorted 4K writeback", Row: "writeback/dense/rate", Ref: "writeback/unsorted-4k", Op: ">=", Value: 5},
+		{Name: "P5", Desc: "replay of a full 1 GiB cache vs sequential read of 1 GiB", Row: "engine/replay-1GiB", Ref: "physical/read-1GiB", Op: "<=", Value: 1.5},
+		{Name: "P6", Desc: "index RAM per cache block (bytes)", Row: "engine/index-bytes-per-block", Op: "<=", Value: 24},
+		{Name: "P7", Desc: "read hits 4K QD32 vs nbdkit memory random reads", Row: n("randread-cached-qd32", sWBHDD), Ref: n("randread-cached-qd32", sMemory), Op: ">=", Value: 0.8},
+		{Name: "check", Desc: "fio --fsync=32 (QD1) sends one NBD FLUSH per 32 writes", Row: "check/fsync32", Op: "~", Value: 32, Tol: 1},
+	}
+}

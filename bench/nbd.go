@@ -1,0 +1,287 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+)
+
+// Subjects of the NBD phase (row subjects and ids).
+const (
+	sMemory  = "nbdkit memory"
+	sQemu    = "qemu-nbd O_DIRECT cache file"
+	sWBFiles = "writeboost (files)"
+	sWBHDD   = "writeboost (HDD)"
+	sCache   = "nbdkit cache filter (HDD)"
+	sHDD     = "nbdkit file (HDD)"
+)
+
+// workload is one fio nbd job run against several subjects.
+type workload struct {
+	key      string
+	job      fioJob
+	unit     string // IOPS or MB/s
+	subjects []string
+	quick    []string // the subjects measured in --quick mode
+	ref      map[string]string
+}
+
+// workloads are run in this order; it matters. Cold reads come first, while
+// nothing is cached. The FLUSH-every-32 writes come before any other write so
+// that the cache filter starts clean (it writes back every dirty block on
+// each FLUSH, so earlier unflushed writes would all land on the first one).
+// The 1 MiB sequential write covers the whole region before the cached
+// reads, so every block read there is in the writeboost cache.
+func workloads() []workload {
+	all := []string{sMemory, sQemu, sWBFiles, sWBHDD, sCache, sHDD}
+	r4 := func(rw string, depth int) fioJob { return fioJob{RW: rw, BS: 4 * kib, Depth: depth} }
+	return []workload{
+		{key: "randread-cold-qd32", job: r4("randread", 32), unit: "IOPS",
+			subjects: []string{sWBHDD, sCache, sHDD},
+			ref:      map[string]string{sWBHDD: sHDD, sCache: sHDD}},
+		{key: "randwrite-flush32-qd1", job: fioJob{RW: "randwrite", BS: 4 * kib, Depth: 1, Fsync: 32}, unit: "IOPS",
+			subjects: []string{sMemory, sQemu, sWBFiles, sWBHDD, sCache},
+			quick:    []string{sWBHDD, sCache},
+			ref:      map[string]string{sWBHDD: sCache}},
+		{key: "randwrite-qd1", job: r4("randwrite", 1), unit: "IOPS",
+			subjects: all, quick: []string{sWBHDD, sHDD},
+			ref: map[string]string{sWBHDD: sHDD}},
+		{key: "randwrite-qd32", job: r4("randwrite", 32), unit: "IOPS",
+			subjects: all, quick: []string{sMemory, sQemu, sWBFiles, sWBHDD, sCache, sHDD},
+			ref: map[string]string{sWBHDD: sHDD}},
+		{key: "randrw70-qd32", job: fioJob{RW: "randrw", MixRead: 70, BS: 4 * kib, Depth: 32}, unit: "IOPS",
+			subjects: []string{sMemory, sQemu, sWBFiles, sWBHDD, sCache}},
+		{key: "seqwrite-1m-qd4", job: fioJob{RW: "write", BS: mib, Depth: 4}, unit: "MB/s",
+			subjects: all, quick: []string{sWBHDD, sWBFiles}},
+		{key: "randread-cached-qd32", job: r4("randread", 32), unit: "IOPS",
+			subjects: []string{sMemory, sQemu, sWBFiles, sWBHDD, sCache},
+			quick:    []string{sMemory, sWBHDD}},
+		{key: "seqread-1m-qd4", job: fioJob{RW: "read", BS: mib, Depth: 4}, unit: "MB/s",
+			subjects: []string{sMemory, sQemu, sWBFiles, sWBHDD, sCache, sHDD}},
+	}
+}
+
+func nbdRowID(wl, subject string) string { return "nbd/" + wl + "/" + subject }
+
+// nbdPhase starts every NBD subject once, then runs each workload's
+// repetitions round robin over the subjects (so that a noisy moment hits all
+// of them), and records one row per workload and subject.
+func nbdPhase(ctx context.Context, e *env, c config, res *results, haveWB bool) error {
+	servers := map[string]*server{}
+	failed := map[string]string{}
+	defer func() {
+		for _, s := range servers {
+			if err := s.stop(e); err != nil {
+				slog.Warn("stop", "server", s.label, "err", err)
+			}
+		}
+	}()
+	starters := []struct {
+		name  string
+		start func() (*server, error)
+	}{
+		{sMemory, func() (*server, error) { return startMemory(ctx, e, c) }},
+		{sQemu, func() (*server, error) { return startQemu(ctx, e) }},
+		{sHDD, func() (*server, error) { return startHDDRef(ctx, e, c) }},
+		{sCache, func() (*server, error) { return startCacheFilter(ctx, e, c) }},
+		{sWBFiles, func() (*server, error) { return startWBFiles(ctx, e, c, haveWB) }},
+		{sWBHDD, func() (*server, error) { return startWBHDD(ctx, e, c, haveWB) }},
+	}
+	for _, st := range starters {
+		s, err := st.start()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			failed[st.name] = err.Error()
+			slog.Error("server not started; its rows are missing", "server", st.name, "err", err)
+			continue
+		}
+		servers[st.name] = s
+	}
+
+	for _, wl := range workloads() {
+		subjects := wl.subjects
+		if c.quick {
+			subjects = wl.quick
+		}
+		if len(subjects) == 0 {
+			continue
+		}
+		runs := map[string][]float64{}
+		errs := map[string]error{}
+		for rep := 0; rep < c.reps; rep++ {
+			for _, subj := range subjects {
+				s, ok := servers[subj]
+				if !ok || errs[subj] != nil {
+					continue
+				}
+				job := wl.job
+				job.Name, job.URI, job.Size = wl.key, s.uri, c.region
+				job.Runtime, job.Ramp = c.runtime, c.ramp
+				// A new seed per repetition: cold reads must not find the
+				// blocks the previous repetition read.
+				job.Seed = int64(100*rep + 1)
+				slog.Info("fio", "workload", wl.key, "subject", subj, "run", rep+1)
+				r, err := e.runFio(ctx, wl.key+"-"+s.key, job)
+				if err != nil {
+					if ctx.Err() != nil {
+						return ctx.Err()
+					}
+					errs[subj] = fmt.Errorf("run %d: %w", rep+1, err)
+					slog.Error("fio failed", "workload", wl.key, "subject", subj, "err", err)
+					continue
+				}
+				v := r.IOPS()
+				if wl.unit == "MB/s" {
+					v = r.BW() / 1e6
+				}
+				runs[subj] = append(runs[subj], v)
+			}
+		}
+		for _, subj := range subjects {
+			r := &row{Group: "nbd", Workload: wl.key, Subject: subj, Unit: wl.unit, ID: nbdRowID(wl.key, subj)}
+			if ref, ok := wl.ref[subj]; ok {
+				r.Ref = nbdRowID(wl.key, ref)
+			} else if subj != sMemory {
+				r.Ref = nbdRowID(wl.key, sMemory)
+			}
+			switch {
+			case failed[subj] != "":
+				res.missing(r, "server failed: "+failed[subj])
+			case errs[subj] != nil:
+				res.missing(r, errs[subj].Error())
+			default:
+				res.add(r, runs[subj])
+			}
+		}
+	}
+	var first error
+	for _, s := range servers {
+		if err := s.stop(e); err != nil && first == nil {
+			first = err
+		}
+	}
+	servers = map[string]*server{}
+	return first
+}
+
+func startMemory(ctx context.Context, e *env, c config) (*server, error) {
+	sock := e.path("memory.sock")
+	p, err := e.startNbdkit(ctx, "nbdkit-memory", sock, "memory", sizeArg(c.region))
+	if err != nil {
+		return nil, err
+	}
+	return &server{key: "memory", label: sMemory, uri: nbdUnixURI("memory", sock), procs: []*proc{p}}, nil
+}
+
+// startQemu serves the physical-limit file with O_DIRECT and native AIO:
+// the durable direct server a user could run on the cache device instead.
+func startQemu(ctx context.Context, e *env) (*server, error) {
+	sock := e.path("qemu.sock")
+	os.Remove(sock)
+	p, err := e.ps.start("qemu-nbd", startOpts{}, "qemu-nbd", "--cache=none", "--aio=native", "--format=raw",
+		"--persistent", "--shared=8", "--export-name=qemu", "--socket="+sock, e.path("phys.img"))
+	if err != nil {
+		return nil, err
+	}
+	if err := waitSocket(ctx, p, sock, 15*time.Second); err != nil {
+		e.ps.stop(p, time.Second)
+		return nil, err
+	}
+	return &server{key: "qemu", label: sQemu, uri: nbdUnixURI("qemu", sock), procs: []*proc{p}}, nil
+}
+
+// startHDDRef is the emulated disk served directly: what a user gets
+// without a cache.
+func startHDDRef(ctx context.Context, e *env, c config) (*server, error) {
+	img := e.path("hdd-ref.img")
+	if err := sparse(img, c.region); err != nil {
+		return nil, err
+	}
+	p, sock, err := e.startHDD(ctx, "hdd-ref", img, "")
+	if err != nil {
+		return nil, err
+	}
+	return &server{key: "hdd", label: sHDD, uri: nbdUnixURI("hdd", sock), procs: []*proc{p}}, nil
+}
+
+// startCacheFilter is the user-space peer: nbdkit's cache filter in
+// writeback mode in front of its own emulated disk. Its cache is a temporary
+// file in $TMPDIR (the run's temp dir).
+func startCacheFilter(ctx context.Context, e *env, c config) (*server, error) {
+	img := e.path("hdd-cf.img")
+	if err := sparse(img, c.region); err != nil {
+		return nil, err
+	}
+	hdd, hsock, err := e.startHDD(ctx, "hdd-cf", img, "")
+	if err != nil {
+		return nil, err
+	}
+	sock := e.path("cachefilter.sock")
+	p, err := e.startNbdkit(ctx, "nbdkit-cachefilter", sock, "--filter=cache", "nbd", "socket="+hsock,
+		"cache=writeback", "cache-min-block-size=4096")
+	if err != nil {
+		e.ps.stop(hdd, time.Second)
+		return nil, err
+	}
+	return &server{key: "cachefilter", label: sCache, uri: nbdUnixURI("cf", sock), procs: []*proc{hdd, p}}, nil
+}
+
+var errNoWB = errors.New("cmd/wb-create not built (see the build step's error)")
+
+// startWBFiles is writeboost on a sparse backing file and a sparse cache
+// file: no slow device, so it meets the transport ceiling.
+func startWBFiles(ctx context.Context, e *env, c config, haveWB bool) (*server, error) {
+	if !haveWB {
+		return nil, errNoWB
+	}
+	back, cache := e.path("wbfiles-backing.img"), e.path("wbfiles-cache.img")
+	if err := sparse(back, c.region); err != nil {
+		return nil, err
+	}
+	if err := sparse(cache, c.wbCache); err != nil {
+		return nil, err
+	}
+	p, uri, err := e.startWB(ctx, "wbfiles", back, cache)
+	if err != nil {
+		return nil, err
+	}
+	return &server{key: "wbfiles", label: sWBFiles, uri: uri, procs: []*proc{p}, wb: "wbfiles"}, nil
+}
+
+// startWBHDD is writeboost in front of the emulated disk (through nbdfuse)
+// with a sparse cache file 8x the region: random writes then reclaim log
+// segments whose blocks were overwritten since, which costs no backing I/O.
+func startWBHDD(ctx context.Context, e *env, c config, haveWB bool) (*server, error) {
+	if !haveWB {
+		return nil, errNoWB
+	}
+	img := e.path("hdd-wb.img")
+	if err := sparse(img, c.region); err != nil {
+		return nil, err
+	}
+	hdd, hsock, err := e.startHDD(ctx, "hdd-wb", img, "")
+	if err != nil {
+		return nil, err
+	}
+	fuse, file, err := e.mountHDD(ctx, "nbdfuse-wb", hsock)
+	if err != nil {
+		e.ps.stop(hdd, time.Second)
+		return nil, err
+	}
+	cache := e.path("wbhdd-cache.img")
+	if err := sparse(cache, c.wbCache); err != nil {
+		return nil, err
+	}
+	p, uri, err := e.startWB(ctx, "wbhdd", file, cache)
+	if err != nil {
+		e.ps.stop(fuse, time.Second)
+		e.ps.stop(hdd, time.Second)
+		return nil, err
+	}
+	return &server{key: "wbhdd", label: sWBHDD, uri: uri, procs: []*proc{hdd, fuse, p}, wb: "wbhdd"}, nil
+}

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+)
+
+// runFio runs job and parses its JSON result.
+func (e *env) runFio(ctx context.Context, name string, job fioJob) (fioResult, error) {
+	out := e.path("fio-" + name + ".json")
+	os.Remove(out)
+	if _, err := e.ps.run(ctx, "fio-"+name, startOpts{dir: e.dir}, append([]string{"fio"}, job.args(out)...)...); err != nil {
+		return fioResult{}, err
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		return fioResult{}, fmt.Errorf("fio %s: %w", name, err)
+	}
+	r, err := parseFioJSON(data)
+	if err != nil {
+		return fioResult{}, fmt.Errorf("fio %s: %w", name, err)
+	}
+	return r, nil
+}
+
+// physical measures the cache file's own limits with O_DIRECT (the same file
+// system as every cache file of the run): 512 KiB sequential write bandwidth
+// (P2's reference), 4 KiB random write IOPS, and 1 MiB sequential read
+// bandwidth (P5's reference: the time to read 1 GiB). The file is laid out
+// by fio before the first timed run and later served by qemu-nbd.
+func physical(ctx context.Context, e *env, c config, res *results) error {
+	img := e.path("phys.img")
+	jobs := []struct {
+		key, label string
+		job        fioJob
+		metric     func(fioResult) float64
+		unit       string
+	}{
+		{"seqwrite-512k", "512 KiB seq write O_DIRECT QD8", fioJob{RW: "write", BS: 512 * kib, Depth: 8}, func(r fioResult) float64 { return r.BW() / 1e6 }, "MB/s"},
+		{"randwrite-4k", "4 KiB rand write O_DIRECT QD32", fioJob{RW: "randwrite", BS: 4 * kib, Depth: 32}, func(r fioResult) float64 { return r.IOPS() }, "IOPS"},
+		{"seqread-1m", "1 MiB seq read O_DIRECT QD8", fioJob{RW: "read", BS: mib, Depth: 8}, func(r fioResult) float64 { return r.BW() / 1e6 }, "MB/s"},
+	}
+	runs := make([][]float64, len(jobs))
+	for rep := 0; rep < c.reps; rep++ {
+		for i, j := range jobs {
+			job := j.job
+			job.Name, job.Filename, job.Engine, job.Direct = j.key, img, "libaio", true
+			job.Size, job.Runtime, job.Ramp = c.physSize, c.runtime, c.ramp
+			job.Seed = int64(1000 + rep)
+			r, err := e.runFio(ctx, "phys-"+j.key, job)
+			if err != nil {
+				return fmt.Errorf("physical limit %s run %d: %w", j.key, rep+1, err)
+			}
+			runs[i] = append(runs[i], j.metric(r))
+		}
+	}
+	for i, j := range jobs {
+		res.add(&row{Group: "physical", Workload: j.key, Subject: "cache file (fio " + j.label + ")", Unit: j.unit,
+			ID: "physical/" + j.key}, runs[i])
+	}
+	// The reference for P5: seconds to read 1 GiB at that bandwidth.
+	var secs []float64
+	for _, bw := range runs[2] {
+		secs = append(secs, float64(gib)/1e6/bw)
+	}
+	res.add(&row{Group: "physical", Workload: "read-1GiB", Subject: "cache file (from 1 MiB seq read)", Unit: "s",
+		Better: "lower", ID: "physical/read-1GiB"}, secs)
+	return nil
+}
+
+// checkFsync verifies that fio --fsync=32 with the nbd engine at iodepth 1
+// sends one NBD_CMD_FLUSH per 32 writes, counted by nbdkit's stats filter on
+// nbdkit memory, so that the FLUSH-every-32 rows mean what they say.
+func checkFsync(ctx context.Context, e *env, c config, res *results) error {
+	stats := e.path("fsync-check.stats")
+	sock := e.path("fsync-check.sock")
+	p, err := e.startNbdkit(ctx, "nbdkit-fsync-check", sock, "--filter=stats", "memory", sizeArg(c.region), "statsfile="+stats)
+	if err != nil {
+		return fmt.Errorf("fsync check: %w", err)
+	}
+	job := fioJob{Name: "fsync-check", RW: "randwrite", BS: 4 * kib, Depth: 1, Fsync: 32, Size: c.region,
+		Runtime: time.Second, URI: nbdUnixURI("check", sock)}
+	r, ferr := e.runFio(ctx, "fsync-check", job)
+	if err := e.ps.stop(p, 10*time.Second); err != nil && ferr == nil {
+		ferr = fmt.Errorf("stop nbdkit: %w", err)
+	}
+	if ferr != nil {
+		return fmt.Errorf("fsync check: %w", ferr)
+	}
+	data, err := os.ReadFile(stats)
+	if err != nil {
+		return fmt.Errorf("fsync check: %w", err)
+	}
+	ops, err := parseNBDStats(data)
+	if err != nil {
+		return fmt.Errorf("fsync check: %w", err)
+	}
+	w, f := ops["write"].Ops, ops["flush"].Ops
+	rw := &row{Group: "check", Workload: "fio --fsync=32 QD1", Subject: "nbdkit memory + stats filter", Unit: "writes/FLUSH",
+		ID: "check/fsync32", Note: fmt.Sprintf("server saw %d writes, %d flushes; fio reported %d writes, %d syncs", w, f, r.Write.TotalIOs, r.Syncs)}
+	if f == 0 {
+		res.missing(rw, "no NBD_CMD_FLUSH reached the server")
+		return nil
+	}
+	res.add(rw, []float64{float64(w) / float64(f)})
+	return nil
+}

@@ -1,0 +1,214 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+)
+
+// pattern is one shape of dirty data for the writeback phase.
+type pattern struct {
+	key  string
+	desc string
+	job  func(c config) fioJob
+}
+
+// patterns: every one writes each chosen 4 KiB block once (fio's random map),
+// so the dirty block count is known from the job alone and cross-checked
+// against wb-status.
+func patterns() []pattern {
+	return []pattern{
+		{"dense", "random 4 KiB writes covering every block of a region", func(c config) fioJob {
+			return fioJob{RW: "randwrite", BS: 4 * kib, Depth: 32, Size: c.dense, RandMap: true}
+		}},
+		{"clustered", "64 KiB clusters of 4 KiB writes at random offsets", func(c config) fioJob {
+			return fioJob{RW: "randwrite:16", BS: 4 * kib, Depth: 32, Size: c.wbVolume, IOSize: c.clustered, RandMap: true}
+		}},
+		{"scattered", "single random 4 KiB blocks over the volume", func(c config) fioJob {
+			return fioJob{RW: "randwrite", BS: 4 * kib, Depth: 32, Size: c.wbVolume, IOSize: c.scattered, RandMap: true}
+		}},
+	}
+}
+
+// wbStatus is the part of wb-status --json the harness reads.
+type wbStatus struct {
+	NrDirty         int64 `json:"nr_dirty_cache_blocks"`
+	LastWritebackID int64 `json:"last_writeback_id"`
+	LastFlushedID   int64 `json:"last_flushed_id"`
+}
+
+func (e *env) status(ctx context.Context, name string) (wbStatus, error) {
+	out, err := e.wbTool(ctx, "wb-status", "--json", name)
+	if err != nil {
+		return wbStatus{}, err
+	}
+	var s wbStatus
+	if err := json.Unmarshal(out, &s); err != nil {
+		return wbStatus{}, fmt.Errorf("wb-status --json %s: %w: %.200q", name, err, out)
+	}
+	return s, nil
+}
+
+// wbSample is one writeback measurement.
+type wbSample struct {
+	dirty     int64         // 4 KiB blocks dirty before drop_caches
+	drain     time.Duration // wb-message drop_caches, start to return
+	writes    int64         // write requests the emulated disk received
+	flushes   int64
+	reads     int64
+	bytesBack float64 // bytes the emulated disk received
+}
+
+// writebackOnce builds a fresh stack (emulated disk with the stats filter,
+// nbdfuse, wb-create on an empty cache), writes the pattern, then times
+// drop_caches. The stats filter counts every request that reached the disk
+// in the stack's whole life; nbdkit writes it at exit, after wb-create's clean
+// stop. Writeback is the only backing traffic: the cache holds all of the
+// pattern, writeback_threshold is 0 (no background writeback) and the writes
+// are whole 4 KiB blocks (no backing reads).
+func writebackOnce(ctx context.Context, e *env, c config, pat pattern, rep int) (wbSample, error) {
+	var s wbSample
+	tag := fmt.Sprintf("wb-%s-%d", pat.key, rep)
+	img, cache, stats := e.path(tag+"-hdd.img"), e.path(tag+"-cache.img"), e.path(tag+".stats")
+	defer os.Remove(img)
+	defer os.Remove(cache)
+	if err := sparse(img, c.wbVolume); err != nil {
+		return s, err
+	}
+	job := pat.job(c)
+	data := job.Size
+	if job.IOSize > 0 {
+		data = job.IOSize
+	}
+	// Room for the pattern twice over and a few segments for the superblock.
+	if err := sparse(cache, 2*data+64*mib); err != nil {
+		return s, err
+	}
+	hdd, hsock, err := e.startHDD(ctx, "hdd-"+tag, img, stats)
+	if err != nil {
+		return s, err
+	}
+	fuse, file, err := e.mountHDD(ctx, "nbdfuse-"+tag, hsock)
+	if err != nil {
+		e.ps.stop(hdd, 5*time.Second)
+		return s, err
+	}
+	name := "wb" + pat.key
+	wb, uri, err := e.startWB(ctx, name, file, cache)
+	if err != nil {
+		e.ps.stop(fuse, 5*time.Second)
+		e.ps.stop(hdd, 5*time.Second)
+		return s, err
+	}
+	stopAll := func() error {
+		var first error
+		for _, p := range []*proc{wb, fuse, hdd} {
+			if err := e.ps.stop(p, 60*time.Second); err != nil && first == nil {
+				first = fmt.Errorf("stop %s: %w", p.name, err)
+			}
+		}
+		return first
+	}
+	err = func() error {
+		job.Name, job.URI, job.Seed = tag, uri, int64(7+rep)
+		if _, err := e.runFio(ctx, tag, job); err != nil {
+			return err
+		}
+		st, err := e.status(ctx, name)
+		if err != nil {
+			return err
+		}
+		s.dirty = st.NrDirty
+		if want := data / (4 * kib); s.dirty < want*95/100 || s.dirty > want {
+			return fmt.Errorf("%d dirty blocks after writing %d distinct blocks", s.dirty, want)
+		}
+		start := time.Now()
+		if _, err := e.wbTool(ctx, "wb-message", name, "drop_caches"); err != nil {
+			return err
+		}
+		s.drain = time.Since(start)
+		st, err = e.status(ctx, name)
+		if err != nil {
+			return err
+		}
+		if st.NrDirty != 0 {
+			return fmt.Errorf("drop_caches returned with %d dirty blocks", st.NrDirty)
+		}
+		return nil
+	}()
+	if serr := stopAll(); serr != nil && err == nil {
+		err = serr
+	}
+	if err != nil {
+		return s, err
+	}
+	raw, err := os.ReadFile(stats)
+	if err != nil {
+		return s, fmt.Errorf("writeback %s: %w", tag, err)
+	}
+	ops, err := parseNBDStats(raw)
+	if err != nil {
+		return s, fmt.Errorf("writeback %s: %w", tag, err)
+	}
+	s.writes, s.flushes, s.reads = ops["write"].Ops, ops["flush"].Ops, ops["read"].Ops
+	s.bytesBack = ops["write"].Bytes
+	return s, nil
+}
+
+// writebackPhase measures, per pattern, the drain time of drop_caches, the
+// drain rate, and the backing requests per 4 KiB block written back. The
+// unsorted baseline is the emulated disk's own 4 KiB random write rate at
+// QD32 from the NBD phase (each dirty block one request, as a writeback that
+// neither sorts nor merges would send).
+func writebackPhase(ctx context.Context, e *env, c config, res *results, haveWB bool) {
+	base := res.byID[nbdRowID("randwrite-qd32", sHDD)]
+	if base != nil && base.ok() {
+		var mbs []float64
+		for _, iops := range base.Runs {
+			mbs = append(mbs, iops*4096/1e6)
+		}
+		res.add(&row{Group: "writeback", Workload: "unsorted-4k", Subject: "fio 4 KiB randwrite QD32 on the HDD", Unit: "MB/s",
+			ID: "writeback/unsorted-4k"}, mbs)
+	} else {
+		res.missing(&row{Group: "writeback", Workload: "unsorted-4k", Subject: "fio 4 KiB randwrite QD32 on the HDD", Unit: "MB/s",
+			ID: "writeback/unsorted-4k"}, "the HDD randwrite-qd32 row is missing")
+	}
+	for _, pat := range patterns() {
+		var drain, rate, reqs, flushes []float64
+		var why string
+		var last wbSample
+		if !haveWB {
+			why = errNoWB.Error()
+		}
+		for rep := 0; rep < c.reps && why == ""; rep++ {
+			slog.Info("writeback", "pattern", pat.key, "run", rep+1)
+			s, err := writebackOnce(ctx, e, c, pat, rep)
+			if err != nil {
+				why = fmt.Sprintf("run %d: %v", rep+1, err)
+				slog.Error("writeback failed", "pattern", pat.key, "err", err)
+				break
+			}
+			last = s
+			drain = append(drain, s.drain.Seconds())
+			rate = append(rate, float64(s.dirty*4096)/1e6/s.drain.Seconds())
+			reqs = append(reqs, float64(s.writes)/float64(s.dirty))
+			flushes = append(flushes, float64(s.flushes))
+		}
+		note := ""
+		if why == "" {
+			note = fmt.Sprintf("last run: %d dirty blocks, %d writes (%.1f MiB), %d flushes, %d reads at the disk",
+				last.dirty, last.writes, last.bytesBack/float64(mib), last.flushes, last.reads)
+		}
+		mk := func(metric, unit, better, ref string) *row {
+			return &row{Group: "writeback", Workload: pat.key + " " + metric, Subject: "writeboost (HDD): " + pat.desc,
+				Unit: unit, Better: better, ID: "writeback/" + pat.key + "/" + metric, Ref: ref, Note: note, Missing: why}
+		}
+		res.add(mk("drain", "s", "lower", ""), drain)
+		res.add(mk("rate", "MB/s", "higher", "writeback/unsorted-4k"), rate)
+		res.add(mk("requests", "req/4KiB block", "lower", ""), reqs)
+		res.add(mk("flushes", "FLUSH per drain", "lower", ""), flushes)
+	}
+}
