@@ -1,0 +1,185 @@
+// Command wb-format-cache formats a block device or a regular file as a
+// writeboost cache device, with the on-disk layout of dm-writeboost 2.x:
+// it zeroes the superblock and every segment header, syncs, then writes
+// the magic into sector 0 and syncs again. It prints the geometry.
+//
+//	wb-format-cache [--force] [--quiet] CACHE
+//
+// It refuses, with a one-line reason and the device untouched, a device
+// smaller than 1 MiB + 512 KiB, one it cannot open for writing, and,
+// unless --force, one that holds a cache log with dirty blocks or damage.
+//
+// Exit status: 0 formatted; 1 refused or failed; 2 a usage error.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"strings"
+	"syscall"
+
+	"github.com/alecthomas/kong"
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+
+	"github.com/writeboost/writeboost/internal/blockdev"
+	"github.com/writeboost/writeboost/internal/check"
+	"github.com/writeboost/writeboost/internal/layout"
+)
+
+const progName = "wb-format-cache"
+
+// Exit statuses.
+const (
+	exitOK      = 0
+	exitFailed  = 1
+	exitUsage   = 2
+	progressMin = 1 << 30 // a progress bar from this device size on
+)
+
+type cli struct {
+	Force bool   `help:"Format even a device whose cache log holds dirty blocks or damage: that data is lost (wb-check --writeback BACKING saves it first)."`
+	Quiet bool   `short:"q" help:"Print nothing but errors: no geometry, no progress bar."`
+	Cache string `arg:"" help:"The device to format: a block device or a regular file (at least 1 MiB + 512 KiB)." placeholder:"CACHE"`
+}
+
+// env carries the process's streams into Run; stderrTTY says whether
+// stderr is a terminal (the progress bar's condition).
+type env struct {
+	stdout, stderr io.Writer
+	stderrTTY      bool
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, term.IsTerminal(int(os.Stderr.Fd()))))
+}
+
+// kongExit is how kong's Exit (after --help) unwinds out of parsing.
+type kongExit struct{ code int }
+
+// run is main without the process: it parses args, runs, and returns the
+// exit status.
+func run(args []string, stdout, stderr io.Writer, stderrTTY bool) (code int) {
+	defer func() {
+		if r := recover(); r != nil {
+			e, ok := r.(kongExit)
+			if !ok {
+				panic(r)
+			}
+			code = e.code
+		}
+	}()
+	var c cli
+	parser, err := kong.New(&c,
+		kong.Name(progName),
+		kong.Description("Format a block device or a file as a writeboost cache device (dm-writeboost 2.x layout)."),
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(code int) { panic(kongExit{code}) }),
+	)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", progName, err)
+		return exitUsage
+	}
+	kctx, err := parser.Parse(args)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %s\n", progName, oneLine(err.Error()))
+		return exitUsage
+	}
+	if err := kctx.Run(&env{stdout: stdout, stderr: stderr, stderrTTY: stderrTTY}); err != nil {
+		fmt.Fprintf(stderr, "%s: %s: %s\n", progName, c.Cache, oneLine(err.Error()))
+		return exitFailed
+	}
+	return exitOK
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// Run formats the device.
+func (c *cli) Run(e *env) error {
+	st, err := os.Stat(c.Cache)
+	if err != nil {
+		return errors.New(fault(err))
+	}
+	if st.IsDir() {
+		return errors.New("is a directory")
+	}
+	dev, err := blockdev.OpenFile(c.Cache, blockdev.FileOptions{Direct: true, Exclusive: true, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return errors.New(fault(err))
+	}
+	defer dev.Close()
+
+	opts := check.FormatOptions{Force: c.Force}
+	var bar *progressbar.ProgressBar
+	if !c.Quiet && e.stderrTTY && dev.Size() >= progressMin {
+		if g, err := layout.NewGeometry(dev.Size()); err == nil {
+			bar = progressbar.NewOptions64(int64(g.NrSegments),
+				progressbar.OptionSetWriter(e.stderr),
+				progressbar.OptionSetDescription("zeroing segment headers"),
+				progressbar.OptionShowCount(),
+				progressbar.OptionClearOnFinish(),
+				progressbar.OptionThrottle(100_000_000),
+			)
+			opts.Progress = func(done, total int64) { bar.Set64(done) }
+		}
+	}
+	g, err := check.Format(dev, opts)
+	if bar != nil {
+		bar.Finish()
+	}
+	switch {
+	case errors.Is(err, layout.ErrTooSmall):
+		return fmt.Errorf("too small: %d bytes, a cache device needs at least %d (1 MiB + 512 KiB)", dev.Size(), layout.MinDeviceSize)
+	case errors.Is(err, check.ErrDirty):
+		return fmt.Errorf("refusing to format: %s", strings.TrimPrefix(err.Error(), "check: "))
+	case err != nil:
+		return errors.New(fault(err))
+	}
+	if err := dev.Close(); err != nil {
+		return errors.New(fault(err))
+	}
+	if c.Quiet {
+		return nil
+	}
+	_, err = fmt.Fprintf(e.stdout, "formatted: %s\nsegments: %d\ncache_blocks: %d\nusable_bytes: %d (%s)\n",
+		c.Cache, g.NrSegments, g.NrCacheBlocks(), g.UsableBytes(), humanBytes(g.UsableBytes()))
+	return err
+}
+
+// fault names what went wrong in a few words: the errno of a failed open
+// ("permission denied" says the device is not writable), else the error.
+func fault(err error) string {
+	var errno syscall.Errno
+	var pe *fs.PathError
+	switch {
+	case errors.As(err, &pe) && errors.As(err, &errno):
+		switch errno {
+		case syscall.EACCES, syscall.EPERM, syscall.EROFS:
+			return "not writable: " + errno.Error()
+		}
+		return errno.Error()
+	case errors.Is(err, blockdev.ErrBusy):
+		return "in use (held exclusively by another program, such as a running writeboost volume)"
+	case errors.Is(err, blockdev.ErrNotSupported):
+		return "not a regular file or block device"
+	}
+	return err.Error()
+}
+
+// humanBytes formats n bytes with a binary unit.
+func humanBytes(n int64) string {
+	const units = "KMGTPE"
+	if n < 1024 {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, i := float64(n)/1024, 0
+	for v >= 1024 && i < len(units)-1 {
+		v /= 1024
+		i++
+	}
+	return fmt.Sprintf("%.1f %ciB", v, units[i])
+}

@@ -1,0 +1,181 @@
+package main
+
+import (
+	"bytes"
+	"encoding/binary"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/writeboost/writeboost/internal/layout"
+	"github.com/writeboost/writeboost/internal/testimg"
+)
+
+func runFormat(t *testing.T, tty bool, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(args, &out, &errb, tty)
+	return code, out.String(), errb.String()
+}
+
+func sparse(t *testing.T, size int64) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "cache")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Garbage where the headers go: format must zero it.
+	f.WriteAt(bytes.Repeat([]byte{0xee}, 4096), layout.SuperblockSize)
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	return path
+}
+
+func formatted(t *testing.T, path string) bool {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if binary.LittleEndian.Uint32(b) != layout.Magic {
+		return false
+	}
+	g, _ := layout.NewGeometry(int64(len(b)))
+	for slot := range g.NrSegments {
+		off := g.SegmentOffset(slot)
+		if !bytes.Equal(b[off:off+layout.HeaderSize], make([]byte, layout.HeaderSize)) {
+			t.Fatalf("segment %d header not zeroed", slot)
+		}
+	}
+	return bytes.Equal(b[4:layout.SuperblockSize], make([]byte, layout.SuperblockSize-4))
+}
+
+func TestFormat(t *testing.T) {
+	path := sparse(t, 64<<20+12345)
+	code, out, errs := runFormat(t, false, path)
+	want := "formatted: " + path + "\nsegments: 126\ncache_blocks: 16002\nusable_bytes: 65544192 (62.5 MiB)\n"
+	if code != 0 || out != want || errs != "" {
+		t.Fatalf("exit %d stdout %q stderr %q", code, out, errs)
+	}
+	if !formatted(t, path) {
+		t.Fatal("not formatted per FORMAT.md")
+	}
+	// A fresh cache has no dirty block: formatting again needs no --force.
+	code, out, errs = runFormat(t, false, "--quiet", path)
+	if code != 0 || out != "" || errs != "" {
+		t.Fatalf("--quiet again: exit %d stdout %q stderr %q", code, out, errs)
+	}
+}
+
+func TestProgressBar(t *testing.T) {
+	path := sparse(t, 1<<30)
+	code, out, errs := runFormat(t, true, path)
+	if code != 0 || !strings.Contains(out, "segments: 2046\n") || !strings.Contains(errs, "zeroing segment headers") {
+		t.Fatalf("exit %d stdout %q stderr %q", code, out, errs)
+	}
+	code, _, errs = runFormat(t, false, path)
+	if code != 0 || errs != "" {
+		t.Fatalf("no terminal: exit %d stderr %q", code, errs)
+	}
+	code, out, errs = runFormat(t, true, "-q", path)
+	if code != 0 || out != "" || errs != "" {
+		t.Fatalf("--quiet on a terminal: exit %d stdout %q stderr %q", code, out, errs)
+	}
+}
+
+// TestRefusals: each refusal is one line naming the device, and the
+// device is untouched.
+func TestRefusals(t *testing.T) {
+	dir := t.TempDir()
+	small := sparse(t, layout.MinDeviceSize-512)
+	dirty := filepath.Join(dir, "dirty")
+	if _, err := testimg.Write(dirty, testimg.Config{Seed: 1, NrSegments: 20, BackingBlocks: 500, Segments: 30}); err != nil {
+		t.Fatal(err)
+	}
+	readonly := sparse(t, 8<<20)
+	makeReadOnly(t, readonly)
+	for _, tc := range []struct{ path, reason string }{
+		{small, "too small: 1572352 bytes, a cache device needs at least 1572864 (1 MiB + 512 KiB)"},
+		{dirty, "refusing to format: "},
+		{readonly, "not writable: "},
+		{filepath.Join(dir, "missing"), "no such file or directory"},
+		{dir, "is a directory"},
+	} {
+		before, _ := os.ReadFile(tc.path)
+		code, out, errs := runFormat(t, false, tc.path)
+		if code != 1 || out != "" || strings.Count(errs, "\n") != 1 || !strings.HasPrefix(errs, progName+": "+tc.path+": "+tc.reason) {
+			t.Errorf("%s: exit %d stdout %q stderr %q", tc.path, code, out, errs)
+		}
+		if after, _ := os.ReadFile(tc.path); !bytes.Equal(before, after) {
+			t.Errorf("%s: refused, but written", tc.path)
+		}
+	}
+	if code, _, errs := runFormat(t, false, "--force", dirty); code != 0 || !formatted(t, dirty) {
+		t.Fatalf("--force over dirty blocks: exit %d %q", code, errs)
+	}
+	for _, args := range [][]string{{}, {"--bogus", dirty}, {dirty, dirty}} {
+		if code, _, errs := runFormat(t, false, args...); code != 2 || strings.Count(errs, "\n") != 1 {
+			t.Errorf("%q: exit %d stderr %q", args, code, errs)
+		}
+	}
+}
+
+// makeReadOnly makes path unwritable even for root: the immutable
+// attribute (chattr(1), e2fsprogs) where we are root, mode 0444 otherwise.
+func makeReadOnly(t *testing.T, path string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if err := os.Chmod(path, 0o444); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	if out, err := exec.Command("chattr", "+i", path).CombinedOutput(); err != nil {
+		t.Fatalf("chattr +i %s (the file system must support it): %v %s", path, err, out)
+	}
+	t.Cleanup(func() { exec.Command("chattr", "-i", path).Run() })
+}
+
+func TestBinary(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), progName)
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	path := sparse(t, 4<<20)
+	out, err := exec.Command(bin, path).Output()
+	if err != nil || !strings.Contains(string(out), "segments: 6\n") || !formatted(t, path) {
+		t.Fatalf("%v %q", err, out)
+	}
+	out, err = exec.Command(bin, filepath.Join(t.TempDir(), "x")).CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.HasSuffix(string(out), ": no such file or directory\n") {
+		t.Fatalf("missing: %v %q", err, out)
+	}
+}
+
+func TestManPage(t *testing.T) {
+	man, err := os.ReadFile("../../man/" + progName + ".8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, help, _ := runFormat(t, false, "--help")
+	flags := regexp.MustCompile(`--[a-z-]+`).FindAllString(help, -1)
+	if len(flags) < 3 {
+		t.Fatalf("help lists %d flags:\n%s", len(flags), help)
+	}
+	for _, fl := range flags {
+		if !bytes.Contains(man, []byte(strings.ReplaceAll(fl, "-", `\-`))) {
+			t.Errorf("man page does not document %s", fl)
+		}
+	}
+	for _, code := range []string{"0", "1", "2"} {
+		if !regexp.MustCompile(`(?m)^\.TP\n\.B ` + code + `\n`).Match(man) {
+			t.Errorf("man page does not document exit status %s", code)
+		}
+	}
+}
