@@ -394,8 +394,27 @@ func renderHuman(w io.Writer, s control.Status) error {
 		hits := uint64(math.Round(r * float64(n)))
 		add(op+" hit ratio", fmt.Sprintf("%s (%d of %d)", pct(hits, n), hits, n))
 	}
-	if s.RAMBufferBytes != 0 {
-		add("ram buffer", humanBytes(s.RAMBufferBytes))
+	if s.Failed != "" {
+		add("FAILED", s.Failed)
+	}
+	if s.LastDurableID != 0 {
+		add("last durable id", u(s.LastDurableID))
+	}
+	if s.SuperblockRecordID != 0 {
+		add("superblock record id", u(s.SuperblockRecordID))
+	}
+	if s.RAMBufferBytes != 0 || s.NrRAMBuffers != 0 {
+		add("ram buffers", fmt.Sprintf("%d, %s not yet on the cache device", s.NrRAMBuffers, humanBytes(s.RAMBufferBytes)))
+	}
+	if s.WritebackAllowed != nil {
+		state := "paused"
+		if *s.WritebackAllowed {
+			state = "allowed"
+		}
+		add("background writeback", fmt.Sprintf("%s (backing device %d%% busy)", state, s.BackingUtilPercent))
+	}
+	if s.WritebackBytes != 0 || s.WritebackBytesPerSec != 0 {
+		add("written back", fmt.Sprintf("%s, now %s/s", humanBytes(s.WritebackBytes), humanBytes(s.WritebackBytesPerSec)))
 	}
 	if s.WriteAroundMode {
 		add("write_around_mode", "1")
@@ -403,12 +422,15 @@ func renderHuman(w io.Writer, s control.Status) error {
 	if s.NrReadCacheCells != 0 {
 		add("nr_read_cache_cells", u(s.NrReadCacheCells))
 	}
-	if s.WritebackBlocksPerSec != 0 {
-		add("writeback rate", fmt.Sprintf("%.1f blocks/s (%s/s)", s.WritebackBlocksPerSec, humanBytes(uint64(s.WritebackBlocksPerSec*4096))))
+	if s.ReadCacheStaged != 0 {
+		add("read cache staged", fmt.Sprintf("%d blocks", s.ReadCacheStaged))
+	}
+	if s.IndexBytes != 0 {
+		add("index memory", humanBytes(s.IndexBytes))
 	}
 	if e := s.Errors; e != (control.IOErrors{}) {
-		add("I/O errors", fmt.Sprintf("cache read %d, cache write %d, backing read %d, backing write %d",
-			e.CacheRead, e.CacheWrite, e.BackingRead, e.BackingWrite))
+		add("I/O errors", fmt.Sprintf("cache read %d, cache write %d, backing read %d, backing write %d, writeback batches %d",
+			e.CacheRead, e.CacheWrite, e.BackingRead, e.BackingWrite, e.Writeback))
 	}
 	if s.UptimeSeconds != 0 {
 		add("uptime", (time.Duration(s.UptimeSeconds) * time.Second).String())

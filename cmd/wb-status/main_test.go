@@ -38,9 +38,14 @@ func serveVolume(t *testing.T, dir, name string) control.Status {
 		t.Fatal(err)
 	}
 	s.Name, s.Backing, s.Cache = name, "/tmp/backing.img", "/tmp/cache.img"
-	s.NrMaxBatchedWriteback, s.NrReadCacheCells, s.RAMBufferBytes = 32, 1024, 4<<20
-	s.WritebackBlocksPerSec = 1270.5
-	s.Errors.BackingWrite = 2
+	s.NrMaxBatchedWriteback, s.NrReadCacheCells, s.RAMBufferBytes, s.NrRAMBuffers = 32, 1024, 4<<20, 2
+	s.LastDurableID, s.SuperblockRecordID = 73, 60
+	allowed := true
+	s.WritebackAllowed, s.BackingUtilPercent = &allowed, 12
+	s.WritebackBytes, s.WritebackBytesPerSec = 3<<30, 5<<20
+	s.ReadCacheStaged, s.IndexBytes = 127, 96<<10
+	s.Errors.BackingWrite, s.Errors.Writeback = 2, 1
+	s.UptimeSeconds = 3725
 	l, err := control.Listen(dir, name)
 	if err != nil {
 		t.Fatal(err)

@@ -82,18 +82,19 @@ type IOErrors struct {
 	CacheWrite   uint64 `json:"cache_write,omitempty"`
 	BackingRead  uint64 `json:"backing_read,omitempty"`
 	BackingWrite uint64 `json:"backing_write,omitempty"`
+	Writeback    uint64 `json:"writeback,omitempty"` // failed writeback batches (each retried)
 }
 
 // Status is a snapshot of a volume: the fields of the kernel's status line
 // under the names its documentation uses, the devices, and extras the
-// kernel does not print (omitted from JSON when zero).
+// kernel does not print (omitted from JSON when zero or unknown).
 type Status struct {
 	Name      string `json:"name,omitempty"`
 	Backing   string `json:"backing,omitempty"`
 	Cache     string `json:"cache,omitempty"`
 	SizeBytes uint64 `json:"size_bytes"` // the volume (= backing device) size
 
-	CursorPos          uint64          `json:"cursor_pos"` // next metablock index in the ring
+	CursorPos          uint64          `json:"cursor_pos"` // metablock index of the last write in the ring
 	NrCacheBlocks      uint64          `json:"nr_cache_blocks"`
 	NrSegments         uint64          `json:"nr_segments"`
 	CurrentID          uint64          `json:"current_id"` // the segment the RAM buffer fills
@@ -108,9 +109,18 @@ type Status struct {
 	NrMaxBatchedWriteback uint64   `json:"nr_max_batched_writeback,omitempty"`
 	WriteAroundMode       bool     `json:"write_around_mode,omitempty"`
 	NrReadCacheCells      uint64   `json:"nr_read_cache_cells,omitempty"`
-	RAMBufferBytes        uint64   `json:"ram_buffer_bytes,omitempty"`
-	WritebackBlocksPerSec float64  `json:"writeback_blocks_per_sec,omitempty"`
+	LastDurableID         uint64   `json:"last_durable_id,omitempty"`      // segments synced on the cache device
+	SuperblockRecordID    uint64   `json:"superblock_record_id,omitempty"` // last_writeback_segment_id last recorded
+	NrRAMBuffers          uint64   `json:"nr_ram_buffers,omitempty"`
+	RAMBufferBytes        uint64   `json:"ram_buffer_bytes,omitempty"` // data in rambufs not yet on the cache device
+	WritebackBytes        uint64   `json:"writeback_bytes,omitempty"`  // written back since start
+	WritebackBytesPerSec  uint64   `json:"writeback_bytes_per_sec,omitempty"`
+	WritebackAllowed      *bool    `json:"writeback_allowed,omitempty"` // the modulator's verdict; nil: unknown
+	BackingUtilPercent    uint64   `json:"backing_util_percent,omitempty"`
+	ReadCacheStaged       uint64   `json:"read_cache_staged,omitempty"` // blocks staged by read caching
+	IndexBytes            uint64   `json:"index_bytes,omitempty"`       // memory of the in-memory index
 	Errors                IOErrors `json:"errors,omitzero"`
+	Failed                string   `json:"failed,omitempty"` // why the volume refuses writes
 	UptimeSeconds         float64  `json:"uptime_seconds,omitempty"`
 }
 
