@@ -56,10 +56,20 @@ type Attachment struct {
 }
 
 // Attach connects export to the nbd device dev (e.g. /dev/nbd0) and serves
-// it until Close, or until ctx is done, which detaches as Close does. On a
-// host without the nbd module it fails with ErrNoKernelModule.
-func Attach(ctx context.Context, dev string, export Export) (*Attachment, error) {
-	srv, err := NewServer([]Export{export}, Options{})
+// it until Detach, or until ctx is done, which detaches as Detach does. On a
+// host without the nbd module it fails with ErrNoKernelModule. opts (at
+// most one) tunes the serving side as for NewServer; the logger is the
+// useful part.
+func Attach(ctx context.Context, dev string, export Export, opts ...Options) (*Attachment, error) {
+	var o Options
+	switch len(opts) {
+	case 0:
+	case 1:
+		o = opts[0]
+	default:
+		return nil, fmt.Errorf("attach %s: %w: more than one Options", dev, ErrConfig)
+	}
+	srv, err := NewServer([]Export{export}, o)
 	if err != nil {
 		return nil, fmt.Errorf("attach %s: %w", dev, err)
 	}
@@ -149,7 +159,7 @@ func Attach(ctx context.Context, dev string, export Export) (*Attachment, error)
 			a.doItErr = fmt.Errorf("NBD_DO_IT on %s: %w", dev, err)
 		}
 	}()
-	a.stop = context.AfterFunc(ctx, func() { a.Close() })
+	a.stop = context.AfterFunc(ctx, func() { a.Detach() })
 	srv.log.Info("nbd: attached", "device", dev, "size", size, "block_size", blksize)
 	return a, nil
 }
@@ -157,14 +167,18 @@ func Attach(ctx context.Context, dev string, export Export) (*Attachment, error)
 // Device is the nbd device the export is attached to.
 func (a *Attachment) Device() string { return a.dev }
 
-// Done is closed when the device is no longer connected: after Close, or
+// Done is closed when the device is no longer connected: after Detach, or
 // when someone else disconnected it (nbd-client -d).
 func (a *Attachment) Done() <-chan struct{} { return a.doItDone }
 
-// Close detaches: NBD_DISCONNECT makes the driver send NBD_CMD_DISC after
-// its queued requests, the server drains and closes, NBD_DO_IT returns and
-// NBD_CLEAR_SOCK releases the device. It returns NBD_DO_IT's error, if any.
-func (a *Attachment) Close() error {
+// Close is Detach, for io.Closer.
+func (a *Attachment) Close() error { return a.Detach() }
+
+// Detach disconnects the device: NBD_DISCONNECT makes the driver send
+// NBD_CMD_DISC after its queued requests, the server drains and closes,
+// NBD_DO_IT returns and NBD_CLEAR_SOCK releases the device. It returns
+// NBD_DO_IT's error, if any. Calling it again returns the same result.
+func (a *Attachment) Detach() error {
 	a.closeOnce.Do(func() {
 		if a.stop != nil {
 			a.stop()

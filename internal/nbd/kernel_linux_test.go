@@ -108,6 +108,9 @@ func TestAttachWithoutModule(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "multiple of 512") {
 		t.Errorf("odd size: %v", err)
 	}
+	if _, err := Attach(context.Background(), f, e, Options{}, Options{}); !errors.Is(err, ErrConfig) {
+		t.Errorf("two Options: %v", err)
+	}
 	if _, err := os.Stat("/dev/nbd0"); errors.Is(err, os.ErrNotExist) {
 		_, err = Attach(context.Background(), "/dev/nbd0", e)
 		if !errors.Is(err, ErrNoKernelModule) {
