@@ -33,7 +33,7 @@ func fixture(t *testing.T, cfg testimg.Config) (*testimg.Image, *blockdev.File, 
 
 func baseConfig(seed uint64, d testimg.Damage) testimg.Config {
 	return testimg.Config{Seed: seed, NrSegments: 20 + seed%5, TailBytes: int64(seed%3) * 4096,
-		BackingBlocks: 400, Segments: 30 + seed*7, Damage: d}
+		BackingBlocks: 400 + 2600*(1-seed%2), Segments: 30 + seed*7, Damage: d}
 }
 
 func wantExit(d testimg.Damage) int {
@@ -331,6 +331,32 @@ func TestParseSize(t *testing.T) {
 	for _, in := range []string{"", "k", "-1", "1x", "1ib", "1.5G", "99999999999999999999", "9000000P", "/dev/sdb"} {
 		if _, err := ParseSize(in); !errors.Is(err, ErrBadSize) {
 			t.Errorf("ParseSize(%q): %v", in, err)
+		}
+	}
+}
+
+// TestWritebackSmallWindows makes every round and read boundary of the
+// writeback happen: windows of a few sectors and blocks, short sweeps.
+func TestWritebackSmallWindows(t *testing.T) {
+	defer func(s, b int, g, r int64) {
+		wbWindowSectors, wbWindowBlocks, wbMaxGap, wbMaxRead = s, b, g, r
+	}(wbWindowSectors, wbWindowBlocks, wbMaxGap, wbMaxRead)
+	for i, w := range []struct {
+		sectors, blocks int
+		gap, read       int64
+	}{{7, 3, 8 << 10, 16 << 10}, {64, 64, 0, 4096}, {1000, 5, 1 << 20, 1 << 20}} {
+		wbWindowSectors, wbWindowBlocks, wbMaxGap, wbMaxRead = w.sectors, w.blocks, w.gap, w.read
+		im, dev, _ := fixture(t, baseConfig(uint64(10+i), testimg.TornTail))
+		r, err := Check(dev, dev.Size(), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		back := memBacking(t, im.Backing)
+		if _, err := Writeback(dev, back, r, WritebackOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(readAll(t, back), im.Expected) {
+			t.Fatalf("windows %+v: backing differs from the expected volume", w)
 		}
 	}
 }

@@ -19,11 +19,16 @@ var (
 )
 
 // Windows of the writeback: how much it stages in memory between reading
-// the cache device and writing the backing device.
-const (
-	wbWindowSectors = 32768 // 16 MiB of backing sectors per round
-	wbWindowBlocks  = 4096  // 16 MiB of cache blocks read per round
-	wbMaxRead       = 1 << 20
+// the cache device and writing the backing device. Variables so that tests
+// can make every round boundary happen on a small image.
+var (
+	wbWindowSectors = 262144 // 128 MiB of backing sectors per round
+	wbWindowBlocks  = 32768  // 128 MiB of cache blocks read per round
+	// Cache reads: blocks closer than wbMaxGap are read in one request
+	// with the gap (a sweep beats a seek, on a disk and on a virtual
+	// one), up to wbMaxRead bytes.
+	wbMaxGap  int64 = 256 << 10
+	wbMaxRead int64 = 8 << 20
 )
 
 // WritebackOptions tune Writeback.
@@ -174,13 +179,29 @@ func writebackRound(cache, backing blockdev.Device, srcs []source, res *Writebac
 	}
 	slices.Sort(sorted)
 	buf := blockdev.AlignedBuffer(len(sorted) * layout.BlockSize)
+	var sweep []byte
 	for i := 0; i < len(sorted); {
 		j := i + 1
-		for j < len(sorted) && sorted[j] == sorted[j-1]+layout.BlockSize && (j-i)*layout.BlockSize < wbMaxRead {
+		for j < len(sorted) && sorted[j]-sorted[j-1] <= wbMaxGap && sorted[j]+layout.BlockSize-sorted[i] <= wbMaxRead {
 			j++
 		}
-		if err := readFull(cache, buf[i*layout.BlockSize:j*layout.BlockSize], sorted[i]); err != nil {
-			return 0, fmt.Errorf("read cache device: %w", err)
+		if j == i+1 || sorted[j-1]-sorted[i] == int64(j-i-1)*layout.BlockSize {
+			// Adjacent blocks: straight into place.
+			if err := readFull(cache, buf[i*layout.BlockSize:j*layout.BlockSize], sorted[i]); err != nil {
+				return 0, fmt.Errorf("read cache device: %w", err)
+			}
+		} else {
+			n := sorted[j-1] + layout.BlockSize - sorted[i]
+			if sweep == nil {
+				sweep = blockdev.AlignedBuffer(int(wbMaxRead))
+			}
+			if err := readFull(cache, sweep[:n], sorted[i]); err != nil {
+				return 0, fmt.Errorf("read cache device: %w", err)
+			}
+			for k := i; k < j; k++ {
+				from := sorted[k] - sorted[i]
+				copy(buf[k*layout.BlockSize:(k+1)*layout.BlockSize], sweep[from:from+layout.BlockSize])
+			}
 		}
 		i = j
 	}
