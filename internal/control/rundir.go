@@ -224,6 +224,33 @@ func ctlAnswers(ctx context.Context, path string) bool {
 	return err == nil
 }
 
+// LockPath is the lock file of volume name.
+func LockPath(dir, name string) string { return filepath.Join(dir, name+".lock") }
+
+// LockName takes an exclusive flock on RUNDIR/NAME.lock for the life of
+// the process (the kernel drops it when the process dies, however it
+// dies). It fails with ErrVolumeLive while another process holds it. It
+// closes the window ClaimName leaves open: two wb-create of one name
+// starting at once, neither with a control socket yet. Close the file
+// to release the name; the file itself stays, empty.
+func LockName(dir, name string) (*os.File, error) {
+	if err := ValidName(name); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(LockPath(dir, name), os.O_RDWR|os.O_CREATE|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock volume name: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %s (another process holds %s)", ErrVolumeLive, name, LockPath(dir, name))
+		}
+		return nil, fmt.Errorf("lock volume name %s: %w", name, err)
+	}
+	return f, nil
+}
+
 // ListVolumes returns the state of every live volume in dir, sorted by
 // name. Stale state files (process gone, or control socket not answering)
 // are skipped, not removed: the next wb-create of that name cleans up.

@@ -180,3 +180,31 @@ func TestListVolumesAndClaim(t *testing.T) {
 		t.Errorf("ClaimName(live without state) = %v, want ErrVolumeLive", err)
 	}
 }
+
+func TestLockName(t *testing.T) {
+	dir := t.TempDir()
+	f, err := LockName(dir, "vol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// flock locks belong to the open file description: a second open, even
+	// in the same process, is refused like another process would be.
+	if _, err := LockName(dir, "vol"); !errors.Is(err, ErrVolumeLive) {
+		t.Errorf("second LockName = %v, want ErrVolumeLive", err)
+	}
+	other, err := LockName(dir, "other")
+	if err != nil {
+		t.Errorf("LockName of another name: %v", err)
+	} else {
+		other.Close()
+	}
+	f.Close()
+	g, err := LockName(dir, "vol")
+	if err != nil {
+		t.Fatalf("LockName after release: %v", err)
+	}
+	g.Close()
+	if _, err := LockName(dir, "../x"); !errors.Is(err, ErrBadName) {
+		t.Errorf("LockName(bad name) = %v", err)
+	}
+}
