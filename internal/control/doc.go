@@ -18,7 +18,7 @@
 //
 //	-> {"op":"status"}                      <- {"ok":true,"status":{...}}
 //	-> {"op":"table"}                       <- {"ok":true,"table":"0 2048 writeboost ..."}
-//	-> {"op":"message","args":["flush"]}    <- {"ok":true,"result":""}
+//	-> {"op":"message","args":["flush"]}    <- {"ok":true} (and "result" if the volume said something)
 //	                                        <- {"ok":false,"error":"..."}
 //
 // A message runs with a context that is cancelled when the client goes away

@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -207,4 +208,31 @@ func TestLockName(t *testing.T) {
 	if _, err := LockName(dir, "../x"); !errors.Is(err, ErrBadName) {
 		t.Errorf("LockName(bad name) = %v", err)
 	}
+}
+
+func FuzzReadState(f *testing.F) {
+	dir := f.TempDir()
+	ok, err := json.Marshal(testState(dir, "vol", 1))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(ok)
+	f.Add([]byte(`{"name":"vol","pid":-1,"table_args":null}`))
+	f.Add([]byte(`{"name":"other"}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if err := os.WriteFile(StatePath(dir, "vol"), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		st, err := ReadState(dir, "vol")
+		if err != nil {
+			if !errors.Is(err, ErrSyntax) {
+				t.Fatalf("error %v does not wrap ErrSyntax", err)
+			}
+			return
+		}
+		if st.Name != "vol" {
+			t.Fatalf("accepted a state file of volume %q", st.Name)
+		}
+	})
 }

@@ -2,6 +2,7 @@ package control
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -449,6 +450,25 @@ func FuzzDecodeRequest(f *testing.F) {
 		}
 		if _, err := DecodeRequest(b[:len(b)-1]); err != nil {
 			t.Fatalf("re-encoded %q: %v", b, err)
+		}
+	})
+}
+
+// FuzzReadLine feeds the client's response reader arbitrary server output.
+func FuzzReadLine(f *testing.F) {
+	f.Add([]byte("{\"ok\":true}\n"))
+	f.Add([]byte("no newline"))
+	f.Add(bytes.Repeat([]byte("x"), MaxLineLen+2))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		line, err := readLine(bufio.NewReaderSize(bytes.NewReader(b), 16))
+		if err != nil {
+			return
+		}
+		if len(line) > MaxLineLen {
+			t.Fatalf("line of %d bytes accepted", len(line))
+		}
+		if !bytes.HasPrefix(b, append(line, '\n')) {
+			t.Fatalf("line %q is not the first line of the input", line)
 		}
 	})
 }
