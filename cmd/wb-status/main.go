@@ -276,11 +276,11 @@ func (c *cli) fromStdin(e *env) error {
 	sc := bufio.NewScanner(e.stdin)
 	sc.Buffer(make([]byte, 0, 4096), control.MaxLineLen)
 	var parsed []control.Status
-	n := 0
+	n, tables := 0, 0
 	for sc.Scan() {
 		n++
 		line := strings.TrimSpace(sc.Text())
-		if line == "" {
+		if line == "" || otherTarget(line) {
 			continue
 		}
 		if c.Table {
@@ -295,6 +295,7 @@ func (c *cli) fromStdin(e *env) error {
 			if _, err := fmt.Fprintln(e.stdout, out); err != nil {
 				return err
 			}
+			tables++
 			continue
 		}
 		s, err := control.ParseStatusLine(line)
@@ -307,13 +308,13 @@ func (c *cli) fromStdin(e *env) error {
 		return fmt.Errorf("read stdin: %w", err)
 	}
 	if c.Table {
-		if n == 0 {
-			return errors.New("no table line on standard input")
+		if tables == 0 {
+			return errors.New("no writeboost table line on standard input")
 		}
 		return nil
 	}
 	if len(parsed) == 0 {
-		return errors.New("no status line on standard input")
+		return errors.New("no writeboost status line on standard input")
 	}
 	for i, s := range parsed {
 		if i > 0 && !c.Raw && !c.JSON {
@@ -324,6 +325,14 @@ func (c *cli) fromStdin(e *env) error {
 		}
 	}
 	return nil
+}
+
+// otherTarget reports a "NAME: START LEN TYPE ..." line of another target
+// type: `dmsetup status` without a device lists every device-mapper
+// device, and only the writeboost ones are ours.
+func otherTarget(line string) bool {
+	f := strings.Fields(line)
+	return len(f) >= 4 && strings.HasSuffix(f[0], ":") && f[3] != control.TargetName
 }
 
 // newTable returns a plain ASCII table: it survives any terminal, pager

@@ -113,7 +113,7 @@ func TestGolden(t *testing.T) {
 		{"list-json.golden", "", []string{"--json"}},
 		{"stdin.golden", sampleLine + "\n", []string{"-"}},
 		{"stdin-json.golden", sampleLine + "\n", []string{"--json", "-"}},
-		{"stdin-multi.golden", "a: " + sampleLine + "\n\nb: " + sampleLine + "\n", []string{"--raw", "-"}},
+		{"stdin-multi.golden", "a: " + sampleLine + "\n\nvg-root: 0 409600 linear 8:2 2048\nb: " + sampleLine + "\n", []string{"--raw", "-"}},
 		{"stdin-table.golden", "wbdev: 0 2048 writeboost 8:16 8:32 2 read_cache_threshold 31\n", []string{"--table", "-"}},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
@@ -182,7 +182,10 @@ func TestErrors(t *testing.T) {
 		{"unknown volume", "", []string{"nope"}, 1, "no such volume: nope"},
 		{"bad name", "", []string{"a/b"}, 1, "bad volume name"},
 		{"malformed stdin", "0 204800 writeboost 2 762 6 73 x\n", []string{"-"}, 1, `field 5 (last_flushed_id): "x" is not a number`},
-		{"empty stdin", "\n", []string{"-"}, 1, "no status line"},
+		{"empty stdin", "\n", []string{"-"}, 1, "no writeboost status line"},
+		{"only other tables", "vg-root: 0 409600 linear 8:2 2048\n", []string{"--table", "-"}, 1, "no writeboost table line"},
+		{"only other targets", "vg-root: 0 409600 linear 8:2 2048\n", []string{"-"}, 1, "no writeboost status line"},
+		{"other target without name", "0 409600 linear 8:2 2048\n", []string{"-"}, 1, `target type "linear"`},
 		{"bad table stdin", "0 8 writeboost /b /c 2 write_around_mode 5\n", []string{"--table", "-"}, 1, "write_around_mode: 5 is out of range 0..1"},
 		{"two formats", "", []string{"--raw", "--json", "x"}, 2, "can't be used together"},
 		{"unknown flag", "", []string{"--bogus"}, 2, "unknown flag --bogus"},
