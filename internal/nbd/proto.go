@@ -126,9 +126,9 @@ const (
 // Sizes and limits.
 const (
 	// Block size constraints advertised with NBD_INFO_BLOCK_SIZE. The server
-	// accepts any byte alignment (the backend is byte-addressed); 512 is the
-	// sector, 4096 a cache block: smaller writes cost the engine a
-	// read-modify-write of the block.
+	// itself accepts any byte alignment (the backend is byte-addressed), but
+	// 512 is the sector, the unit of dm-writeboost's dirty bits, below which
+	// a write costs the engine a read-modify-write; 4096 is a cache block.
 	MinBlockSize       = 512
 	PreferredBlockSize = 4096
 	// MaxPayload is the largest READ or WRITE accepted: a request beyond it
