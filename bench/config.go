@@ -34,7 +34,7 @@ type config struct {
 
 func fullConfig() config {
 	return config{
-		reps: 3, runtime: 4 * time.Second, ramp: time.Second,
+		reps: 3, runtime: 3 * time.Second, ramp: 500 * time.Millisecond,
 		physSize: gib, region: 256 * mib, wbCache: 2 * gib,
 		wbVolume: gib, dense: 256 * mib, clustered: 64 * mib, scattered: 4 * mib,
 		benchtime4K: "2s", benchLimit: 4 * time.Minute,
@@ -43,7 +43,7 @@ func fullConfig() config {
 
 func quickConfig() config {
 	return config{
-		quick: true, reps: 3, runtime: 1500 * time.Millisecond, ramp: 300 * time.Millisecond,
+		quick: true, reps: 3, runtime: time.Second, ramp: 250 * time.Millisecond,
 		physSize: 256 * mib, region: 64 * mib, wbCache: 512 * mib,
 		wbVolume: 256 * mib, dense: 64 * mib, clustered: 16 * mib, scattered: 1 * mib,
 		benchtime4K: "500ms", benchLimit: 2 * time.Minute,

@@ -53,14 +53,14 @@ func workloads() []workload {
 			subjects: all, quick: []string{sMemory, sQemu, sWBFiles, sWBHDD, sCache, sHDD},
 			ref: map[string]string{sWBHDD: sHDD}},
 		{key: "randrw70-qd32", job: fioJob{RW: "randrw", MixRead: 70, BS: 4 * kib, Depth: 32}, unit: "IOPS",
-			subjects: []string{sMemory, sQemu, sWBFiles, sWBHDD, sCache}},
+			subjects: []string{sMemory, sWBHDD, sCache}},
 		{key: "seqwrite-1m-qd4", job: fioJob{RW: "write", BS: mib, Depth: 4}, unit: "MB/s",
 			subjects: all, quick: []string{sWBHDD, sWBFiles}},
 		{key: "randread-cached-qd32", job: r4("randread", 32), unit: "IOPS",
 			subjects: []string{sMemory, sQemu, sWBFiles, sWBHDD, sCache},
 			quick:    []string{sMemory, sWBHDD}},
 		{key: "seqread-1m-qd4", job: fioJob{RW: "read", BS: mib, Depth: 4}, unit: "MB/s",
-			subjects: []string{sMemory, sQemu, sWBFiles, sWBHDD, sCache, sHDD}},
+			subjects: []string{sMemory, sWBFiles, sWBHDD, sCache}},
 	}
 }
 

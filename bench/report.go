@@ -205,7 +205,7 @@ func (res *results) printTables(w io.Writer) {
 	t := tablewriter.NewTable(w)
 	t.Header([]string{"group", "workload", "subject", "median", "min-max", "unit", "reference", "ratio", "target", "verdict"})
 	for _, r := range res.Rows {
-		med, spread := "-", r.Missing
+		med, spread := "-", "missing: "+short(r.Missing, 48)
 		if r.ok() {
 			med, spread = trim(r.Median), trim(r.Min)+"-"+trim(r.Max)
 		}
@@ -221,7 +221,7 @@ func (res *results) printTables(w io.Writer) {
 	tt := tablewriter.NewTable(w)
 	tt.Header([]string{"target", "what", "got", "goal", "verdict"})
 	for _, g := range res.Targets {
-		got := g.Why
+		got := short(g.Why, 60)
 		if g.Got != nil {
 			got = trim(*g.Got)
 			if g.Ref != "" {
@@ -243,4 +243,13 @@ func (res *results) writeJSON(path string) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
+}
+
+// short cuts s to n runes for the table; the JSON file has it whole.
+func short(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n-1]) + "…"
 }
