@@ -49,6 +49,7 @@ func runTool(t *testing.T, name string, args ...string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, needTool(t, name), args...)
+	cmd.Dir = t.TempDir() // fio leaves *-verify.state files in its working directory
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
