@@ -61,7 +61,7 @@ func engineBenches() []engineBench {
 // enginePhase compiles internal/engine's test binary once, lists its
 // benchmarks, runs each wanted one -count=reps times and parses the output.
 // A benchmark that does not exist is reported missing, never estimated.
-func enginePhase(ctx context.Context, e *env, c config, res *results, root string) {
+func enginePhase(ctx context.Context, e *env, c config, res *results, root, pkg string) {
 	mk := func(b engineBench) *row {
 		return &row{Group: "engine", Workload: b.key, Subject: "engine only (" + b.want + ")", Unit: b.rowUnit,
 			Better: b.better, Ref: b.ref, ID: "engine/" + b.key}
@@ -71,18 +71,18 @@ func enginePhase(ctx context.Context, e *env, c config, res *results, root strin
 			res.missing(mk(b), why)
 		}
 	}
-	pkgDir := filepath.Join(root, "internal", "engine")
+	pkgDir := filepath.Join(root, filepath.FromSlash(pkg))
 	if _, err := os.Stat(pkgDir); err != nil {
-		missingAll("internal/engine does not exist")
+		missingAll(pkg + " does not exist")
 		return
 	}
 	testBin := e.path("engine.test")
-	if out, err := e.ps.run(ctx, "go-test-c", startOpts{dir: root}, "go", "test", "-c", "-o", testBin, "./internal/engine"); err != nil {
-		missingAll("go test -c ./internal/engine failed: " + lastLine(string(out)))
+	if out, err := e.ps.run(ctx, "go-test-c", startOpts{dir: root}, "go", "test", "-c", "-o", testBin, "./"+pkg); err != nil {
+		missingAll("go test -c ./" + pkg + " failed: " + lastLine(string(out)))
 		return
 	}
 	if _, err := os.Stat(testBin); err != nil {
-		missingAll("internal/engine has no test files")
+		missingAll(pkg + " has no test files")
 		return
 	}
 	out, err := e.ps.run(ctx, "engine-list", startOpts{dir: pkgDir}, testBin, "-test.list", "^Benchmark")
@@ -95,7 +95,7 @@ func enginePhase(ctx context.Context, e *env, c config, res *results, root strin
 		name := pick(names, b.want, b.match)
 		r := mk(b)
 		if name == "" {
-			res.missing(r, b.want+" not in internal/engine")
+			res.missing(r, b.want+" not in "+pkg)
 			continue
 		}
 		r.Subject = "engine only (" + name + ")"

@@ -173,7 +173,7 @@ func run() error {
 		return nbdPhase(ctx, e, c, res, haveWB)
 	})
 	step("writeback", func() error { writebackPhase(ctx, e, c, res, haveWB); return nil })
-	step("engine", func() error { enginePhase(ctx, e, c, res, root); return nil })
+	step("engine", func() error { enginePhase(ctx, e, c, res, root, "internal/engine"); return nil })
 	if ctx.Err() != nil {
 		res.Errors = append(res.Errors, "interrupted")
 	}
