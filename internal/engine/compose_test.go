@@ -299,7 +299,7 @@ func TestBounds(t *testing.T) {
 		t.Fatalf("size %d, want rounded down to 512", r.v.Size())
 	}
 	p := make([]byte, 4096)
-	for _, off := range []int64{-1, 1<<20 - 4095, 1 << 20, 1<<62} {
+	for _, off := range []int64{-1, 1<<20 - 4095, 1 << 20, 1 << 62} {
 		if err := r.v.ReadAt(p, off); err == nil {
 			t.Errorf("read at %d: no error", off)
 		}

@@ -27,6 +27,12 @@ type Config struct {
 	NrRAMBuffers int
 }
 
+// Daemon timings; variables so that tests can shorten them.
+var (
+	modulatorInterval = time.Second
+	writebackBackoff  = 100 * time.Millisecond // first retry delay after a failed writeback
+)
+
 // defaultRAMBuffers is the kernel's nr_rambuf_pool default.
 const defaultRAMBuffers = 8
 
@@ -112,8 +118,8 @@ func Open(cfg Config) (*Volume, error) {
 		cache:             cfg.Cache,
 		backing:           &timedDevice{Device: cfg.Backing},
 		log:               cfg.Logger,
-		modulatorInterval: time.Second,
-		writebackBackoff:  100 * time.Millisecond,
+		modulatorInterval: modulatorInterval,
+		writebackBackoff:  writebackBackoff,
 	}
 	if v.log == nil {
 		v.log = slog.New(slog.NewTextHandler(io.Discard, nil))

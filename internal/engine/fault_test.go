@@ -1,0 +1,289 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/writeboost/writeboost/internal/blockdev"
+	"github.com/writeboost/writeboost/internal/layout"
+)
+
+func init() { writebackBackoff = 5 * time.Millisecond }
+
+// faultRig is a volume over Faulty wrappers of in-memory devices.
+type faultRig struct {
+	cacheMem, backMem *blockdev.Mem
+	cache, back       *blockdev.Faulty
+	v                 *Volume
+}
+
+func newFaultRig(t *testing.T, nSeg int, tun map[string]int64) *faultRig {
+	t.Helper()
+	f := &faultRig{cacheMem: blockdev.NewMem(cacheSize(nSeg)), backMem: blockdev.NewMem(1 << 20)}
+	if err := Format(f.cacheMem); err != nil {
+		t.Fatal(err)
+	}
+	f.cache, f.back = blockdev.NewFaulty(f.cacheMem), blockdev.NewFaulty(f.backMem)
+	v, err := Open(Config{Backing: f.back, Cache: f.cache, Tunables: tun, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.v = v
+	t.Cleanup(func() {
+		f.cache.Clear()
+		f.back.Clear()
+		_ = f.v.Close()
+	})
+	return f
+}
+
+var segArea = blockdev.Rule{Off: layout.SuperblockSize, Len: 1 << 40}
+
+func TestReadErrorsAreReturned(t *testing.T) {
+	f := newFaultRig(t, 4, nil)
+	if err := f.v.WriteAt(fill(4096, 1), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.v.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// Block 0 is on the cache device: a failing cache read is an error.
+	r := segArea
+	r.Ops = blockdev.OpRead
+	id := f.cache.Inject(r)
+	p := make([]byte, 4096)
+	if err := f.v.ReadAt(p, 0); !errors.Is(err, blockdev.ErrInjected) {
+		t.Fatalf("read with a failing cache device: %v", err)
+	}
+	// A partial write that must merge with the copy on the cache device
+	// fails too, and changes nothing.
+	if err := f.v.WriteAt(fill(512, 2), 512, false); !errors.Is(err, blockdev.ErrInjected) {
+		t.Fatalf("merge write with a failing cache device: %v", err)
+	}
+	f.cache.Remove(id)
+	if err := f.v.ReadAt(p, 0); err != nil || !bytes.Equal(p, fill(4096, 1)) {
+		t.Fatalf("after the fault: err %v, data changed %v", err, !bytes.Equal(p, fill(4096, 1)))
+	}
+	// Block 1 is only on the backing device.
+	id = f.back.Inject(blockdev.Rule{Ops: blockdev.OpRead})
+	if err := f.v.ReadAt(p, 4096); !errors.Is(err, blockdev.ErrInjected) {
+		t.Fatalf("read with a failing backing device: %v", err)
+	}
+	f.back.Remove(id)
+	s := f.v.Status()
+	if s.CacheReadErrors < 2 || s.BackingReadErrors != 1 {
+		t.Errorf("error counters: cache reads %d, backing reads %d", s.CacheReadErrors, s.BackingReadErrors)
+	}
+}
+
+func TestFailedWritebackIsRetried(t *testing.T) {
+	f := newFaultRig(t, 4, nil)
+	want := fill(64<<10, 7)
+	if err := f.v.WriteAt(want, 0, true); err != nil {
+		t.Fatal(err)
+	}
+	before := f.v.Status().LastWritebackID
+	id := f.back.Inject(blockdev.Rule{Ops: blockdev.OpWrite | blockdev.OpSync})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.v.DropCaches(ctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for f.v.Status().WritebackErrors < 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("writeback was not retried")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if s := f.v.Status(); s.LastWritebackID != before || s.NrDirtyCacheBlocks != 16 {
+		t.Fatalf("failed writeback moved last_writeback_id %d -> %d, dirty %d", before, s.LastWritebackID, s.NrDirtyCacheBlocks)
+	}
+	f.back.Remove(id)
+	if err := <-done; err != nil {
+		t.Fatalf("drop_caches after the fault cleared: %v", err)
+	}
+	cancel()
+	s := f.v.Status()
+	if s.LastWritebackID <= before || s.NrDirtyCacheBlocks != 0 {
+		t.Fatalf("after recovery: last_writeback_id %d (was %d), dirty %d", s.LastWritebackID, before, s.NrDirtyCacheBlocks)
+	}
+	got := make([]byte, len(want))
+	if _, err := f.backMem.ReadAt(got, 0); err != nil || !bytes.Equal(got, want) {
+		t.Fatal("backing device does not hold the written-back data")
+	}
+}
+
+func TestDropCachesCancel(t *testing.T) {
+	f := newFaultRig(t, 4, nil)
+	if err := f.v.WriteAt(fill(4096, 1), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	f.back.Inject(blockdev.Rule{Ops: blockdev.OpWrite})
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := f.v.DropCaches(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("drop_caches with a dead backing device: %v", err)
+	}
+}
+
+func TestFlushSyncFailure(t *testing.T) {
+	f := newFaultRig(t, 4, nil)
+	if err := f.v.WriteAt(fill(4096, 1), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	id := f.cache.Inject(blockdev.Rule{Ops: blockdev.OpSync, Times: 1})
+	if err := f.v.Flush(); !errors.Is(err, blockdev.ErrInjected) {
+		t.Fatalf("flush with a failing sync: %v", err)
+	}
+	f.cache.Remove(id)
+	if err := f.v.Flush(); err != nil {
+		t.Fatalf("flush after the fault: %v", err)
+	}
+}
+
+func TestSegmentWriteFailureIsSticky(t *testing.T) {
+	f := newFaultRig(t, 4, nil)
+	if err := f.v.WriteAt(fill(4096, 1), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	r := segArea
+	r.Ops = blockdev.OpWrite
+	f.cache.Inject(r)
+	if err := f.v.Flush(); !errors.Is(err, ErrFailed) {
+		t.Fatalf("flush with failing segment writes: %v", err)
+	}
+	if err := f.v.WriteAt(fill(4096, 2), 4096, false); !errors.Is(err, ErrFailed) {
+		t.Fatalf("write after the cache device failed: %v", err)
+	}
+	// What is in RAM still reads back.
+	p := make([]byte, 4096)
+	if err := f.v.ReadAt(p, 0); err != nil || !bytes.Equal(p, fill(4096, 1)) {
+		t.Fatalf("read from the rambuf after the failure: %v", err)
+	}
+	if s := f.v.Status(); s.Failed == "" || s.CacheWriteErrors < 3 {
+		t.Fatalf("status after failure: failed %q, cache write errors %d", s.Failed, s.CacheWriteErrors)
+	}
+}
+
+// TestTornSegmentLosesOnlyUnflushed cuts the power in the middle of a
+// segment write that reuses a ring slot, keeps the torn prefix, and checks
+// that replay discards only that segment: every flushed write survives.
+func TestTornSegmentLosesOnlyUnflushed(t *testing.T) {
+	for _, tearAt := range []int64{512, 4096, 100 * 4096} {
+		f := newFaultRig(t, 3, nil)
+		// Wrap the ring a few times, flushing everything.
+		flushed := make([]byte, 1<<20)
+		for i := 0; i < 600; i++ {
+			off := int64(i*7%256) * 4096
+			p := fill(4096, byte(i))
+			if err := f.v.WriteAt(p, off, false); err != nil {
+				t.Fatal(err)
+			}
+			copy(flushed[off:], p)
+		}
+		if err := f.v.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		// The next segment write is cut after tearAt bytes, and the disk
+		// dies; the torn prefix is made durable.
+		r := segArea
+		r.Ops, r.Tear, r.TearAt, r.Die = blockdev.OpWrite, true, tearAt, true
+		f.cache.Inject(r)
+		for i := 0; i < 127; i++ {
+			_ = f.v.WriteAt(fill(4096, 0xEE), int64(i)*4096, false)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for !f.cache.Dead() && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		if !f.cache.Dead() {
+			t.Fatal("the segment write never happened")
+		}
+		if err := f.cacheMem.Sync(); err != nil { // the torn prefix reached the media
+			t.Fatal(err)
+		}
+		cache, back := f.cacheMem.CrashClone(), f.backMem.CrashClone()
+		v, err := Open(Config{Backing: back, Cache: cache, Logger: testLogger(t)})
+		if err != nil {
+			t.Fatalf("tear at %d: reopen: %v", tearAt, err)
+		}
+		got := make([]byte, 1<<20)
+		if err := v.ReadAt(got, 0); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, flushed) {
+			t.Fatalf("tear at %d: flushed data lost", tearAt)
+		}
+		// Writing more and replaying again must not resurrect the torn
+		// segment's data.
+		if err := v.WriteAt(fill(4096, 0x11), 0, true); err != nil {
+			t.Fatal(err)
+		}
+		copy(flushed, fill(4096, 0x11))
+		if err := v.Close(); err != nil {
+			t.Fatal(err)
+		}
+		v, err = Open(Config{Backing: back, Cache: cache, Logger: testLogger(t)})
+		if err != nil {
+			t.Fatalf("tear at %d: second reopen: %v", tearAt, err)
+		}
+		if err := v.ReadAt(got, 0); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, flushed) {
+			t.Fatalf("tear at %d: data differs after the second replay", tearAt)
+		}
+		_ = v.Close()
+	}
+}
+
+func TestOpenRefusals(t *testing.T) {
+	t.Run("unformatted", func(t *testing.T) {
+		_, err := Open(Config{Backing: blockdev.NewMem(1 << 20), Cache: blockdev.NewMem(cacheSize(2))})
+		if !errors.Is(err, ErrNotFormatted) {
+			t.Fatalf("got %v", err)
+		}
+	})
+	t.Run("too small", func(t *testing.T) {
+		_, err := Open(Config{Backing: blockdev.NewMem(1 << 20), Cache: blockdev.NewMem(1 << 20)})
+		if !errors.Is(err, layout.ErrTooSmall) {
+			t.Fatalf("got %v", err)
+		}
+	})
+	t.Run("bad tunable", func(t *testing.T) {
+		r := newRig(t, 2, 1<<20, nil)
+		r.close()
+		_, err := Open(Config{Backing: r.backing, Cache: r.cache, Tunables: map[string]int64{TunNrMaxBatchedWriteback: 0}})
+		if !errors.Is(err, ErrOutOfRange) {
+			t.Fatalf("got %v", err)
+		}
+	})
+	t.Run("write-around on a used cache", func(t *testing.T) {
+		r := newRig(t, 2, 1<<20, nil)
+		r.write(0, fill(4096, 1))
+		r.close()
+		_, err := Open(Config{Backing: r.backing, Cache: r.cache, Tunables: map[string]int64{TunWriteAroundMode: 1}})
+		if !errors.Is(err, ErrNotFresh) {
+			t.Fatalf("got %v", err)
+		}
+	})
+	t.Run("mid-log damage", func(t *testing.T) {
+		r := newRig(t, 16, 1<<20, nil)
+		for i := 0; i < 14; i++ {
+			r.write(int64(i)*4096, fill(4096, byte(i+1)))
+			r.flush()
+		}
+		r.close()
+		// Corrupt segment 3's data: 11 valid segments follow it.
+		off := layout.SuperblockSize + 2*layout.SegmentSize + layout.BlockSize + 100
+		if _, err := r.cache.WriteAt([]byte{0xFF}, int64(off)); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Open(Config{Backing: r.backing, Cache: r.cache})
+		if !errors.Is(err, ErrDamaged) || !bytes.Contains([]byte(err.Error()), []byte("segment 3")) {
+			t.Fatalf("got %v, want ErrDamaged naming segment 3", err)
+		}
+	})
+}
