@@ -31,8 +31,8 @@ type Volume interface {
 }
 
 // writeTimeout bounds writing one response, so a client that stops reading
-// does not hold a connection goroutine until shutdown.
-const writeTimeout = 10 * time.Second
+// does not hold a connection goroutine until shutdown. A variable for tests.
+var writeTimeout = 10 * time.Second
 
 // shutdownWriteTimeout bounds writing the last response once the server
 // is stopping.
@@ -197,7 +197,10 @@ func serveConn(ctx context.Context, c *net.UnixConn, v Volume, owner uint32) {
 			}
 		}
 	}()
+	// On return: stop handing lines over, unblock a reader waiting for a
+	// client that says nothing, and wait for it.
 	defer wg.Wait()
+	defer c.SetReadDeadline(time.Unix(1, 0))
 	defer close(done)
 
 	for it := range lines {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -342,6 +343,40 @@ func TestReplyToRemoveSurvivesShutdown(t *testing.T) {
 	}
 	if _, err := c.Status(); err == nil {
 		t.Error("status answered after shutdown")
+	}
+}
+
+// hugeTable answers table requests with more than a socket buffer holds.
+type hugeTable struct{ *fakeVolume }
+
+func (hugeTable) Table() string { return strings.Repeat("x", 8<<20) }
+
+// TestClientThatStopsReading checks that a client which sends a request
+// but never reads the response loses its connection once the response
+// cannot be written within writeTimeout, instead of pinning the
+// connection's goroutines until shutdown.
+func TestClientThatStopsReading(t *testing.T) {
+	old := writeTimeout
+	writeTimeout = 100 * time.Millisecond
+	defer func() { writeTimeout = old }()
+	dir := t.TempDir()
+	path := startServer(t, dir, "slow", hugeTable{newFakeVolume()})
+	conn, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte(`{"op":"table"}` + "\n")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // the server's write times out meanwhile
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := io.Copy(io.Discard, conn)
+	if err != nil {
+		t.Fatalf("after %d bytes: %v; want the server to close the connection", n, err)
+	}
+	if n >= 8<<20 {
+		t.Errorf("read %d bytes: the whole response was written", n)
 	}
 }
 
