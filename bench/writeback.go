@@ -122,8 +122,10 @@ func writebackOnce(ctx context.Context, e *env, c config, pat pattern, rep int) 
 			return err
 		}
 		s.dirty = st.NrDirty
-		if want := data / (4 * kib); s.dirty < want*95/100 || s.dirty > want {
-			return fmt.Errorf("%d dirty blocks after writing %d distinct blocks", s.dirty, want)
+		// fio's random map gives distinct blocks; clusters may overlap a
+		// little, so fewer dirty blocks than writes is fine, more is not.
+		if want := data / (4 * kib); s.dirty < want*8/10 || s.dirty > want {
+			return fmt.Errorf("%d dirty blocks after writing %d blocks", s.dirty, want)
 		}
 		start := time.Now()
 		if _, err := e.wbTool(ctx, "wb-message", name, "drop_caches"); err != nil {
