@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -75,7 +76,7 @@ func (p *proc) tail(n int) string {
 type startOpts struct {
 	env       []string // added to the harness's environment
 	dir       string
-	readyWord string // close proc.ready when a line of output contains it
+	readyWord string // close proc.ready when a line of output holds it as a word
 }
 
 // start launches argv under name. Output goes to logDir/name.log and to an
@@ -119,10 +120,15 @@ func (ps *procs) start(name string, o startOpts, argv ...string) (*proc, error) 
 		if readyClosed {
 			close(p.ready)
 		}
+		// A whole word: "already formatted" is not "ready".
+		var readyRE *regexp.Regexp
+		if !readyClosed {
+			readyRE = regexp.MustCompile(`\b` + regexp.QuoteMeta(o.readyWord) + `\b`)
+		}
 		for {
 			line, err := r.ReadBytes('\n')
 			w.Write(line)
-			if !readyClosed && bytes.Contains(line, []byte(o.readyWord)) {
+			if !readyClosed && readyRE.Match(line) {
 				close(p.ready)
 				readyClosed = true
 			}

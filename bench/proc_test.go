@@ -24,12 +24,15 @@ func TestProcsRunAndStop(t *testing.T) {
 	}
 
 	// A server that prints ready, then runs until stopped by SIGTERM.
-	p, err := ps.start("srv", startOpts{readyWord: "ready"}, "sh", "-c", "echo starting; echo now ready; exec sleep 60")
+	p, err := ps.start("srv", startOpts{readyWord: "ready"}, "sh", "-c", "echo starting; echo already formatted; sleep 0.3; echo msg=ready; exec sleep 60")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := waitReady(ctx, p, 5*time.Second); err != nil {
 		t.Fatal(err)
+	}
+	if out := string(p.out.Bytes()); !strings.Contains(out, "msg=ready") {
+		t.Errorf("ready before the ready line: %q", out)
 	}
 	hooked := false
 	p.onStop = func() { hooked = true }
