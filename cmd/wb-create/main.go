@@ -1,0 +1,270 @@
+// Command wb-create starts a writeboost volume: the engine over a backing
+// device and a cache device, served over NBD. It is the user-space
+// `dmsetup create NAME --table "0 SECTORS writeboost BACKING CACHE [N k v ...]"`.
+//
+// It runs in the foreground until SIGTERM or SIGINT (or a `remove` message),
+// then stops cleanly: stop accepting, finish in-flight requests, seal and
+// write the RAM buffer, record the superblock, sync both devices, remove the
+// sockets and the state file. A second signal exits at once; the log
+// replays at the next start.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kong"
+
+	"github.com/writeboost/writeboost/internal/blockdev"
+	"github.com/writeboost/writeboost/internal/control"
+	"github.com/writeboost/writeboost/internal/engine"
+	"github.com/writeboost/writeboost/internal/nbd"
+)
+
+// CLI is wb-create's command line.
+type CLI struct {
+	Name    string   `arg:"" help:"Volume name, [A-Za-z0-9._-]{1,64}; also the NBD export name."`
+	Backing string   `arg:"" help:"Backing device: the slow disk (a block device or a regular file). The volume has its size."`
+	Cache   string   `arg:"" help:"Cache device: the fast disk (a block device or a regular file) holding the log."`
+	Args    []string `arg:"" optional:"" help:"Optional KEY VALUE pairs, as the kernel target's optional args: writeback_threshold 0..100, nr_max_batched_writeback 1..32, update_sb_record_interval 0..3600, sync_data_interval 0..3600, read_cache_threshold 0..127, write_around_mode 0..1, nr_read_cache_cells 1..2048."`
+
+	Reformat bool     `help:"Format the cache device first (as wb-format-cache --force): every cached block is forgotten."`
+	Listen   []string `placeholder:"tcp://HOST:PORT" help:"Also serve NBD on this TCP address (repeatable). The unix socket RUNDIR/NAME.sock is always served."`
+	Attach   string   `placeholder:"/dev/nbdN" help:"Also connect the volume to the kernel nbd driver at this device (needs the nbd module)."`
+	NoDirect bool     `help:"Do not open the devices with O_DIRECT (use the page cache; for file systems without O_DIRECT support this is automatic)."`
+	Verbose  bool     `short:"v" help:"Log debug messages."`
+}
+
+const description = `Start a writeboost volume: log-structured write-back caching of BACKING on CACHE,
+served over NBD at RUNDIR/NAME.sock (RUNDIR is $WB_RUN_DIR, else /run/writeboost).
+
+It stays in the foreground and logs to stderr; "ready" is logged once NBD
+clients can connect, e.g. nbdinfo 'nbd+unix:///NAME?socket=RUNDIR/NAME.sock'.
+SIGTERM or SIGINT stops it cleanly; a second signal exits at once (the log
+replays at the next start). Manage it with wb-status and wb-message.`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, nil))
+}
+
+// run parses args and runs the volume until a signal; sig, if not nil,
+// replaces the process's SIGTERM/SIGINT (for tests).
+func run(args []string, stdout, stderr io.Writer, sig <-chan os.Signal) int {
+	var cli CLI
+	exit := -1
+	parser, err := kong.New(&cli,
+		kong.Name("wb-create"),
+		kong.Description(description),
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(code int) { exit = code }),
+		kong.UsageOnError(),
+	)
+	if err != nil {
+		fmt.Fprintf(stderr, "wb-create: %v\n", err)
+		return 2
+	}
+	if _, err := parser.Parse(args); err != nil {
+		if exit < 0 {
+			fmt.Fprintf(stderr, "wb-create: %v\n", err)
+			return 2
+		}
+		return exit
+	}
+	if exit >= 0 { // --help
+		return exit
+	}
+	level := slog.LevelInfo
+	if cli.Verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if sig == nil {
+		c := make(chan os.Signal, 2)
+		signal.Notify(c, syscall.SIGTERM, syscall.SIGINT)
+		defer signal.Stop(c)
+		sig = c
+	}
+	if err := cli.run(log, sig); err != nil {
+		fmt.Fprintf(stderr, "wb-create: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) (err error) {
+	if err := control.ValidName(cli.Name); err != nil {
+		return err
+	}
+	opts, err := control.ParseOptionalArgs(cli.Args)
+	if err != nil {
+		return err
+	}
+	tcp, err := parseListen(cli.Listen)
+	if err != nil {
+		return err
+	}
+	dir := control.RunDir()
+	if err := control.EnsureRunDir(dir); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	lock, err := control.LockName(dir, cli.Name)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	if err := control.ClaimName(ctx, dir, cli.Name); err != nil {
+		return err
+	}
+
+	devOpts := blockdev.FileOptions{Direct: !cli.NoDirect, Exclusive: true, Logger: log}
+	backing, err := blockdev.OpenFile(cli.Backing, devOpts)
+	if err != nil {
+		return fmt.Errorf("backing device: %w", err)
+	}
+	defer closeOnError(&err, backing)
+	cache, err := blockdev.OpenFile(cli.Cache, devOpts)
+	if err != nil {
+		return fmt.Errorf("cache device: %w", err)
+	}
+	defer closeOnError(&err, cache)
+	if cli.Reformat {
+		log.Info("formatting the cache device", "cache", cli.Cache)
+		if err := engine.Format(cache); err != nil {
+			return fmt.Errorf("format %s: %w", cli.Cache, err)
+		}
+	}
+	start := time.Now()
+	vol, err := engine.Open(engine.Config{Backing: backing, Cache: cache, Logger: log, Tunables: tunables(opts)})
+	switch {
+	case errors.Is(err, engine.ErrNotFormatted):
+		return fmt.Errorf("cache device %s is not formatted: format it with wb-format-cache %s, or start with --reformat", cli.Cache, cli.Cache)
+	case err != nil:
+		return err
+	}
+	log.Info("volume opened", "name", cli.Name, "size", vol.Size(), "replay", time.Since(start).Round(time.Millisecond))
+	v := &volume{Volume: vol, name: cli.Name, backing: cli.Backing, cache: cli.Cache, args: opts.Args, start: time.Now(), removed: make(chan bool, 1)}
+
+	srv, err := nbd.NewServer([]nbd.Export{{Name: cli.Name, Description: "writeboost volume " + cli.Name, Backend: vol}}, nbd.Options{Logger: log})
+	if err != nil {
+		vol.Close()
+		return err
+	}
+	s := newServices(log)
+	// From here on, every exit path goes through stop.
+	stopErr := func(cause error) error {
+		return errors.Join(cause, s.stop(srv, vol, dir, cli.Name))
+	}
+	sock := control.SocketPath(dir, cli.Name)
+	nl, err := net.Listen("unix", sock)
+	if err != nil {
+		return stopErr(fmt.Errorf("listen on %s: %w", sock, err))
+	}
+	if err := os.Chmod(sock, 0o600); err != nil {
+		nl.Close()
+		return stopErr(fmt.Errorf("NBD socket mode: %w", err))
+	}
+	s.serveNBD(ctx, srv, nl)
+	for _, addr := range tcp {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return stopErr(fmt.Errorf("listen on tcp://%s: %w", addr, err))
+		}
+		if !isLoopback(l.Addr()) {
+			log.Warn("serving NBD on a non-loopback address: anyone who reaches it can read and write the volume", "addr", l.Addr().String())
+		}
+		s.serveNBD(ctx, srv, l)
+	}
+	cl, err := control.Listen(dir, cli.Name)
+	if err != nil {
+		return stopErr(err)
+	}
+	s.serveControl(ctx, cl, v)
+	if cli.Attach != "" {
+		att, err := nbd.Attach(ctx, cli.Attach, nbd.Export{Name: cli.Name, Backend: vol}, nbd.Options{Logger: log})
+		if err != nil {
+			return stopErr(fmt.Errorf("attach %s: %w", cli.Attach, err))
+		}
+		s.attachment = att
+	}
+	st := control.State{
+		Name: cli.Name, PID: os.Getpid(), Backing: cli.Backing, Cache: cli.Cache,
+		SizeBytes: uint64(vol.Size()), CacheBytes: uint64(cache.Size()), TableArgs: opts.Args,
+		StartTime: v.start, Socket: sock, Control: control.ControlPath(dir, cli.Name),
+	}
+	for _, a := range tcp {
+		st.Listen = append(st.Listen, "tcp://"+a)
+	}
+	if err := control.WriteState(dir, st); err != nil {
+		return stopErr(err)
+	}
+	log.Info("ready", "name", cli.Name, "socket", sock, "uri", "nbd+unix:///"+cli.Name+"?socket="+sock)
+
+	var noWriteback bool
+	select {
+	case s := <-sig:
+		log.Info("stopping", "signal", s.String())
+	case noWriteback = <-v.removed:
+		log.Info("stopping: remove message", "writeback", !noWriteback)
+	case err := <-s.errc:
+		log.Error("serving failed; stopping", "err", err)
+	}
+	// A second signal exits at once: the log replays at the next start.
+	go func() {
+		s := <-sig
+		log.Warn("second signal: exiting without a clean stop; the log replays at the next start", "signal", s.String())
+		os.Exit(1)
+	}()
+	return s.stop(srv, vol, dir, cli.Name)
+}
+
+// tunables converts the validated optional args for the engine.
+func tunables(o control.OptionValues) map[string]int64 {
+	m := map[string]int64{
+		"writeback_threshold":       int64(o.WritebackThreshold),
+		"nr_max_batched_writeback":  int64(o.NrMaxBatchedWriteback),
+		"update_sb_record_interval": int64(o.UpdateSBRecordInterval),
+		"sync_data_interval":        int64(o.SyncDataInterval),
+		"read_cache_threshold":      int64(o.ReadCacheThreshold),
+		"nr_read_cache_cells":       int64(o.NrReadCacheCells),
+		"write_around_mode":         0,
+	}
+	if o.WriteAroundMode {
+		m["write_around_mode"] = 1
+	}
+	return m
+}
+
+// parseListen turns tcp://HOST:PORT into HOST:PORT.
+func parseListen(list []string) ([]string, error) {
+	var out []string
+	for _, s := range list {
+		u, err := url.Parse(s)
+		if err != nil || u.Scheme != "tcp" || u.Host == "" || u.Port() == "" || (u.Path != "" && u.Path != "/") {
+			return nil, fmt.Errorf("--listen %q: want tcp://HOST:PORT", s)
+		}
+		out = append(out, u.Host)
+	}
+	return out, nil
+}
+
+func isLoopback(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
+}
+
+func closeOnError(err *error, c io.Closer) {
+	if *err != nil {
+		c.Close()
+	}
+}

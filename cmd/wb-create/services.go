@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/writeboost/writeboost/internal/control"
+	"github.com/writeboost/writeboost/internal/engine"
+	"github.com/writeboost/writeboost/internal/nbd"
+)
+
+// shutdownTimeout bounds how long in-flight NBD requests may take to finish
+// at a clean stop before their connections are closed.
+const shutdownTimeout = 5 * time.Second
+
+// services owns the goroutines that serve the volume: one per NBD listener
+// and one for the control socket. stop ends them all and waits.
+type services struct {
+	log        *slog.Logger
+	wg         sync.WaitGroup
+	errc       chan error // the first serving failure; buffered
+	ctlCancel  context.CancelFunc
+	attachment *nbd.Attachment
+	stopped    bool
+}
+
+func newServices(log *slog.Logger) *services {
+	return &services{log: log, errc: make(chan error, 1)}
+}
+
+func (s *services) fail(err error) {
+	select {
+	case s.errc <- err:
+	default:
+	}
+}
+
+// serveNBD serves srv on l until srv shuts down.
+func (s *services) serveNBD(ctx context.Context, srv *nbd.Server, l net.Listener) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := srv.Serve(ctx, l); err != nil {
+			s.fail(fmt.Errorf("NBD on %s: %w", l.Addr(), err))
+		}
+	}()
+}
+
+// serveControl answers control requests on l until stop.
+func (s *services) serveControl(ctx context.Context, l net.Listener, v control.Volume) {
+	ctx, s.ctlCancel = context.WithCancel(ctx)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := control.Serve(ctx, l, v); err != nil {
+			s.fail(fmt.Errorf("control socket: %w", err))
+		}
+	}()
+}
+
+// stop is the clean stop: no new connections, in-flight NBD requests
+// finish (bounded by shutdownTimeout), the control socket closes, the
+// kernel device detaches, the engine closes (seal, write, record, sync),
+// and the run directory forgets the volume.
+func (s *services) stop(srv *nbd.Server, vol *engine.Volume, dir, name string) error {
+	if s.stopped {
+		return nil
+	}
+	s.stopped = true
+	var errs []error
+	if s.attachment != nil {
+		if err := s.attachment.Detach(); err != nil {
+			errs = append(errs, fmt.Errorf("detach: %w", err))
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	if err := srv.Shutdown(ctx); err != nil {
+		s.log.Warn("NBD connections closed before their requests finished", "err", err)
+	}
+	cancel()
+	if s.ctlCancel != nil {
+		s.ctlCancel()
+	}
+	s.wg.Wait()
+	start := time.Now()
+	if err := vol.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close volume: %w", err))
+	} else {
+		s.log.Info("volume closed cleanly", "name", name, "took", time.Since(start).Round(time.Millisecond))
+	}
+	if err := control.RemoveState(dir, name); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

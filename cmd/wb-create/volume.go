@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/writeboost/writeboost/internal/control"
+	"github.com/writeboost/writeboost/internal/engine"
+)
+
+// volume adapts the engine to the control socket.
+type volume struct {
+	*engine.Volume
+	name, backing, cache string
+	args                 []string // the optional KEY VALUE args as given
+	start                time.Time
+	removed              chan bool // a remove message: true = without writeback
+}
+
+// Table is the table line, as `dmsetup table` prints it.
+func (v *volume) Table() string {
+	return control.FormatTableLine(control.TableLine{Name: v.name, SizeBytes: uint64(v.Size()), Backing: v.backing, Cache: v.cache, Args: v.args})
+}
+
+// Message carries out a message validated by control.ParseMessage.
+func (v *volume) Message(ctx context.Context, args []string) (string, error) {
+	m, err := control.ParseMessage(args)
+	if err != nil {
+		return "", err
+	}
+	switch m.Kind {
+	case control.MsgSetTunable:
+		if err := v.SetTunable(m.Key, int64(m.Value)); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("%s %d", m.Key, m.Value), nil
+	case control.MsgClearStat:
+		v.ClearStat()
+		return "", nil
+	case control.MsgFlush:
+		return "", v.FlushBuffer()
+	case control.MsgDropCaches:
+		return "", v.DropCaches(ctx)
+	case control.MsgRemove:
+		if !m.NoWriteback {
+			if err := v.DropCaches(ctx); err != nil {
+				return "", fmt.Errorf("remove: write back: %w", err)
+			}
+		} else if err := v.FlushBuffer(); err != nil {
+			return "", fmt.Errorf("remove: flush: %w", err)
+		}
+		select {
+		case v.removed <- m.NoWriteback:
+		default: // a remove is already under way
+		}
+		return "removing " + v.name, nil
+	}
+	return "", fmt.Errorf("unhandled message %q", args)
+}
+
+// Status converts the engine's snapshot to the control socket's.
+func (v *volume) Status() control.Status {
+	e := v.Volume.Status()
+	t := e.Tunables
+	allowed := e.WritebackAllowed
+	s := control.Status{
+		Name: v.name, Backing: v.backing, Cache: v.cache, SizeBytes: uint64(e.VolumeBytes),
+		CursorPos: e.CursorPos, NrCacheBlocks: e.NrCacheBlocks, NrSegments: e.NrSegments,
+		CurrentID: e.CurrentID, LastFlushedID: e.LastFlushedID, LastWritebackID: e.LastWritebackID,
+		NrDirtyCacheBlocks: e.NrDirtyCacheBlocks, Stat: e.Stat, NrPartialFlushed: e.NrPartialFlushed,
+		Tunables: control.StatusTunables{
+			WritebackThreshold: uint64(t["writeback_threshold"]),
+			// NB: the kernel prints its current batch size here; this engine
+			// always batches up to the maximum.
+			NrCurBatchedWriteback:  uint64(t["nr_max_batched_writeback"]),
+			SyncDataInterval:       uint64(t["sync_data_interval"]),
+			UpdateSBRecordInterval: uint64(t["update_sb_record_interval"]),
+			ReadCacheThreshold:     uint64(t["read_cache_threshold"]),
+		},
+		NrMaxBatchedWriteback: uint64(t["nr_max_batched_writeback"]),
+		WriteAroundMode:       t["write_around_mode"] != 0,
+		NrReadCacheCells:      uint64(t["nr_read_cache_cells"]),
+		LastDurableID:         e.LastDurableID,
+		SuperblockRecordID:    e.SuperblockRecordID,
+		NrRAMBuffers:          uint64(e.NrRAMBuffers),
+		RAMBufferBytes:        uint64(e.RAMBufferBytes),
+		WritebackBytes:        uint64(e.WritebackBytes),
+		WritebackBytesPerSec:  uint64(e.WritebackRate),
+		WritebackAllowed:      &allowed,
+		BackingUtilPercent:    uint64(e.BackingUtilPercent),
+		ReadCacheStaged:       e.ReadCacheStaged,
+		IndexBytes:            uint64(e.IndexBytes),
+		Errors: control.IOErrors{
+			CacheRead: e.CacheReadErrors, CacheWrite: e.CacheWriteErrors,
+			BackingRead: e.BackingReadErrors, BackingWrite: e.BackingWriteErrors,
+			Writeback: e.WritebackErrors,
+		},
+		Failed:        e.Failed,
+		UptimeSeconds: time.Since(v.start).Seconds(),
+	}
+	return s
+}
