@@ -153,7 +153,8 @@ type metablock struct {
 
 type gen struct {
 	cfg  Config
-	rng  *rand.Rand
+	rng  *rand.Rand    // the workload's decisions
+	data *rand.ChaCha8 // the bytes written (fast, even under -race)
 	f    *os.File
 	vol  []byte // what the volume reads now
 	back []byte // what the backing device holds now
@@ -219,6 +220,7 @@ func generate(f *os.File, cfg Config) (*Image, error) {
 	g := &gen{
 		cfg:  cfg,
 		rng:  rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
+		data: rand.NewChaCha8(chachaSeed(cfg.Seed)),
 		f:    f,
 		hash: make(map[uint64]entry),
 		segs: make(map[uint64][]metablock),
@@ -304,14 +306,12 @@ func generate(f *os.File, cfg Config) (*Image, error) {
 }
 
 // fill fills p with random bytes.
-func (g *gen) fill(p []byte) {
-	for len(p) >= 8 {
-		binary.LittleEndian.PutUint64(p, g.rng.Uint64())
-		p = p[8:]
-	}
-	for i := range p {
-		p[i] = byte(g.rng.Uint32())
-	}
+func (g *gen) fill(p []byte) { g.data.Read(p) }
+
+func chachaSeed(seed uint64) (s [32]byte) {
+	binary.LittleEndian.PutUint64(s[:], seed)
+	copy(s[8:], "writeboost testimg")
+	return s
 }
 
 // writeback writes back every segment up to id, in id order, as the
