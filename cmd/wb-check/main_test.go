@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/testimg"
 )
 
@@ -365,5 +366,25 @@ func TestManPage(t *testing.T) {
 		if !regexp.MustCompile(`(?m)^\.TP\n\.B ` + code + `\n`).Match(man) {
 			t.Errorf("man page does not document exit status %s", code)
 		}
+	}
+}
+
+func TestBusy(t *testing.T) {
+	f := makeFixture(t, testimg.Clean, 1)
+	held, err := blockdev.OpenFile(f.path, blockdev.FileOptions{Exclusive: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	// Reading is allowed next to a running volume; writing back is not.
+	if code, _, errs := runCheck(t, f.path); code != 0 || errs != "" {
+		t.Errorf("read-only check of a held cache: exit %d %q", code, errs)
+	}
+	code, _, errs := runCheck(t, "--writeback", f.back, f.path)
+	if code != 8 || !strings.HasPrefix(errs, "wb-check: "+f.path+": in use") || strings.Count(errs, "\n") != 1 {
+		t.Errorf("writeback to a held cache: exit %d %q", code, errs)
+	}
+	if got, _ := os.ReadFile(f.back); !bytes.Equal(got, f.im.Backing) {
+		t.Error("backing written")
 	}
 }

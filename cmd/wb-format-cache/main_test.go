@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/layout"
 	"github.com/writeboost/writeboost/internal/testimg"
 )
@@ -178,4 +179,25 @@ func TestManPage(t *testing.T) {
 			t.Errorf("man page does not document exit status %s", code)
 		}
 	}
+}
+
+func TestBusy(t *testing.T) {
+	path := sparse(t, 4<<20)
+	held, err := blockdev.OpenFile(path, blockdev.FileOptions{Exclusive: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	code, _, errs := runFormat(t, false, path)
+	if code != 1 || !strings.HasPrefix(errs, progName+": "+path+": in use") || formattedMagic(t, path) {
+		t.Fatalf("format of a held device: exit %d %q", code, errs)
+	}
+}
+
+func formattedMagic(t *testing.T, path string) bool {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return binary.LittleEndian.Uint32(b) == layout.Magic
 }

@@ -144,3 +144,12 @@ func TestWritebackBackingFails(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckReadError(t *testing.T) {
+	_, dev, _ := fixture(t, baseConfig(1, testimg.Clean))
+	f := blockdev.NewFaulty(dev)
+	f.Inject(blockdev.Rule{Ops: blockdev.OpRead, Off: layout.SuperblockSize + 3*layout.SegmentSize, Len: 4096})
+	if _, err := Check(f, f.Size(), Options{}); !errors.Is(err, blockdev.ErrInjected) {
+		t.Fatalf("read error: %v", err)
+	}
+}
