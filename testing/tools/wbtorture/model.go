@@ -15,8 +15,11 @@ import (
 // sector of the region, the write it must at least hold (Durable) and the
 // writes issued to it since (Pending), which it may hold instead.
 //
-// Sequence numbers are global and increase in issue order, so they are
-// "the write order" an exact-prefix recovery is measured against.
+// Sequence numbers are global and increase in issue order. The write order
+// an exact-prefix recovery is measured against is the acknowledgement order
+// (AckRank): with 32 requests in flight, issue order and the order the
+// engine logged the writes in differ all the time, and the client cannot
+// see the latter; a reply, though, comes after the write is in the log.
 type State struct {
 	Version uint32
 	Sectors uint64 // region size in sectors, from sector 0
@@ -30,6 +33,14 @@ type State struct {
 	// sector may hold any of them after a crash (acknowledged or not).
 	Pending map[uint64][]uint64
 
+	// AckRank gives the writes acknowledged since the last verify their
+	// place in acknowledgement order (from 1). Writes of earlier cycles
+	// rank 0; writes never acknowledged have no rank.
+	AckRank map[uint64]uint64
+	// CycleStart is NextSeq as of the last verify (or init): older seqs
+	// are earlier cycles' writes.
+	CycleStart uint64
+
 	// Totals over all cycles.
 	Cycles, SectorsChecked, Bad, ExactPrefix uint64
 }
@@ -37,7 +48,7 @@ type State struct {
 const stateVersion = 1
 
 func newState(sectors uint64) *State {
-	return &State{Version: stateVersion, Sectors: sectors, NextSeq: 1, Durable: make([]uint64, sectors), Pending: map[uint64][]uint64{}}
+	return &State{Version: stateVersion, Sectors: sectors, NextSeq: 1, CycleStart: 1, Durable: make([]uint64, sectors), Pending: map[uint64][]uint64{}, AckRank: map[uint64]uint64{}}
 }
 
 func loadState(path string) (*State, error) {
@@ -67,6 +78,9 @@ func decodeState(b []byte) (*State, error) {
 	}
 	if st.Pending == nil {
 		st.Pending = map[uint64][]uint64{}
+	}
+	if st.AckRank == nil {
+		st.AckRank = map[uint64]uint64{}
 	}
 	return &st, nil
 }
@@ -117,6 +131,7 @@ type model struct {
 	// dropped from its front.
 	unflushed     []extent
 	unflushedBase int
+	acks          uint64 // acknowledgements so far, for AckRank
 }
 
 func newModel(st *State) *model {
@@ -166,6 +181,8 @@ func (m *model) acknowledge(e extent, fua bool) {
 	for i := e.sector; i < e.sector+uint64(e.n); i++ {
 		m.acked[i] = e.seq
 	}
+	m.acks++
+	m.st.AckRank[e.seq] = m.acks
 	if fua {
 		m.makeDurable(e)
 	} else {
@@ -248,28 +265,68 @@ func (st *State) judge(s, got uint64) verdict {
 }
 
 // exactPrefix reports whether the recovered seqs (all judged OK) are the
-// state after some prefix of the write order: there is a P with every
-// sector holding its last write with seq <= P. For sector s holding r,
-// P must lie in [r, next(s, r)) where next is the following write to s.
+// state after a prefix of the write order: the acknowledged writes in
+// acknowledgement order, then the unacknowledged ones (in flight at the
+// kill, in no known order among themselves), each write whole.
+//
+// For sector s holding r, with next the following write issued to s, a cut
+// after rank P must satisfy rank(r) <= P < rank(next). Unacknowledged
+// writes come after every rank: recovering one needs every acknowledged
+// write recovered, and recovering part of one (some of its sectors but
+// not others) is a torn write, never a prefix.
 func (st *State) exactPrefix(rec []uint64) bool {
+	const after = ^uint64(0) // the rank of an unacknowledged write
+	rank := func(seq uint64) uint64 {
+		if r, ok := st.AckRank[seq]; ok {
+			return r
+		}
+		if seq < st.CycleStart {
+			return 0
+		}
+		return after
+	}
 	var maxR uint64
-	minNext := ^uint64(0)
+	minNext := after
+	recoveredUnacked := map[uint64]bool{}
+	missingUnacked := map[uint64]bool{}
 	for s, r := range rec {
-		maxR = max(maxR, r)
+		rr := rank(r)
+		if rr == after {
+			recoveredUnacked[r] = true
+		} else {
+			maxR = max(maxR, rr)
+		}
 		p := st.Pending[uint64(s)]
 		i, found := slices.BinarySearch(p, r)
 		if found {
 			i++
 		}
 		if i < len(p) {
-			minNext = min(minNext, p[i])
+			if nr := rank(p[i]); nr == after {
+				missingUnacked[p[i]] = true
+			} else {
+				minNext = min(minNext, nr)
+			}
 		}
 	}
-	return maxR < minNext
+	if maxR >= minNext {
+		return false
+	}
+	if len(recoveredUnacked) > 0 && minNext != after {
+		return false // an in-flight write survived, an acknowledged one did not
+	}
+	for w := range recoveredUnacked {
+		if missingUnacked[w] {
+			return false // torn: part of a write
+		}
+	}
+	return true
 }
 
 // rebase makes the recovered values the new durable baseline.
 func (st *State) rebase(rec []uint64) {
 	copy(st.Durable, rec)
 	st.Pending = map[uint64][]uint64{}
+	st.AckRank = map[uint64]uint64{}
+	st.CycleStart = st.NextSeq
 }

@@ -62,25 +62,56 @@ func TestJudge(t *testing.T) {
 }
 
 func TestExactPrefix(t *testing.T) {
-	st := newState(3)
-	// Writes in order: seq 1 -> s0, seq 2 -> s1, seq 3 -> s0, seq 4 -> s2.
+	st := newState(4)
+	st.NextSeq, st.CycleStart = 10, 1
+	// Issued: seq 1 -> s0, 2 -> s1, 3 -> s0, 4 -> s2, 5 -> s3 and 6 -> s1
+	// (both in flight at the kill). Acknowledged in the order 2, 1, 3, 4.
 	st.Pending[0] = []uint64{1, 3}
-	st.Pending[1] = []uint64{2}
+	st.Pending[1] = []uint64{2, 6}
 	st.Pending[2] = []uint64{4}
+	st.Pending[3] = []uint64{5}
+	st.AckRank = map[uint64]uint64{2: 1, 1: 2, 3: 3, 4: 4}
 	for _, tc := range []struct {
 		rec  []uint64
 		want bool
 	}{
-		{[]uint64{0, 0, 0}, true},
-		{[]uint64{1, 2, 0}, true},
-		{[]uint64{3, 2, 4}, true},
-		{[]uint64{0, 2, 0}, false}, // 2 without 1
-		{[]uint64{3, 0, 0}, false}, // 3 without 2
-		{[]uint64{1, 2, 4}, false}, // 4 without 3
+		{[]uint64{0, 0, 0, 0}, true},
+		{[]uint64{0, 2, 0, 0}, true},  // 2 was acknowledged first
+		{[]uint64{1, 0, 0, 0}, false}, // 1 without 2
+		{[]uint64{1, 2, 0, 0}, true},
+		{[]uint64{3, 2, 4, 0}, true},
+		{[]uint64{3, 2, 4, 5}, true},  // an in-flight write after all acknowledged ones
+		{[]uint64{3, 6, 4, 5}, true},  // both in-flight writes
+		{[]uint64{3, 2, 0, 5}, false}, // in-flight 5 without acknowledged 4
+		{[]uint64{1, 2, 4, 0}, false}, // 4 without 3
 	} {
 		if got := st.exactPrefix(tc.rec); got != tc.want {
 			t.Errorf("exactPrefix(%v) = %v, want %v", tc.rec, got, tc.want)
 		}
+	}
+}
+
+func TestExactPrefixTornWrite(t *testing.T) {
+	st := newState(2)
+	st.NextSeq, st.CycleStart = 3, 1
+	st.Pending[0] = []uint64{1}
+	st.Pending[1] = []uint64{1} // seq 1 wrote both sectors, never acknowledged
+	if st.exactPrefix([]uint64{1, 0}) {
+		t.Fatal("half of an in-flight write counted as a prefix")
+	}
+	if !st.exactPrefix([]uint64{1, 1}) || !st.exactPrefix([]uint64{0, 0}) {
+		t.Fatal("a whole in-flight write or none of it is a prefix")
+	}
+}
+
+func TestEarlierCyclesRankZero(t *testing.T) {
+	st := newState(2)
+	st.Durable[0] = 7 // from an earlier cycle
+	st.NextSeq, st.CycleStart = 12, 10
+	st.Pending[1] = []uint64{10}
+	st.AckRank = map[uint64]uint64{10: 1}
+	if !st.exactPrefix([]uint64{7, 10}) || !st.exactPrefix([]uint64{7, 0}) {
+		t.Fatal("a durable write of an earlier cycle must not block a prefix")
 	}
 }
 
