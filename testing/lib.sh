@@ -75,6 +75,7 @@ wb_start() {
 	local name=$1
 	_wb_starts=$((_wb_starts + 1))
 	WB_LOG=$WB_WORK/wb-create.$name.$_wb_starts.log
+	: >"$WB_LOG"
 	wb-create "$@" 2>"$WB_LOG" &
 	WB_PID=$!
 	wb_defer "kill_ours $WB_PID wb-create; wait $WB_PID"
