@@ -16,7 +16,7 @@ attach() {
 }
 detach() {
 	umount mnt
-	loop_detach "$LOOP_DEV" "$(realpath fuse/nbd)"
+	loop_detach "$LOOP_DEV"
 	fuse_detach fuse
 	wait_for 10 "nbdfuse to exit" bash -c "! mountpoint -q fuse"
 }

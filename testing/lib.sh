@@ -160,21 +160,23 @@ fuse_detach() {
 }
 
 LOOP_DEV=
+declare -A _wb_loops=()
 # loop_attach FILE: attach FILE to a free loop device; sets LOOP_DEV.
-# (Not for $(...): the detach must be registered in this shell.)
+# (Not for $(...): the device must be recorded in this shell.)
 loop_attach() {
-	local file
-	file=$(realpath "$1")
-	LOOP_DEV=$(losetup -f --show "$file") || fail "losetup $file"
-	wb_defer "loop_detach $LOOP_DEV $file"
+	LOOP_DEV=$(losetup -f --show "$1") || fail "losetup $1"
+	_wb_loops[$LOOP_DEV]=1
+	wb_defer "loop_detach $LOOP_DEV"
 }
 
-# loop_detach DEV FILE: detach DEV if it is still FILE's loop device (other
-# test runs on this machine use loop devices too).
+# loop_detach DEV: detach DEV if this scenario attached it and has not
+# detached it yet. Other test runs on this machine use loop devices too, and
+# a loop device over an nbdfuse file cannot be recognised by its backing
+# file once the fuse mount is gone (losetup shows "/nbd (deleted)").
 loop_detach() {
-	if [ "$(losetup -n -O BACK-FILE "$1" 2>/dev/null | sed 's/ *$//')" = "$2" ]; then
-		losetup -d "$1"
-	fi
+	[ -n "${_wb_loops[$1]:-}" ] || return 0
+	unset "_wb_loops[$1]"
+	losetup -d "$1"
 }
 
 # mount_at DEV DIR: mount DEV on DIR; the unmount is registered.
