@@ -267,6 +267,8 @@ func (p *barProgress) update(dirty uint64, _ bool) {
 }
 
 func (p *barProgress) finish() {
+	// Full first, so that no frame pairs the final words with a stale bar.
+	_ = p.bar.Set64(int64(p.max))
 	p.bar.Describe("drop_caches: no dirty blocks left")
 	_ = p.bar.Finish()
 }
