@@ -1,6 +1,9 @@
 package engine
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // Flush makes every write acknowledged before the call durable: it seals
 // the open rambuf as a partial segment, waits until every sealed segment is
@@ -73,7 +76,10 @@ func (v *Volume) syncCacheLocked() error {
 		gen := v.syncsStarted
 		written := v.lastWritten
 		v.mu.Unlock()
+		start := time.Now()
 		err := v.cache.Sync()
+		v.stats.cacheSyncs.Add(1)
+		v.stats.cacheSyncNanos.Add(int64(time.Since(start)))
 		v.mu.Lock()
 		v.syncing = false
 		v.cond.Broadcast()

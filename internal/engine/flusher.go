@@ -49,9 +49,22 @@ func (v *Volume) flusher(ctx context.Context) {
 			continue
 		}
 		rb := v.flushQ[0]
+		if !v.syncing && v.lastWritten >= v.durable+tornWindow*5/8 {
+			// Start the sync that the window will need soon, so that
+			// segment writes keep flowing while it runs; not earlier,
+			// since every sync costs the device a cache flush.
+			v.segWrites.Add(1)
+			go v.backgroundSync()
+		}
 		if rb.id > v.durable+tornWindow {
-			if v.lastWritten+tornWindow < rb.id {
-				v.cond.Wait() // earlier writes still in flight
+			if v.syncing {
+				v.cond.Wait()
+				continue
+			}
+			// Let most earlier writes complete first, so that this sync
+			// frees most of the window, not a single segment.
+			if v.lastWritten+1 < rb.id && v.lastWritten < v.durable+tornWindow*5/8 {
+				v.cond.Wait()
 				continue
 			}
 			if err := v.syncCacheLocked(); err != nil {
@@ -75,6 +88,17 @@ func (v *Volume) flusher(ctx context.Context) {
 		v.hdrLive[slot] = !zeroHeader
 		v.segWrites.Add(1)
 		go v.writeSegment(rb, slot, zeroHeader)
+	}
+}
+
+// backgroundSync syncs the cache device on behalf of the flusher, which
+// tracks it in v.segWrites.
+func (v *Volume) backgroundSync() {
+	defer v.segWrites.Done()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if err := v.syncCacheLocked(); err != nil {
+		v.failLocked(err)
 	}
 }
 
@@ -123,7 +147,10 @@ func (v *Volume) writeSegment(rb *rambuf, slot uint64, zeroHeader bool) {
 	img := rb.image(zeroHeader)
 	off := v.geo.SegmentOffset(slot)
 	for attempt := 0; ; attempt++ {
+		start := time.Now()
 		_, err := v.cache.WriteAt(img, off)
+		v.stats.segmentWrites.Add(1)
+		v.stats.segmentWriteNanos.Add(int64(time.Since(start)))
 		if err == nil {
 			break
 		}

@@ -34,6 +34,10 @@ type stats struct {
 	writebackRate      atomic.Int64 // bytes/s over the modulator's last interval
 	utilPercent        atomic.Int64
 	readCacheStaged    atomic.Uint64
+	segmentWrites      atomic.Uint64
+	segmentWriteNanos  atomic.Int64
+	cacheSyncs         atomic.Uint64
+	cacheSyncNanos     atomic.Int64
 }
 
 func (s *stats) inc(write, hit, onBuffer, fullsize bool) {
@@ -84,6 +88,10 @@ type Status struct {
 	BackingUtilPercent int64  `json:"backing_util_percent"`
 	ReadCacheStaged    uint64 `json:"read_cache_staged"` // blocks staged by read caching
 	IndexBytes         int64  `json:"index_bytes"`
+	SegmentWrites      uint64 `json:"segment_writes"`
+	SegmentWriteMicros int64  `json:"segment_write_us"` // total time in segment writes
+	CacheSyncs         uint64 `json:"cache_syncs"`
+	CacheSyncMicros    int64  `json:"cache_sync_us"`    // total time in cache device syncs
 	Failed             string `json:"failed,omitempty"` // why the volume refuses writes
 }
 
@@ -106,6 +114,10 @@ func (v *Volume) Status() Status {
 	s.WritebackRate = v.stats.writebackRate.Load()
 	s.BackingUtilPercent = v.stats.utilPercent.Load()
 	s.ReadCacheStaged = v.stats.readCacheStaged.Load()
+	s.SegmentWrites = v.stats.segmentWrites.Load()
+	s.SegmentWriteMicros = v.stats.segmentWriteNanos.Load() / 1000
+	s.CacheSyncs = v.stats.cacheSyncs.Load()
+	s.CacheSyncMicros = v.stats.cacheSyncNanos.Load() / 1000
 
 	v.mu.Lock()
 	defer v.mu.Unlock()

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -91,7 +92,12 @@ type Volume struct {
 	failErr  error
 	closing  bool
 	stopping bool // daemons must exit
-	ops      sync.WaitGroup
+
+	// opsMu is read-held by every request in flight (cheap atomics); Close
+	// write-locks it to wait for them, after setting closed so that no new
+	// one starts.
+	opsMu  sync.RWMutex
+	closed atomic.Bool
 
 	rc readCache
 
@@ -178,16 +184,15 @@ func (v *Volume) start() {
 
 // beginOp registers an I/O request; Close waits for every registered one.
 func (v *Volume) beginOp() error {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.closing {
+	v.opsMu.RLock()
+	if v.closed.Load() {
+		v.opsMu.RUnlock()
 		return ErrClosed
 	}
-	v.ops.Add(1)
 	return nil
 }
 
-func (v *Volume) endOp() { v.ops.Done() }
+func (v *Volume) endOp() { v.opsMu.RUnlock() }
 
 // Close finishes in-flight I/O, seals and writes the open rambuf, stops the
 // daemons, records the superblock and syncs both devices. It does not close
@@ -199,9 +204,11 @@ func (v *Volume) Close() error {
 		return ErrClosed
 	}
 	v.closing = true
+	v.closed.Store(true)
 	v.cond.Broadcast()
 	v.mu.Unlock()
-	v.ops.Wait()
+	v.opsMu.Lock() // every request in flight is done; none starts any more
+	defer v.opsMu.Unlock()
 
 	ferr := v.flush(true)
 
