@@ -31,10 +31,8 @@ func (v *volume) Message(ctx context.Context, args []string) (string, error) {
 	}
 	switch m.Kind {
 	case control.MsgSetTunable:
-		if err := v.SetTunable(m.Key, int64(m.Value)); err != nil {
-			return "", err
-		}
-		return fmt.Sprintf("%s %d", m.Key, m.Value), nil
+		// Like dmsetup message, a tunable set says nothing.
+		return "", v.SetTunable(m.Key, int64(m.Value))
 	case control.MsgClearStat:
 		v.ClearStat()
 		return "", nil

@@ -5,7 +5,7 @@
 //
 // The walk and the newest-copy rules are internal/replay's, shared with the
 // engine; this package adds the checks only an offline tool makes (ids that
-// jump in the ring walk, a superblock record above the newest id, metablocks
+// jump by a ring's length in the walk, a superblock record above the newest id, metablocks
 // past the backing device's end) and the exit status of fsck(8)'s kind.
 package check
 
@@ -180,17 +180,19 @@ func (r *Result) damage(format string, args ...any) {
 	r.Report.Problems = append(r.Report.Problems, fmt.Sprintf(format, args...))
 }
 
-// checkWalk adds what replay does not judge: in a sound log the valid
-// segments carry consecutive ids (the engine and the kernel never skip an
-// id), so a jump means lost segments, e.g. a device cut to a size whose
-// ring is a divisor of the old one, where every id still sits in its slot.
-// A superblock record above the newest id is garbage that would make
+// checkWalk adds what replay does not judge. Between two neighbours of the
+// valid walk, the slots of the ids in between were skipped as empty: the
+// engine leaves such gaps when it zeroes the headers of a discarded torn
+// tail and continues after the largest id it saw. But when the ids jump by
+// the ring's length or more, segments are lost: e.g. a device cut to a size
+// whose ring is a divisor of the old one, where every id still sits in its
+// slot. A superblock record above the newest id is garbage that would make
 // replay take dirty blocks for clean ones.
 func (r *Result) checkWalk() {
 	l := r.Log
 	for i := 1; i < len(l.Valid); i++ {
 		prev, cur := l.Valid[i-1].Header.ID, l.Valid[i].Header.ID
-		if cur > prev+1 {
+		if cur-prev >= l.Geometry.NrSegments {
 			r.damage("segments %d..%d are missing from the ring walk (between slots %d and %d): lost, or the device was cut or overwritten",
 				prev+1, cur-1, l.Valid[i-1].Slot, l.Valid[i].Slot)
 		}

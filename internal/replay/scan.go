@@ -260,7 +260,7 @@ func readSegments(dev io.ReaderAt, g layout.Geometry, fn func(slot uint64, seg [
 	const depth = 2
 	free := make(chan []byte, depth)
 	for range depth {
-		free <- blockdev.AlignedBuffer(chunkSegments * layout.SegmentSize)
+		free <- blockdev.AlignedBuffer(int(min(chunkSegments, g.NrSegments)) * layout.SegmentSize)
 	}
 	full := make(chan chunk, depth)
 	done := make(chan struct{})
