@@ -41,8 +41,7 @@ type Segment struct {
 type Severity int
 
 const (
-	// Warning: replay handles it safely (a torn tail, a superblock record
-	// ahead of the log).
+	// Warning: replay handles it safely (a torn tail).
 	Warning Severity = iota
 	// Damage: data is lost or at risk; the engine must not open the device.
 	Damage
@@ -200,8 +199,11 @@ func (l *Log) walk(bySlot []*Segment) {
 		l.checkMetablocks(&l.Valid[i], 0)
 	}
 	l.LastWritebackID = l.LastFlushedID - min(l.LastFlushedID, g.NrSegments)
+	// NB: a record above every id on the device would make replay take
+	// dirty blocks for written back, and the ring would later overwrite
+	// them: no writer leaves one (the engine records only synced segments).
 	if rec := l.SuperRecord.LastWritebackSegmentID; rec > l.MaxID {
-		l.addProblem(Warning, nil, "superblock record says segment %d was written back, but the newest segment is %d", rec, l.MaxID)
+		l.addProblem(Damage, nil, "superblock record says segment %d was written back, but the newest segment is %d: dirty blocks would be taken for clean", rec, l.MaxID)
 	}
 	l.LastWritebackID = min(max(l.LastWritebackID, l.SuperRecord.LastWritebackSegmentID), l.LastFlushedID)
 }
