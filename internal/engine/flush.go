@@ -26,21 +26,40 @@ func (v *Volume) FlushBuffer() error { return v.Flush() }
 func (v *Volume) flush(closing bool) error {
 	_ = closing
 	v.mu.Lock()
-	if v.open != nil && v.open.length > 0 {
-		v.sealLocked()
-	}
+	// target is the newest segment holding a write acknowledged before
+	// this call: the open one if it has data, else the last sealed one.
 	target := v.lastSealed
-	for v.lastWritten < target {
-		if v.failErr != nil {
-			err := v.failErr
-			v.mu.Unlock()
-			return err
-		}
-		v.cond.Wait()
+	if v.open != nil && v.open.length > 0 {
+		target = v.open.id
 	}
 	var err error
-	if v.durable < target {
-		err = v.syncCacheLocked()
+	for v.durable < target && err == nil {
+		if v.failErr != nil {
+			err = v.failErr
+			break
+		}
+		if v.flushLeader {
+			// Someone is sealing and syncing; wait, then see whether it
+			// covered us or we lead the next round, which then seals
+			// everything that arrived meanwhile in one segment.
+			v.cond.Wait()
+			continue
+		}
+		v.flushLeader = true
+		if v.open != nil && v.open.length > 0 {
+			v.sealLocked()
+		}
+		sealed := v.lastSealed
+		for v.lastWritten < sealed && v.failErr == nil {
+			v.cond.Wait()
+		}
+		if v.failErr != nil {
+			err = v.failErr
+		} else if v.durable < sealed {
+			err = v.syncCacheLocked()
+		}
+		v.flushLeader = false
+		v.cond.Broadcast()
 	}
 	needBacking := v.backingUnsynced
 	v.backingUnsynced = false

@@ -16,7 +16,7 @@ import (
 
 var (
 	modelSeed = flag.Uint64("engine.seed", 0, "run the model test with this seed only")
-	modelOps  = flag.Int("engine.ops", 2500, "operations per model test seed")
+	modelOps  = flag.Int("engine.ops", 2000, "operations per model test seed")
 )
 
 // sectorModel is what one 512-byte sector of the volume may read.

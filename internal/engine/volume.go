@@ -82,6 +82,7 @@ type Volume struct {
 
 	// group commit of cache syncs (see syncCache)
 	syncing      bool
+	flushLeader  bool // a Flush is sealing and syncing for everyone (group commit)
 	syncsStarted uint64
 	syncsDone    uint64
 
