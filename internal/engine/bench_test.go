@@ -107,7 +107,7 @@ func BenchmarkRandomWrite4K(b *testing.B) {
 	if err := Format(cache); err != nil {
 		b.Fatal(err)
 	}
-	v, err := Open(Config{Backing: backing, Cache: cache})
+	v, err := Open(Config{Backing: backing, Cache: cache, NrRAMBuffers: benchRAMBuffers})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -257,3 +257,6 @@ func BenchmarkWritePathCPU(b *testing.B) {
 	b.StopTimer()
 	v.Close()
 }
+
+// benchRAMBuffers is the rambuf count of BenchmarkRandomWrite4K.
+var benchRAMBuffers = 16

@@ -10,10 +10,15 @@ import "context"
 // Promises on exit: no flush of its own in flight.
 func (v *Volume) dataSynchronizer(ctx context.Context) {
 	tickEvery(ctx, v.tun.syncDataInterval, func() {
-		if err := v.beginOp(); err != nil {
-			return // closing: Close flushes anyway
+		// NB: not beginOp, which would block while Close holds opsMu and
+		// waits for this goroutine. Closing: Close flushes anyway.
+		if !v.opsMu.TryRLock() {
+			return
 		}
-		defer v.endOp()
+		defer v.opsMu.RUnlock()
+		if v.closed.Load() {
+			return
+		}
 		if err := v.flush(false); err != nil {
 			v.log.Warn("periodic data sync failed", "err", err)
 		}

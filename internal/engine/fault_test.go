@@ -287,3 +287,41 @@ func TestOpenRefusals(t *testing.T) {
 		}
 	})
 }
+
+// TestCloseWithDeadBacking: a writer waiting for a ring slot that
+// writeback cannot free must not make Close hang.
+func TestCloseWithDeadBacking(t *testing.T) {
+	f := newFaultRig(t, 2, nil)
+	f.back.Inject(blockdev.Rule{Ops: blockdev.OpWrite})
+	werr := make(chan error, 1)
+	go func() {
+		for i := 0; ; i++ {
+			if err := f.v.WriteAt(fill(4096, 1), int64(i%200)*4096, false); err != nil {
+				werr <- err
+				return
+			}
+		}
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for f.v.Status().WritebackErrors == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("writeback never failed")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cerr := make(chan error, 1)
+	go func() { cerr <- f.v.Close() }()
+	select {
+	case err := <-werr:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("blocked writer got %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("writer still blocked")
+	}
+	select {
+	case <-cerr:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close hangs")
+	}
+}

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"fmt"
+
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/layout"
 	"github.com/writeboost/writeboost/internal/replay"
@@ -70,6 +72,11 @@ func (v *Volume) ensureOpenLocked(wait bool) (waited bool, ok bool, err error) {
 			// prepare_new_seg) and wait.
 			if !wait {
 				return waited, false, nil
+			}
+			if v.closing && v.wbFailing {
+				// Close must not hang on a dead backing device; this
+				// write was not acknowledged.
+				return waited, false, fmt.Errorf("%w: writeback is failing, no free segment", ErrClosed)
 			}
 			v.urgentWB++
 			v.cond.Broadcast()

@@ -23,8 +23,9 @@ type Config struct {
 	// (writeback_threshold, ..., write_around_mode, nr_read_cache_cells),
 	// validated with the kernel's ranges; missing ones take the defaults.
 	Tunables map[string]int64
-	// NrRAMBuffers is the number of rambufs (0: 8, the kernel's default).
-	// At most replay.TornWindow segments are ever in flight at once.
+	// NrRAMBuffers is the number of rambufs (0: 8, the kernel's default;
+	// at most 256). Whatever the number, at most replay.TornWindow
+	// segments are ever written but not synced.
 	NrRAMBuffers int
 }
 
@@ -36,6 +37,9 @@ var (
 
 // defaultRAMBuffers is the kernel's nr_rambuf_pool default.
 const defaultRAMBuffers = 8
+
+// maxRAMBuffers bounds Config.NrRAMBuffers (512 KiB each).
+const maxRAMBuffers = 256
 
 // Volume is one cached volume: a backing device fronted by a cache device
 // holding a dm-writeboost log. All methods are safe for concurrent use.
@@ -88,11 +92,12 @@ type Volume struct {
 
 	backingUnsynced bool // write-around writes since the last backing sync
 
-	urgentWB int  // writers waiting for a free slot, DropCaches callers
-	allowWB  bool // the modulator's verdict
-	failErr  error
-	closing  bool
-	stopping bool // daemons must exit
+	urgentWB  int  // writers waiting for a free slot, DropCaches callers
+	allowWB   bool // the modulator's verdict
+	wbFailing bool // the last writeback batch failed
+	failErr   error
+	closing   bool
+	stopping  bool // daemons must exit
 
 	// opsMu is read-held by every request in flight (cheap atomics); Close
 	// write-locks it to wait for them, after setting closed so that no new
@@ -156,7 +161,10 @@ func Open(cfg Config) (*Volume, error) {
 	if n <= 0 {
 		n = defaultRAMBuffers
 	}
-	n = min(n, tornWindow)
+	// More rambufs than the torn window is fine: the flusher limits what
+	// is unsynced on the device; extra rambufs only let writers go on
+	// while a window sync runs.
+	n = min(n, maxRAMBuffers)
 	for range n {
 		rb := newRambuf()
 		v.rambufs = append(v.rambufs, rb)

@@ -81,6 +81,10 @@ func (v *Volume) writebackDaemon(ctx context.Context) {
 			if !failing {
 				v.log.Warn("writeback failed, will retry", "segments", fmt.Sprintf("%d..%d", from, to), "err", err)
 				failing = true
+				v.mu.Lock()
+				v.wbFailing = true
+				v.cond.Broadcast()
+				v.mu.Unlock()
 			}
 			select {
 			case <-ctx.Done():
@@ -93,6 +97,9 @@ func (v *Volume) writebackDaemon(ctx context.Context) {
 		if failing {
 			v.log.Info("writeback recovered", "segments", fmt.Sprintf("%d..%d", from, to))
 			failing = false
+			v.mu.Lock()
+			v.wbFailing = false
+			v.mu.Unlock()
 		}
 		backoff = v.writebackBackoff
 		v.stats.writebackBytes.Add(n)
