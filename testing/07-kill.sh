@@ -24,7 +24,7 @@ wb_start vol backing.img cache.img --reformat
 for ((c = 1; c <= cycles; c++)); do
 	note "cycle $c/$cycles"
 	"$torture" write --state state --uri "$uri" --kill-pid "$WB_PID" \
-		--kill-min 300ms --kill-max 1500ms --conns 4 --depth 8 ||
+		--kill-min 50ms --kill-max 1500ms --conns 4 --depth 8 ||
 		fail "cycle $c: the write run failed"
 	wait "$WB_PID" 2>/dev/null || true
 	kill -0 "$WB_PID" 2>/dev/null && fail "cycle $c: wb-create survived SIGKILL"

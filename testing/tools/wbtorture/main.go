@@ -5,7 +5,7 @@
 //
 //	wbtorture init   --state F --sectors N
 //	wbtorture write  --state F --uri U [--kill-pid P --kill-min D --kill-max D | --duration D]
-//	wbtorture verify --state F --uri U
+//	wbtorture verify --state F --uri U [--strict]
 //	wbtorture totals --state F
 //	wbtorture soak   --uri U --sectors N --conns C --depth Q --duration D
 //
@@ -44,7 +44,9 @@ func run(args []string) error {
 	conns := fs.Int("conns", 4, "NBD connections")
 	depth := fs.Int("depth", 8, "requests in flight per connection")
 	duration := fs.Duration("duration", 2*time.Second, "run time (write without --kill-pid, soak)")
-	killPID := fs.Int("kill-pid", 0, "SIGKILL this pid at a random moment of the write run")
+	killPID := fs.Int("kill-pid", 0, "signal this pid at a random moment of the write run")
+	killSig := fs.String("kill-signal", "KILL", "the signal for --kill-pid: KILL (a crash) or TERM (a clean stop under load)")
+	strict := fs.Bool("strict", false, "verify: every acknowledged write must be there (after a clean stop)")
 	killMin := fs.Duration("kill-min", 200*time.Millisecond, "earliest kill")
 	killMax := fs.Duration("kill-max", 1500*time.Millisecond, "latest kill")
 	seed := fs.Uint64("seed", uint64(time.Now().UnixNano()), "random seed (printed, for replaying a failure)")
@@ -81,6 +83,10 @@ func run(args []string) error {
 		if *conns < 1 || *depth < 1 || *maxBlocks < 2 || *flushPct+*readPct > 100 {
 			return fmt.Errorf("write: bad --conns/--depth/--max-blocks/--flush-pct/--read-pct")
 		}
+		sig := map[string]syscall.Signal{"KILL": syscall.SIGKILL, "TERM": syscall.SIGTERM}[*killSig]
+		if sig == 0 {
+			return fmt.Errorf("write: --kill-signal %q: want KILL or TERM", *killSig)
+		}
 		st, err := loadState(*state)
 		if err != nil {
 			return err
@@ -89,7 +95,7 @@ func run(args []string) error {
 		t0 := time.Now()
 		stats, err := runWrite(ctx, st, writeOpts{
 			uri: *uri, conns: *conns, depth: *depth, duration: *duration,
-			killPID: *killPID, killMin: *killMin, killMax: *killMax, seed: *seed,
+			killPID: *killPID, killSig: sig, killMin: *killMin, killMax: *killMax, seed: *seed,
 			flushPct: *flushPct, readPct: *readPct, fuaPct: *fuaPct, maxBlocks: *maxBlocks,
 		})
 		// The state is saved even after a failure: it records what was issued.
@@ -114,7 +120,7 @@ func run(args []string) error {
 		if err != nil {
 			return err
 		}
-		res, err := runVerify(ctx, st, *uri, os.Stdout)
+		res, err := runVerify(ctx, st, *uri, *strict, os.Stdout)
 		if serr := st.save(*state); serr != nil && err == nil {
 			err = serr
 		}

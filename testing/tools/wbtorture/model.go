@@ -33,6 +33,11 @@ type State struct {
 	// sector may hold any of them after a crash (acknowledged or not).
 	Pending map[uint64][]uint64
 
+	// Acked[s] is the last acknowledged write to s, as of the end of the
+	// last write run: after a clean stop (SIGTERM) nothing older may be
+	// recovered (verify --strict).
+	Acked []uint64
+
 	// AckRank gives the writes acknowledged since the last verify their
 	// place in acknowledgement order (from 1). Writes of earlier cycles
 	// rank 0; writes never acknowledged have no rank.
@@ -48,7 +53,7 @@ type State struct {
 const stateVersion = 1
 
 func newState(sectors uint64) *State {
-	return &State{Version: stateVersion, Sectors: sectors, NextSeq: 1, CycleStart: 1, Durable: make([]uint64, sectors), Pending: map[uint64][]uint64{}, AckRank: map[uint64]uint64{}}
+	return &State{Version: stateVersion, Sectors: sectors, NextSeq: 1, CycleStart: 1, Durable: make([]uint64, sectors), Acked: make([]uint64, sectors), Pending: map[uint64][]uint64{}, AckRank: map[uint64]uint64{}}
 }
 
 func loadState(path string) (*State, error) {
@@ -68,7 +73,7 @@ func decodeState(b []byte) (*State, error) {
 	if err := gob.NewDecoder(bytes.NewReader(b)).Decode(&st); err != nil {
 		return nil, err
 	}
-	if st.Version != stateVersion || uint64(len(st.Durable)) != st.Sectors {
+	if st.Version != stateVersion || uint64(len(st.Durable)) != st.Sectors || uint64(len(st.Acked)) != st.Sectors {
 		return nil, fmt.Errorf("version %d with %d of %d sectors: not written by this tool", st.Version, len(st.Durable), st.Sectors)
 	}
 	for s, p := range st.Pending {
@@ -248,9 +253,15 @@ const (
 	verdictOK      verdict = iota
 	verdictOlder           // older than the durable write: a lost write
 	verdictUnknown         // a seq never written to s (or the tag was garbage)
+	verdictUnacked         // older than the last acknowledged write (verify --strict)
 )
 
-func (st *State) judge(s, got uint64) verdict {
+func (st *State) judge(s, got uint64, strict bool) verdict {
+	// Writes to one sector never overlap in flight, so their seqs grow in
+	// acknowledgement order: "older" is "smaller".
+	if strict && got < st.Acked[s] {
+		return verdictUnacked
+	}
 	d := st.Durable[s]
 	if got == d {
 		return verdictOK
@@ -326,6 +337,7 @@ func (st *State) exactPrefix(rec []uint64) bool {
 // rebase makes the recovered values the new durable baseline.
 func (st *State) rebase(rec []uint64) {
 	copy(st.Durable, rec)
+	copy(st.Acked, rec)
 	st.Pending = map[uint64][]uint64{}
 	st.AckRank = map[uint64]uint64{}
 	st.CycleStart = st.NextSeq

@@ -52,11 +52,11 @@ func TestJudge(t *testing.T) {
 		got  uint64
 		want verdict
 	}{{5, verdictOK}, {7, verdictOK}, {9, verdictOK}, {4, verdictOlder}, {0, verdictOlder}, {8, verdictUnknown}, {10, verdictUnknown}} {
-		if v := st.judge(0, tc.got); v != tc.want {
+		if v := st.judge(0, tc.got, false); v != tc.want {
 			t.Errorf("judge(%d) = %v, want %v", tc.got, v, tc.want)
 		}
 	}
-	if v := st.judge(1, 0); v != verdictOK {
+	if v := st.judge(1, 0, false); v != verdictOK {
 		t.Errorf("never written sector reading zero: %v", v)
 	}
 }
@@ -158,8 +158,26 @@ func FuzzDecodeState(f *testing.F) {
 		}
 		// What decodes must be usable: judging any sector must not panic.
 		for s := uint64(0); s < st.Sectors && s < 64; s++ {
-			st.judge(s, 1)
+			st.judge(s, 1, true)
 		}
 		st.exactPrefix(make([]uint64, min(st.Sectors, 64)))
 	})
+}
+
+func TestJudgeStrict(t *testing.T) {
+	st := newState(8)
+	st.Durable[0] = 5
+	st.Pending[0] = []uint64{7, 9}
+	st.Acked[0] = 7 // 7 was acknowledged, 9 was in flight
+	for _, tc := range []struct {
+		got  uint64
+		want verdict
+	}{{5, verdictUnacked}, {7, verdictOK}, {9, verdictOK}, {4, verdictUnacked}} {
+		if v := st.judge(0, tc.got, true); v != tc.want {
+			t.Errorf("strict judge(%d) = %v, want %v", tc.got, v, tc.want)
+		}
+	}
+	if v := st.judge(0, 5, false); v != verdictOK {
+		t.Errorf("lenient judge of the durable write: %v", v)
+	}
 }

@@ -57,9 +57,10 @@ func readRegion(ctx context.Context, c *nbdclient.Client, sectors uint64, chunk 
 
 // runVerify checks every sector of the region after a restart: it must
 // hold its durable write or a later one issued to it; never garbage, never
-// older. Up to 20 bad sectors are described on report. On success the
+// older; with strict (after a clean stop), not older than the last
+// acknowledged write either. Up to 20 bad sectors are described on report. On success the
 // recovered values become the new baseline (after a FLUSH).
-func runVerify(ctx context.Context, st *State, uri string, report io.Writer) (verifyResult, error) {
+func runVerify(ctx context.Context, st *State, uri string, strict bool, report io.Writer) (verifyResult, error) {
 	var res verifyResult
 	c, err := nbdclient.Dial(ctx, uri)
 	if err != nil {
@@ -85,9 +86,11 @@ func runVerify(ctx context.Context, st *State, uri string, report io.Writer) (ve
 			continue // already counted as garbage
 		}
 		res.maxSeq = max(res.maxSeq, r)
-		switch st.judge(uint64(s), r) {
+		switch st.judge(uint64(s), r, strict) {
 		case verdictOlder:
 			describe(uint64(s), fmt.Sprintf("holds seq %d, older than the durable write: lost", r))
+		case verdictUnacked:
+			describe(uint64(s), fmt.Sprintf("holds seq %d, older than the last acknowledged write %d (after a clean stop)", r, st.Acked[s]))
 		case verdictUnknown:
 			describe(uint64(s), fmt.Sprintf("holds seq %d, never written to this sector", r))
 		}

@@ -17,8 +17,9 @@ type writeOpts struct {
 	uri       string
 	conns     int
 	depth     int
-	duration  time.Duration // run time when nothing is killed
-	killPID   int           // SIGKILL this process after a random time in [killMin, killMax]
+	duration  time.Duration  // run time when nothing is killed
+	killPID   int            // signal this process after a random time in [killMin, killMax]
+	killSig   syscall.Signal // SIGKILL (a crash) or SIGTERM (a clean stop under load)
 	killMin   time.Duration
 	killMax   time.Duration
 	seed      uint64
@@ -86,7 +87,7 @@ func runWrite(ctx context.Context, st *State, o writeOpts) (*writeStats, error) 
 		}
 		if o.killPID > 0 {
 			killed.Store(true)
-			if err := syscall.Kill(o.killPID, syscall.SIGKILL); err != nil {
+			if err := syscall.Kill(o.killPID, o.killSig); err != nil {
 				fail(fmt.Errorf("kill engine pid %d: %w", o.killPID, err))
 			}
 		}
@@ -138,6 +139,7 @@ func runWrite(ctx context.Context, st *State, o writeOpts) (*writeStats, error) 
 			m.flushDone(mark)
 		}
 	}
+	copy(st.Acked, m.acked)
 	for _, c := range clients {
 		if killed.Load() {
 			c.Abandon()
