@@ -30,7 +30,9 @@ const zeroHeadersAhead = 32
 //   - if the ring slot held a segment with a good checksum (written back,
 //     as ensureOpenLocked ensured), its header was zeroed and synced: a torn
 //     write into that slot must not leave the old header in front of a
-//     now-mismatching body, which replay would take for mid-log damage;
+//     now-mismatching body, which replay would take for mid-log damage. A
+//     header is zeroed only while a newer segment is durable, so the device
+//     never shows a newest id below the superblock record;
 //   - no reader still reads the slot's old data.
 //
 // On exit (stopping, queue empty or the cache device failed) it has
@@ -74,7 +76,27 @@ func (v *Volume) flusher(ctx context.Context) {
 		}
 		slot := v.geo.SlotOf(rb.id)
 		if v.hdrLive[slot] {
-			v.zeroHeadersLocked(rb.id, zero)
+			old := rb.id - v.nrSeg // written back, as ensureOpenLocked made sure
+			switch {
+			case v.nrSeg == 1:
+				// No other slot: a torn write here is the only segment of
+				// the walk, a torn tail, and the old one is written back.
+				v.hdrLive[slot] = false
+			case old >= v.durable:
+				// Zero a header only while a newer segment is durable, so
+				// the device always shows an id at least as high as the
+				// superblock record (replay refuses a record above every
+				// id): wait for the next write, then sync.
+				if v.lastWritten <= old {
+					v.cond.Wait()
+					continue
+				}
+				if err := v.syncCacheLocked(); err != nil {
+					v.failLocked(err)
+				}
+			default:
+				v.zeroHeadersLocked(rb.id, zero)
+			}
 			continue
 		}
 		if v.pins[slot] > 0 {
@@ -110,7 +132,7 @@ func (v *Volume) zeroHeadersLocked(id uint64, zero []byte) {
 	// next ones are cleared too while their old segment is written back.
 	slots := []uint64{v.geo.SlotOf(id)}
 	for n := id + 1; n < id+zeroHeadersAhead; n++ {
-		if n <= v.nrSeg || n-v.nrSeg > v.lastWB {
+		if n <= v.nrSeg || n-v.nrSeg > v.lastWB || n-v.nrSeg >= v.durable {
 			break
 		}
 		if s := v.geo.SlotOf(n); v.hdrLive[s] {

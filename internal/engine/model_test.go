@@ -150,6 +150,9 @@ func runModel(t *testing.T, seed uint64, nOps int) error {
 		tun[TunNrReadCacheCells] = int64(1 + rng.IntN(8))
 	}
 	tun[TunNrMaxBatchedWriteback] = int64(1 + rng.IntN(4))
+	if seed%4 == 0 {
+		tun[TunWriteAroundMode] = 1
+	}
 	r := newRig(t, nSeg, volBytes, tun)
 	m := newModel(volBytes)
 	var stamp byte
@@ -283,8 +286,8 @@ func runModel(t *testing.T, seed uint64, nOps int) error {
 		}
 	}
 	s := r.v.Status()
-	t.Logf("seed %d: %d segments, %d ops, %d crashes, %d reopens, current_id %d (ring wrapped %d times), last_writeback_id %d",
-		seed, nSeg, nOps, crashes, reopens, s.CurrentID, s.CurrentID/uint64(nSeg), s.LastWritebackID)
+	t.Logf("seed %d (%v): %d segments, %d ops, %d crashes, %d reopens, current_id %d (ring wrapped %d times), last_writeback_id %d",
+		seed, tun, nSeg, nOps, crashes, reopens, s.CurrentID, s.CurrentID/uint64(nSeg), s.LastWritebackID)
 	// Finally everything must read back exactly after a clean reopen.
 	r.close()
 	r.open()
