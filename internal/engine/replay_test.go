@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"errors"
 	"testing"
 
 	"github.com/writeboost/writeboost/internal/blockdev"
@@ -75,5 +76,28 @@ func TestReplayKernelLog(t *testing.T) {
 	s := v.Status()
 	if s.NrDirtyCacheBlocks != 1 || s.CurrentID != 2 || s.LastFlushedID != 2 {
 		t.Fatalf("status after replay: %+v", s)
+	}
+}
+
+func TestFormat(t *testing.T) {
+	if err := Format(blockdev.NewMem(layout.MinDeviceSize - 512)); !errors.Is(err, layout.ErrTooSmall) {
+		t.Fatalf("format of a too small device: %v", err)
+	}
+	// A device full of old segments (even a dirty log) becomes empty.
+	r := newRig(t, 3, 1<<20, nil)
+	r.write(0, fill(64<<10, 1))
+	r.close()
+	if err := Format(r.cache); err != nil {
+		t.Fatal(err)
+	}
+	if r.cache.Unsynced() != 0 {
+		t.Fatal("format left unsynced writes")
+	}
+	r.open()
+	if s := r.v.Status(); s.CurrentID != 0 || s.NrDirtyCacheBlocks != 0 {
+		t.Fatalf("after format: %+v", s)
+	}
+	if got := r.read(0, 4096); !bytes.Equal(got, make([]byte, 4096)) {
+		t.Fatal("old cached data survived a format")
 	}
 }

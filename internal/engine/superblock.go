@@ -4,38 +4,19 @@ import (
 	"fmt"
 
 	"github.com/writeboost/writeboost/internal/blockdev"
+	"github.com/writeboost/writeboost/internal/check"
 	"github.com/writeboost/writeboost/internal/layout"
 )
 
 // Format makes cache an empty cache device, durably (FORMAT.md
 // "Formatting"): zero the first MiB, zero every segment header, sync, then
 // write the magic into sector 0 and sync again. Until the last step the
-// device reads as unformatted, so an interrupted Format is harmless.
+// device reads as unformatted, so an interrupted Format is harmless. It
+// formats whatever the device holds (the callers decide whether a dirty
+// log may be lost); the one formatter is check.Format.
 func Format(cache blockdev.Device) error {
-	geo, err := layout.NewGeometry(cache.Size())
-	if err != nil {
+	if _, err := check.Format(cache, check.FormatOptions{Force: true}); err != nil {
 		return fmt.Errorf("engine: format: %w", err)
-	}
-	zero := blockdev.AlignedBuffer(layout.SuperblockSize)
-	if _, err := cache.WriteAt(zero, 0); err != nil {
-		return fmt.Errorf("engine: format: zero superblock: %w", err)
-	}
-	hdr := zero[:layout.HeaderSize]
-	for slot := range geo.NrSegments {
-		if _, err := cache.WriteAt(hdr, geo.SegmentOffset(slot)); err != nil {
-			return fmt.Errorf("engine: format: zero header of segment slot %d: %w", slot, err)
-		}
-	}
-	if err := cache.Sync(); err != nil {
-		return fmt.Errorf("engine: format: sync: %w", err)
-	}
-	first := blockdev.AlignedBuffer(layout.BlockSize)
-	layout.EncodeMagic(first)
-	if _, err := cache.WriteAt(first, 0); err != nil {
-		return fmt.Errorf("engine: format: write magic: %w", err)
-	}
-	if err := cache.Sync(); err != nil {
-		return fmt.Errorf("engine: format: sync magic: %w", err)
 	}
 	return nil
 }
