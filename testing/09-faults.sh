@@ -43,7 +43,9 @@ sparse cache.img 8M
 head -c $((32 << 20)) /dev/urandom >backing.img
 cp backing.img expect.img
 serve_faulty backing.img bk
-wb_start vol bk-fuse/nbd cache.img --reformat writeback_threshold 0
+# writeback_threshold 100: background writeback allowed (0 would allow only
+# forced writeback: a full ring or drop_caches), so its retries run alone.
+wb_start vol bk-fuse/nbd cache.img --reformat writeback_threshold 100
 
 note "A1: backing read errors"
 qio -c "write -P 0x11 0 1M" || fail "write"
@@ -72,10 +74,13 @@ echo "$s2" | jq -c '{last_flushed_id, last_writeback_id, nr_dirty_cache_blocks, 
 [ "$(jq .last_writeback_id <<<"$s1")" = "$(jq .last_writeback_id <<<"$s2")" ] || fail "last_writeback_id moved while writeback fails"
 [ "$(jq .last_writeback_id <<<"$s2")" -lt "$(jq .last_flushed_id <<<"$s2")" ] || fail "last_writeback_id reached last_flushed_id while writeback fails"
 [ "$(jq '.errors.backing_write // 0' <<<"$s2")" -gt 0 ] || fail "backing write errors not counted in status"
+[ "$(jq '.errors.writeback // 0' <<<"$s2")" -ge 2 ] || fail "failed writeback was not retried: $(jq -c .errors <<<"$s2")"
 qio -c "read -P 0x22 2M 3M" -c "read -P 0x33 12345 777" || fail "dirty data not served while writeback fails"
 alive
 rm bk.fail-write
-timeout 120 wb-message vol drop_caches || fail "drop_caches after the backing device recovered"
+# No drop_caches: the retried background writeback must get there alone.
+wait_for 60 "writeback to finish after the backing device recovered" \
+	bash -c "[ \"\$(wb-status --json vol | jq .nr_dirty_cache_blocks)\" -eq 0 ]"
 s3=$(st)
 [ "$(jq .nr_dirty_cache_blocks <<<"$s3")" -eq 0 ] || fail "dirty blocks left after recovery"
 [ "$(jq .last_writeback_id <<<"$s3")" = "$(jq .last_flushed_id <<<"$s3")" ] || fail "last_writeback_id != last_flushed_id after recovery"
