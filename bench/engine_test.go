@@ -28,6 +28,7 @@ func BenchmarkReplayFullCache(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 	}
 	b.ReportMetric(3, "segments/op")
+	b.ReportMetric(0.9, "ratio")
 }
 `
 
@@ -59,11 +60,14 @@ func TestEnginePhase(t *testing.T) {
 		t.Fatalf("randwrite row %+v", w)
 	}
 	r := res.byID["engine/replay-1GiB"]
-	if r == nil || !r.ok() || !strings.Contains(r.Subject, "BenchmarkReplayFullCache") || r.Note != "scaled from MB/s" {
+	if r == nil || !r.ok() || !strings.Contains(r.Subject, "BenchmarkReplayFullCache") || r.Note != "scaled to 1 GiB from MB/s" {
 		t.Fatalf("replay row %+v", r)
 	}
+	if x := res.byID["engine/replay-1GiB/inbench-ratio"]; x == nil || !x.ok() || x.Median != 0.9 {
+		t.Fatalf("replay ratio row %+v", x)
+	}
 	i := res.byID["engine/index-bytes-per-block"]
-	if i == nil || i.ok() || !strings.Contains(i.Missing, "BenchmarkIndexBytesPerBlock not in internal/engine") {
+	if i == nil || i.ok() || !strings.Contains(i.Missing, "BenchmarkOpenIndexMemory16GiB not in internal/engine") {
 		t.Fatalf("index row %+v", i)
 	}
 
