@@ -8,7 +8,8 @@
 #     last_writeback_id does not move past the failed segment, the errors are
 #     counted in status and logged once per burst; once the device recovers
 #     the retried writeback completes; SIGTERM stops the engine cleanly while
-#     writeback is failing, and a restart loses nothing.
+#     writeback is failing, and a restart loses nothing; transient errors
+#     while writers wait for a full ring cost time, never data.
 #   B (cache): writes that need the cache device fail with EIO (at FLUSH at
 #     the latest), reads of data the cache device holds fail or return the
 #     right bytes (never wrong ones); the engine keeps serving what does not
@@ -103,7 +104,36 @@ cmp out.img expect.img || fail "data lost across a stop during failing writeback
 timeout 120 wb-message vol drop_caches || fail "drop_caches"
 wb_stop
 cmp backing.img expect.img || fail "backing device after drop_caches"
+cases=$((cases + 1))
+
+note "A4: transient backing write errors while the ring is full"
+# The trigger flips every 0.3 s while 24 MiB (3 times the cache) are
+# written: writers wait for ring slots that only writeback can free, and
+# writeback keeps failing and retrying. Every write must complete, and the
+# backing device must end up with all of it.
+wb_start vol bk-fuse/nbd cache.img writeback_threshold 100
+head -c $((24 << 20)) /dev/urandom >in.img
+(
+	while :; do
+		touch bk.fail-write
+		sleep 0.3
+		rm -f bk.fail-write
+		sleep 0.3
+	done
+) &
+flipper=$!
+wb_defer "kill $flipper"
+nbdcopy --flush in.img "$uri" || fail "nbdcopy under transient backing errors"
+kill "$flipper"
+wait "$flipper" 2>/dev/null || true
+rm -f bk.fail-write
+st | jq -c '{last_flushed_id, last_writeback_id, nr_dirty_cache_blocks, errors}'
+[ "$(st | jq '.errors.writeback // 0')" -gt 0 ] || fail "no writeback failed: the transient errors missed"
+timeout 120 wb-message vol drop_caches || fail "drop_caches after transient errors"
+wb_stop
+cmp -n $((24 << 20)) in.img backing.img || fail "backing device lacks data written under transient errors"
 fuse_detach bk-fuse
+rm -f in.img
 cases=$((cases + 1))
 
 note "B: cache device faults"
@@ -164,4 +194,4 @@ qio -c "write -P 0x77 8M 1M" -c flush -c "read -P 0x77 8M 1M" || fail "writes af
 wb_stop
 cases=$((cases + 1))
 rm -f expect.img out.img
-echo "figure: fault scenarios passed $cases/6 (backing read, backing write + retry, SIGTERM during failing writeback, cache write, cache read, restart after cache errors)"
+echo "figure: fault scenarios passed $cases/7 (backing read, backing write + retry, SIGTERM during failing writeback, transient backing errors with a full ring, cache write, cache read, restart after cache errors)"
