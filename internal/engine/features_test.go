@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/layout"
 )
 
@@ -80,9 +81,26 @@ func TestClosed(t *testing.T) {
 	}
 }
 
+// slowSync makes Sync take a while, so that concurrent flushes overlap.
+type slowSync struct{ *blockdev.Mem }
+
+func (d slowSync) Sync() error {
+	time.Sleep(20 * time.Millisecond)
+	return d.Mem.Sync()
+}
+
 // TestGroupCommit: concurrent flushes share seals and syncs.
 func TestGroupCommit(t *testing.T) {
-	r := newRig(t, 8, 1<<20, nil)
+	cache := blockdev.NewMem(cacheSize(8))
+	if err := Format(cache); err != nil {
+		t.Fatal(err)
+	}
+	v, err := Open(Config{Backing: blockdev.NewMem(1 << 20), Cache: slowSync{cache}, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &rig{t: t, v: v}
+	defer v.Close()
 	const n = 32
 	var wg sync.WaitGroup
 	for i := range n {
