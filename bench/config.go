@@ -35,7 +35,7 @@ type config struct {
 func fullConfig() config {
 	return config{
 		reps: 3, runtime: 3 * time.Second, ramp: 500 * time.Millisecond,
-		physSize: gib, region: 256 * mib, wbCache: 2 * gib,
+		physSize: gib, region: 256 * mib, wbCache: 3 * gib,
 		wbVolume: gib, dense: 32 * mib, clustered: 64 * mib, scattered: 4 * mib,
 		benchtime4K: "250000x", benchLimit: 4 * time.Minute,
 	}
@@ -44,7 +44,7 @@ func fullConfig() config {
 func quickConfig() config {
 	return config{
 		quick: true, reps: 3, runtime: time.Second, ramp: 250 * time.Millisecond,
-		physSize: 256 * mib, region: 64 * mib, wbCache: 512 * mib,
+		physSize: 256 * mib, region: 64 * mib, wbCache: gib,
 		wbVolume: 256 * mib, dense: 8 * mib, clustered: 8 * mib, scattered: 512 * kib,
 		benchtime4K: "100000x", benchLimit: 2 * time.Minute,
 	}

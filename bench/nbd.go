@@ -22,6 +22,7 @@ const (
 // workload is one fio nbd job run against several subjects.
 type workload struct {
 	key      string
+	epoch    string // stateful subjects restart fresh when the epoch changes
 	job      fioJob
 	unit     string // IOPS or MB/s
 	subjects []string
@@ -29,80 +30,95 @@ type workload struct {
 	ref      map[string]string
 }
 
-// workloads are run in this order; it matters. Cold reads come first, while
-// nothing is cached. The FLUSH-every-32 writes come before any other write so
-// that the cache filter starts clean (it writes back every dirty block on
-// each FLUSH, so earlier unflushed writes would all land on the first one).
-// The 1 MiB sequential write covers the whole region before the cached
-// reads, so every block read there is in the writeboost cache.
+// workloads are run in this order, grouped in epochs. At the start of each
+// epoch the stateful subjects (both writeboost volumes and the cache filter)
+// are restarted on fresh caches, so that no workload inherits another's
+// dirty data: a writeboost ring full of live dirty blocks forces writeback to
+// the HDD, and the cache filter writes back every dirty block on the first
+// FLUSH. Within the last epoch the 1 MiB sequential write covers the whole
+// region before the cached reads, so every block read there is cached.
 func workloads() []workload {
 	all := []string{sMemory, sQemu, sWBFiles, sWBHDD, sCache, sHDD}
 	r4 := func(rw string, depth int) fioJob { return fioJob{RW: rw, BS: 4 * kib, Depth: depth} }
 	return []workload{
-		{key: "randread-cold-qd32", job: r4("randread", 32), unit: "IOPS",
+		{key: "randread-cold-qd32", epoch: "cold", job: r4("randread", 32), unit: "IOPS",
 			subjects: []string{sWBHDD, sCache, sHDD},
 			ref:      map[string]string{sWBHDD: sHDD, sCache: sHDD}},
-		{key: "randwrite-flush32-qd1", job: fioJob{RW: "randwrite", BS: 4 * kib, Depth: 1, Fsync: 32}, unit: "IOPS",
+		{key: "randwrite-flush32-qd1", epoch: "flush", job: fioJob{RW: "randwrite", BS: 4 * kib, Depth: 1, Fsync: 32}, unit: "IOPS",
 			subjects: []string{sMemory, sQemu, sWBFiles, sWBHDD, sCache},
 			quick:    []string{sWBHDD, sCache},
 			ref:      map[string]string{sWBHDD: sCache}},
-		{key: "randwrite-qd1", job: r4("randwrite", 1), unit: "IOPS",
+		{key: "randwrite-qd1", epoch: "qd1", job: r4("randwrite", 1), unit: "IOPS",
 			subjects: all, quick: []string{sWBHDD, sHDD},
 			ref: map[string]string{sWBHDD: sHDD}},
-		{key: "randwrite-qd32", job: r4("randwrite", 32), unit: "IOPS",
+		{key: "randwrite-qd32", epoch: "qd32", job: r4("randwrite", 32), unit: "IOPS",
 			subjects: all, quick: []string{sMemory, sQemu, sWBFiles, sWBHDD, sCache, sHDD},
 			ref: map[string]string{sWBHDD: sHDD}},
-		{key: "randrw70-qd32", job: fioJob{RW: "randrw", MixRead: 70, BS: 4 * kib, Depth: 32}, unit: "IOPS",
+		{key: "randrw70-qd32", epoch: "qd32", job: fioJob{RW: "randrw", MixRead: 70, BS: 4 * kib, Depth: 32}, unit: "IOPS",
 			subjects: []string{sMemory, sWBHDD, sCache}},
-		{key: "seqwrite-1m-qd4", job: fioJob{RW: "write", BS: mib, Depth: 4}, unit: "MB/s",
+		{key: "seqwrite-1m-qd4", epoch: "seq", job: fioJob{RW: "write", BS: mib, Depth: 4}, unit: "MB/s",
 			subjects: all, quick: []string{sWBHDD, sWBFiles}},
-		{key: "randread-cached-qd32", job: r4("randread", 32), unit: "IOPS",
+		{key: "randread-cached-qd32", epoch: "seq", job: r4("randread", 32), unit: "IOPS",
 			subjects: []string{sMemory, sQemu, sWBFiles, sWBHDD, sCache},
 			quick:    []string{sMemory, sWBHDD}},
-		{key: "seqread-1m-qd4", job: fioJob{RW: "read", BS: mib, Depth: 4}, unit: "MB/s",
+		{key: "seqread-1m-qd4", epoch: "seq", job: fioJob{RW: "read", BS: mib, Depth: 4}, unit: "MB/s",
 			subjects: []string{sMemory, sWBFiles, sWBHDD, sCache}},
 	}
 }
 
 func nbdRowID(wl, subject string) string { return "nbd/" + wl + "/" + subject }
 
-// nbdPhase starts every NBD subject once, then runs each workload's
-// repetitions round robin over the subjects (so that a noisy moment hits all
-// of them), and records one row per workload and subject.
+// stateful subjects restart at each epoch; the others serve the whole phase.
+var stateful = map[string]bool{sWBFiles: true, sWBHDD: true, sCache: true}
+
+// nbdPhase runs each workload's repetitions round robin over its subjects
+// (so that a noisy moment hits all of them alike) and records one row per
+// workload and subject. Servers start on first use; stateful ones restart
+// fresh at each epoch.
 func nbdPhase(ctx context.Context, e *env, c config, res *results, haveWB bool) error {
 	servers := map[string]*server{}
 	failed := map[string]string{}
+	stop := func(name string) error {
+		s, ok := servers[name]
+		if !ok {
+			return nil
+		}
+		delete(servers, name)
+		err := s.stop(e)
+		for _, f := range s.files {
+			os.Remove(f)
+		}
+		return err
+	}
 	defer func() {
-		for _, s := range servers {
-			if err := s.stop(e); err != nil {
-				slog.Warn("stop", "server", s.label, "err", err)
+		for name := range servers {
+			if err := stop(name); err != nil {
+				slog.Warn("stop", "server", name, "err", err)
 			}
 		}
 	}()
-	starters := []struct {
-		name  string
-		start func() (*server, error)
-	}{
-		{sMemory, func() (*server, error) { return startMemory(ctx, e, c) }},
-		{sQemu, func() (*server, error) { return startQemu(ctx, e) }},
-		{sHDD, func() (*server, error) { return startHDDRef(ctx, e, c) }},
-		{sCache, func() (*server, error) { return startCacheFilter(ctx, e, c) }},
-		{sWBFiles, func() (*server, error) { return startWBFiles(ctx, e, c, haveWB) }},
-		{sWBHDD, func() (*server, error) { return startWBHDD(ctx, e, c, haveWB) }},
+	starters := map[string]func() (*server, error){
+		sMemory:  func() (*server, error) { return startMemory(ctx, e, c) },
+		sQemu:    func() (*server, error) { return startQemu(ctx, e) },
+		sHDD:     func() (*server, error) { return startHDDRef(ctx, e, c) },
+		sCache:   func() (*server, error) { return startCacheFilter(ctx, e, c) },
+		sWBFiles: func() (*server, error) { return startWBFiles(ctx, e, c, haveWB) },
+		sWBHDD:   func() (*server, error) { return startWBHDD(ctx, e, c, haveWB) },
 	}
-	for _, st := range starters {
-		s, err := st.start()
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			failed[st.name] = err.Error()
-			slog.Error("server not started; its rows are missing", "server", st.name, "err", err)
-			continue
+	ensure := func(name string) {
+		if _, ok := servers[name]; ok || failed[name] != "" {
+			return
 		}
-		servers[st.name] = s
+		s, err := starters[name]()
+		if err != nil {
+			failed[name] = err.Error()
+			slog.Error("server not started; its rows are missing", "server", name, "err", err)
+			return
+		}
+		servers[name] = s
 	}
 
+	epoch := ""
 	for _, wl := range workloads() {
 		subjects := wl.subjects
 		if c.quick {
@@ -110,6 +126,20 @@ func nbdPhase(ctx context.Context, e *env, c config, res *results, haveWB bool) 
 		}
 		if len(subjects) == 0 {
 			continue
+		}
+		if wl.epoch != epoch {
+			epoch = wl.epoch
+			for name := range stateful {
+				if err := stop(name); err != nil {
+					slog.Warn("stop", "server", name, "err", err)
+				}
+			}
+		}
+		for _, subj := range subjects {
+			ensure(subj)
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
 		}
 		runs := map[string][]float64{}
 		errs := map[string]error{}
@@ -160,12 +190,11 @@ func nbdPhase(ctx context.Context, e *env, c config, res *results, haveWB bool) 
 		}
 	}
 	var first error
-	for _, s := range servers {
-		if err := s.stop(e); err != nil && first == nil {
+	for name := range servers {
+		if err := stop(name); err != nil && first == nil {
 			first = err
 		}
 	}
-	servers = map[string]*server{}
 	return first
 }
 
@@ -228,7 +257,7 @@ func startCacheFilter(ctx context.Context, e *env, c config) (*server, error) {
 		e.ps.stop(hdd, time.Second)
 		return nil, err
 	}
-	return &server{key: "cachefilter", label: sCache, uri: nbdUnixURI("cf", sock), procs: []*proc{hdd, p}}, nil
+	return &server{key: "cachefilter", label: sCache, uri: nbdUnixURI("cf", sock), procs: []*proc{hdd, p}, files: []string{img}}, nil
 }
 
 var errNoWB = errors.New("cmd/wb-create not built (see the build step's error)")
@@ -250,12 +279,13 @@ func startWBFiles(ctx context.Context, e *env, c config, haveWB bool) (*server, 
 	if err != nil {
 		return nil, err
 	}
-	return &server{key: "wbfiles", label: sWBFiles, uri: uri, procs: []*proc{p}, wb: "wbfiles"}, nil
+	return &server{key: "wbfiles", label: sWBFiles, uri: uri, procs: []*proc{p}, wb: "wbfiles", files: []string{back, cache}}, nil
 }
 
 // startWBHDD is writeboost in front of the emulated disk (through nbdfuse)
-// with a sparse cache file 8x the region: random writes then reclaim log
-// segments whose blocks were overwritten since, which costs no backing I/O.
+// with a sparse cache file 12-16x the region: an epoch's writes then fit in
+// the ring, or reclaim segments whose blocks were overwritten since, which
+// costs no backing I/O.
 func startWBHDD(ctx context.Context, e *env, c config, haveWB bool) (*server, error) {
 	if !haveWB {
 		return nil, errNoWB
@@ -283,5 +313,5 @@ func startWBHDD(ctx context.Context, e *env, c config, haveWB bool) (*server, er
 		e.ps.stop(hdd, time.Second)
 		return nil, err
 	}
-	return &server{key: "wbhdd", label: sWBHDD, uri: uri, procs: []*proc{hdd, fuse, p}, wb: "wbhdd"}, nil
+	return &server{key: "wbhdd", label: sWBHDD, uri: uri, procs: []*proc{hdd, fuse, p}, wb: "wbhdd", files: []string{img, cache}}, nil
 }

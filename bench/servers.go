@@ -51,7 +51,8 @@ type server struct {
 	label string // what the table shows
 	uri   string
 	procs []*proc
-	wb    string // wb-create volume name, if a writeboost volume
+	wb    string   // wb-create volume name, if a writeboost volume
+	files []string // images removed once the server is stopped
 }
 
 // stop stops the server's processes, newest first.
@@ -143,7 +144,9 @@ func (e *env) startWB(ctx context.Context, name, backing, cache string, kv ...st
 		return nil, "", err
 	}
 	sock := filepath.Join(e.runDir, name+".sock")
-	if err := waitSocket(ctx, p, sock, 10*time.Second); err != nil {
+	// "ready" means it listens; a probe connection would only log a failed
+	// handshake.
+	if err := waitFile(ctx, p, sock, 10*time.Second); err != nil {
 		e.ps.stop(p, 30*time.Second)
 		return nil, "", err
 	}
