@@ -113,12 +113,13 @@ note "A4: transient backing write errors while the ring is full"
 # backing device must end up with all of it.
 wb_start vol bk-fuse/nbd cache.img writeback_threshold 100
 head -c $((24 << 20)) /dev/urandom >in.img
+touch bk.fail-write # failing from the first write on
 (
 	while :; do
-		touch bk.fail-write
 		sleep 0.3
 		rm -f bk.fail-write
 		sleep 0.3
+		touch bk.fail-write
 	done
 ) &
 flipper=$!
