@@ -7,8 +7,10 @@
 # restarts without --reformat (the log replays) and every sector of the
 # volume is read: it must hold its value as of the last completed FLUSH (or
 # FUA) or a value written after it; never garbage, never older.
-# The cache (6 MiB: 9 segments, 1143 blocks) is far smaller than what each
-# cycle writes, so the ring wraps and writeback runs between kills.
+# The cache (6 MiB: 10 segments, 1270 blocks) is smaller than what most
+# cycles write, so the ring wraps and writeback runs between kills; every
+# other restart also turns background writeback on, so kills land in the
+# middle of writeback batches and superblock record updates too.
 # WB_KILL_CYCLES sets the number of cycles (CI 20, long mode 200).
 . "$WB_TESTING/lib.sh"
 
@@ -29,7 +31,17 @@ for ((c = 1; c <= cycles; c++)); do
 	wait "$WB_PID" 2>/dev/null || true
 	kill -0 "$WB_PID" 2>/dev/null && fail "cycle $c: wb-create survived SIGKILL"
 	no_panic "$WB_LOG"
-	wb_start vol backing.img cache.img
+	# Vary the daemons between restarts: background writeback on or off
+	# (a kill then lands in the middle of a writeback batch), batch size,
+	# superblock record updates and periodic data syncs.
+	args=()
+	if ((RANDOM % 2)); then
+		args+=(writeback_threshold 100 nr_max_batched_writeback $((RANDOM % 32 + 1)))
+	fi
+	if ((RANDOM % 2)); then
+		args+=(update_sb_record_interval 1 sync_data_interval 1)
+	fi
+	wb_start vol backing.img cache.img "${args[@]}"
 	"$torture" verify --state state --uri "$uri" || fail "cycle $c: verify failed"
 done
 
