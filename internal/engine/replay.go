@@ -22,8 +22,9 @@ import (
 //     written back and the backing device synced before serving, so the
 //     index keeps one copy per block.
 //
-// New segments continue after every id ever seen (the largest header id,
-// the superblock record, the last valid segment), so no id is reused.
+// New segments continue after the last valid segment and the superblock
+// record; ids of the discarded segments, whose headers are now zero, may
+// be used again.
 func (v *Volume) replay() error {
 	l, err := replay.Scan(v.cache, v.cache.Size())
 	if err != nil {
@@ -66,7 +67,13 @@ func (v *Volume) replay() error {
 	if err := v.writebackPieces(pieces); err != nil {
 		return fmt.Errorf("engine: replay: %w", err)
 	}
-	last := max(l.MaxID, l.SuperRecord.LastWritebackSegmentID, l.LastFlushedID)
+	// The discarded segments' headers are zeroed: their ids may come again.
+	// The record may be ahead of the last valid segment (replay refuses one
+	// above every id on the device), and ids must pass it.
+	last := max(l.SuperRecord.LastWritebackSegmentID, l.LastFlushedID)
+	if last >= maxSaneID {
+		return fmt.Errorf("%w: segment id %d is beyond any id a writer reaches", ErrDamaged, last)
+	}
 	v.nextID = last + 1
 	v.lastSealed, v.lastWritten, v.durable = last, last, last
 	v.lastWB = max(l.LastWritebackID, l.SuperRecord.LastWritebackSegmentID)
@@ -75,6 +82,11 @@ func (v *Volume) replay() error {
 		"last_writeback_id", v.lastWB, "dirty_blocks", v.idx.nrDirty, "pieces_written_back", len(pieces))
 	return nil
 }
+
+// maxSaneID bounds segment ids: at a million segments a second a writer
+// needs 146,000 years to reach it; above it, a header is garbage (and id
+// arithmetic could overflow).
+const maxSaneID = 1 << 62
 
 // writebackPieces writes the sectors of older dirty copies that no newer
 // copy covers to the backing device, then syncs it.

@@ -55,7 +55,24 @@ func (v *Volume) writebackDaemon(ctx context.Context) {
 			return
 		}
 		from := v.lastWB + 1
-		to := min(v.lastWB+uint64(v.tun.nrMaxBatchedWriteback()), v.lastWritten)
+		if v.segIDs[v.geo.SlotOf(from)] != from {
+			// An id gap (ids the replay of a torn tail left unused): jump
+			// to the oldest segment still in the ring.
+			next := v.lastWritten + 1
+			for _, id := range v.segIDs {
+				if id >= from && id < next {
+					next = id
+				}
+			}
+			from = next
+			if from > v.lastWritten {
+				v.lastWB = v.lastWritten
+				v.cond.Broadcast()
+				v.mu.Unlock()
+				continue
+			}
+		}
+		to := min(from-1+uint64(v.tun.nrMaxBatchedWriteback()), v.lastWritten)
 		var ents []wbEntry
 		for id := from; id <= to; id++ {
 			slot := v.geo.SlotOf(id)
