@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -99,6 +100,12 @@ func seqWriteBandwidth(b *testing.B, d blockdev.Device, size int64, depth int) f
 // ratio = engine / seq) and four at a time (seq_qd4_MB/s, ratio_qd4). The cache is large enough that no writeback is forced
 // within a run (b.N is capped to its capacity).
 func BenchmarkRandomWrite4K(b *testing.B) {
+	for _, n := range []int{8, 16} {
+		b.Run(fmt.Sprintf("rambufs=%d", n), func(b *testing.B) { benchRandomWrite4K(b, n) })
+	}
+}
+
+func benchRandomWrite4K(b *testing.B, nrRAMBuffers int) {
 	dir := benchDir(b)
 	const cacheBytes = 1 << 30
 	const backingBytes = 8 << 30
@@ -108,7 +115,7 @@ func BenchmarkRandomWrite4K(b *testing.B) {
 	if err := Format(cache); err != nil {
 		b.Fatal(err)
 	}
-	v, err := Open(Config{Backing: backing, Cache: cache, NrRAMBuffers: benchRAMBuffers})
+	v, err := Open(Config{Backing: backing, Cache: cache, NrRAMBuffers: nrRAMBuffers})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -262,9 +269,6 @@ func BenchmarkWritePathCPU(b *testing.B) {
 	b.StopTimer()
 	v.Close()
 }
-
-// benchRAMBuffers is the rambuf count of BenchmarkRandomWrite4K.
-var benchRAMBuffers = 16
 
 // BenchmarkOpenIndexMemory16GiB opens a volume on a formatted 16 GiB
 // sparse cache file (4 Mi cache blocks) and reports the heap the open
