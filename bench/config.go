@@ -34,9 +34,9 @@ type config struct {
 
 func fullConfig() config {
 	return config{
-		reps: 3, runtime: 3 * time.Second, ramp: 500 * time.Millisecond,
+		reps: 3, runtime: 2500 * time.Millisecond, ramp: 500 * time.Millisecond,
 		physSize: gib, region: 256 * mib, wbCache: 3 * gib,
-		wbVolume: gib, dense: 32 * mib, clustered: 64 * mib, scattered: 4 * mib,
+		wbVolume: gib, dense: 24 * mib, clustered: 64 * mib, scattered: 4 * mib,
 		benchtime4K: "250000x", benchLimit: 4 * time.Minute,
 	}
 }

@@ -28,7 +28,7 @@ var allPhases = []string{"physical", "nbd", "writeback", "engine"}
 
 func run() error {
 	quick := flag.Bool("quick", false, "about 2 minutes: shorter runs, smaller files, the target rows only")
-	out := flag.String("out", "", "JSON file of every figure (default bench-full.json or bench-quick.json)")
+	out := flag.String("out", "", "JSON file of every figure (default bench/bench-full.json or bench/bench-quick.json)")
 	keep := flag.Bool("keep", false, "keep the temporary directory (images, logs, fio output)")
 	only := flag.String("only", strings.Join(allPhases, ","), "comma-separated phases to run: "+strings.Join(allPhases, ","))
 	reps := flag.Int("runs", 0, "runs per figure (default 3; at least 3)")
@@ -63,15 +63,12 @@ func run() error {
 		}
 		phases[p] = true
 	}
-	if *out == "" {
-		*out = "bench-full.json"
-		if c.quick {
-			*out = "bench-quick.json"
-		}
-	}
 	root, err := moduleRoot()
 	if err != nil {
 		return err
+	}
+	if *out == "" {
+		*out = filepath.Join(root, "bench", "bench-"+c.describe()["mode"]+".json")
 	}
 
 	if pkgs := missingPackages(exec.LookPath); len(pkgs) > 0 {

@@ -51,7 +51,6 @@ type server struct {
 	label string // what the table shows
 	uri   string
 	procs []*proc
-	wb    string   // wb-create volume name, if a writeboost volume
 	files []string // images removed once the server is stopped
 }
 
