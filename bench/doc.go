@@ -20,6 +20,25 @@
 //     multi-conn, rate and delay filters), exposed to writeboost as a file
 //     with nbdfuse.
 //
+// The NBD workloads run in epochs (cold reads; FLUSH every 32 writes; QD1
+// writes; QD32 writes and the 70/30 mix; 1 MiB writes, cached reads, 1 MiB
+// reads); writeboost volumes and the cache filter restart on fresh caches at
+// each epoch so that no workload pays for another's dirty data. The
+// writeback phase builds a fresh stack per run (emulated disk with nbdkit's
+// stats filter, nbdfuse, wb-create), writes one pattern of 4 KiB blocks
+// (dense: every block of a region, in random order; clustered: 64 KiB runs at
+// random offsets; scattered: single blocks), and times drop_caches. Note that
+// the engine sorts within a writeback batch (nr_max_batched_writeback
+// segments, 16 MiB by default), so a dense region larger than that is not
+// written back as one sequential stream.
+//
+// Engine-only figures come from internal/engine's Go benchmarks
+// (BenchmarkRandomWrite4K, BenchmarkReplay1GiB, BenchmarkOpenIndexMemory16GiB,
+// or names that match), compiled once with go test -c and run -count=3; a
+// benchmark that does not exist is reported missing.
+//
+// On two shared cores a full run takes about 10-11 minutes, --quick about 3.
+//
 // Every process is started by the harness with its own process group and a
 // parent-death signal, tracked by PID, and stopped by PID (SIGTERM, then
 // SIGKILL) in reverse start order on exit or interrupt. Everything lives in
