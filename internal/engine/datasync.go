@@ -19,7 +19,7 @@ func (v *Volume) dataSynchronizer(ctx context.Context) {
 		if v.closed.Load() {
 			return
 		}
-		if err := v.flush(false); err != nil {
+		if err := v.flush(); err != nil {
 			v.log.Warn("periodic data sync failed", "err", err)
 		}
 	})

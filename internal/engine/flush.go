@@ -15,7 +15,7 @@ func (v *Volume) Flush() error {
 		return err
 	}
 	defer v.endOp()
-	return v.flush(false)
+	return v.flush()
 }
 
 // FlushBuffer seals the open rambuf and writes it (the kernel's "flush"
@@ -23,8 +23,9 @@ func (v *Volume) Flush() error {
 // is worth nothing after a power cut.
 func (v *Volume) FlushBuffer() error { return v.Flush() }
 
-func (v *Volume) flush(closing bool) error {
-	_ = closing
+// flush is Flush without the op registration (Close calls it after the last
+// op).
+func (v *Volume) flush() error {
 	v.mu.Lock()
 	// target is the newest segment holding a write acknowledged before
 	// this call: the open one if it has data, else the last sealed one.

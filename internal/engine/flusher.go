@@ -42,7 +42,7 @@ const zeroHeadersAhead = 32
 // On exit (stopping, queue empty or the cache device failed) it has
 // started no write it does not track; Close waits for v.segWrites.
 func (v *Volume) flusher(ctx context.Context) {
-	_ = ctx // stopping comes through v.stopping, with the cond broadcast
+	_ = ctx // NB: stopping comes through v.stopping and a cond broadcast: the flusher waits on v.cond, not on channels
 	zero := blockdev.AlignedBuffer(layout.HeaderSize)
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -55,11 +55,12 @@ func (v *Volume) flusher(ctx context.Context) {
 			continue
 		}
 		rb := v.flushQ[0]
-		if !v.syncing && v.lastWritten >= v.durable+syncAhead {
+		if !v.syncing && !v.bgSync && v.lastWritten >= v.durable+syncAhead {
 			// Keep a sync running in the background whenever a few written
 			// segments are not yet durable: the window then rarely stops
 			// dispatch, and a flush finds most of its work done. (Measured:
 			// syncing every 2 segments this way beats waiting for 5.)
+			v.bgSync = true
 			v.segWrites.Add(1)
 			go v.backgroundSync()
 		}
@@ -124,6 +125,7 @@ func (v *Volume) backgroundSync() {
 	defer v.segWrites.Done()
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	defer func() { v.bgSync = false }()
 	if err := v.syncCacheLocked(); err != nil {
 		v.failLocked(err)
 	}

@@ -87,6 +87,7 @@ type Volume struct {
 	// group commit of cache syncs (see syncCache)
 	syncing      bool
 	flushLeader  bool // a Flush is sealing and syncing for everyone (group commit)
+	bgSync       bool // the flusher started a backgroundSync that has not finished
 	syncsStarted uint64
 	syncsDone    uint64
 
@@ -219,7 +220,7 @@ func (v *Volume) Close() error {
 	v.opsMu.Lock() // every request in flight is done; none starts any more
 	defer v.opsMu.Unlock()
 
-	ferr := v.flush(true)
+	ferr := v.flush()
 
 	v.mu.Lock()
 	v.stopping = true

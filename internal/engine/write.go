@@ -34,7 +34,7 @@ func (v *Volume) WriteAt(p []byte, off int64, fua bool) error {
 		err = v.writeSectors(p, off)
 	}
 	if err == nil && fua {
-		err = v.flush(false)
+		err = v.flush()
 	}
 	return err
 }

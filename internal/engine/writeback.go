@@ -222,7 +222,7 @@ func (v *Volume) DropCaches(ctx context.Context) error {
 		return err
 	}
 	defer v.endOp()
-	if err := v.flush(false); err != nil {
+	if err := v.flush(); err != nil {
 		return err
 	}
 	v.mu.Lock()
