@@ -1,11 +1,11 @@
 package engine
 
 import (
-	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -99,13 +99,17 @@ func seqWriteBandwidth(b *testing.B, d blockdev.Device, size int64, depth int) f
 // the same run on the same file: one write at a time as dd does (seq_MB/s,
 // ratio = engine / seq) and four at a time (seq_qd4_MB/s, ratio_qd4). The cache is large enough that no writeback is forced
 // within a run (b.N is capped to its capacity).
+//
+// ENGINE_BENCH_RAMBUFS sets Config.NrRAMBuffers (default 8, the kernel's).
 func BenchmarkRandomWrite4K(b *testing.B) {
-	for _, n := range []int{8, 16} {
-		b.Run(fmt.Sprintf("rambufs=%d", n), func(b *testing.B) { benchRandomWrite4K(b, n) })
+	nrRAMBuffers := defaultRAMBuffers
+	if s := os.Getenv("ENGINE_BENCH_RAMBUFS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			b.Fatalf("ENGINE_BENCH_RAMBUFS=%q: %v", s, err)
+		}
+		nrRAMBuffers = n
 	}
-}
-
-func benchRandomWrite4K(b *testing.B, nrRAMBuffers int) {
 	dir := benchDir(b)
 	const cacheBytes = 1 << 30
 	const backingBytes = 8 << 30
