@@ -25,6 +25,8 @@ var (
 	// ErrTooLarge: the cache device has more cache blocks than a uint32
 	// position can address.
 	ErrTooLarge = errors.New("engine: cache device too large")
+	// ErrEmptyBacking: the backing device is smaller than one sector.
+	ErrEmptyBacking = errors.New("engine: backing device is empty (smaller than 512 bytes)")
 	// ErrFailed: an earlier write to the cache device failed for good; the
 	// volume accepts no more writes (reads still work).
 	ErrFailed = errors.New("engine: cache device failed")

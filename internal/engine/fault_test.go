@@ -252,6 +252,12 @@ func TestOpenRefusals(t *testing.T) {
 			t.Fatalf("got %v", err)
 		}
 	})
+	t.Run("empty backing", func(t *testing.T) {
+		_, err := Open(Config{Backing: blockdev.NewMem(511), Cache: blockdev.NewMem(cacheSize(2))})
+		if !errors.Is(err, ErrEmptyBacking) {
+			t.Fatalf("got %v", err)
+		}
+	})
 	t.Run("bad tunable", func(t *testing.T) {
 		r := newRig(t, 2, 1<<20, nil)
 		r.close()

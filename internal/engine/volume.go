@@ -142,6 +142,9 @@ func Open(cfg Config) (*Volume, error) {
 		return nil, fmt.Errorf("engine: open: %w", err)
 	}
 	v.size = cfg.Backing.Size() &^ (layout.SectorSize - 1)
+	if v.size == 0 {
+		return nil, fmt.Errorf("%w: %d bytes", ErrEmptyBacking, cfg.Backing.Size())
+	}
 	geo, err := layout.NewGeometry(cfg.Cache.Size())
 	if err != nil {
 		return nil, fmt.Errorf("engine: open cache: %w", err)
