@@ -346,10 +346,17 @@ func TestReplyToRemoveSurvivesShutdown(t *testing.T) {
 	}
 }
 
-// hugeTable answers table requests with more than a socket buffer holds.
-type hugeTable struct{ *fakeVolume }
+// hugeTable answers table requests with more than a socket buffer holds,
+// and says on called when it did.
+type hugeTable struct {
+	*fakeVolume
+	called chan struct{}
+}
 
-func (hugeTable) Table() string { return strings.Repeat("x", 8<<20) }
+func (h hugeTable) Table() string {
+	defer close(h.called)
+	return strings.Repeat("x", 8<<20)
+}
 
 // TestClientThatStopsReading checks that a client which sends a request
 // but never reads the response loses its connection once the response
@@ -360,7 +367,8 @@ func TestClientThatStopsReading(t *testing.T) {
 	writeTimeout = 100 * time.Millisecond
 	defer func() { writeTimeout = old }()
 	dir := t.TempDir()
-	path := startServer(t, dir, "slow", hugeTable{newFakeVolume()})
+	h := hugeTable{newFakeVolume(), make(chan struct{})}
+	path := startServer(t, dir, "slow", h)
 	conn, err := net.Dial("unix", path)
 	if err != nil {
 		t.Fatal(err)
@@ -369,7 +377,10 @@ func TestClientThatStopsReading(t *testing.T) {
 	if _, err := conn.Write([]byte(`{"op":"table"}` + "\n")); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond) // the server's write times out meanwhile
+	<-h.called
+	// The server's write starts now and times out meanwhile; the margin is
+	// wide so that a loaded machine cannot delay the write past it.
+	time.Sleep(20 * writeTimeout)
 	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	n, err := io.Copy(io.Discard, conn)
 	if err != nil {
