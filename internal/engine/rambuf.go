@@ -79,8 +79,8 @@ func (v *Volume) ensureOpenLocked(wait bool) (waited bool, ok bool, err error) {
 				return waited, false, fmt.Errorf("%w: writeback is failing, no free segment", ErrClosed)
 			}
 			v.urgentWB++
-			v.cond.Broadcast()
-			v.cond.Wait()
+			v.cond.Broadcast() // the writeback daemon
+			v.spaceCond.Wait()
 			v.urgentWB--
 			waited = true
 			continue
@@ -89,7 +89,7 @@ func (v *Volume) ensureOpenLocked(wait bool) (waited bool, ok bool, err error) {
 			if !wait {
 				return waited, false, nil
 			}
-			v.cond.Wait()
+			v.spaceCond.Wait()
 			waited = true
 			continue
 		}
@@ -146,7 +146,7 @@ func (v *Volume) segmentWrittenLocked(rb *rambuf) {
 		v.free = append(v.free, r)
 		v.lastWritten = id
 	}
-	v.cond.Broadcast()
+	v.wakeWritersLocked()
 }
 
 // ramBytesLocked is the data held in rambufs (status).

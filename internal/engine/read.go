@@ -109,13 +109,7 @@ func (v *Volume) readSectors(p []byte, off int64) error {
 
 	var err error
 	if len(creads) > 0 {
-		buf := blockdev.AlignedBuffer(layout.BlockSize)
-		for _, r := range creads {
-			if err = v.readCacheBlock(buf, r.slot, r.i); err != nil {
-				break
-			}
-			copyBlockSectors(r.dst, r.first, buf, r.mask)
-		}
+		err = v.readCacheRuns(creads)
 		v.mu.Lock()
 		for _, r := range creads {
 			v.unpinLocked(r.slot)
@@ -139,9 +133,40 @@ func (v *Volume) readSectors(p []byte, off int64) error {
 	return err
 }
 
+// readCacheRuns fetches the planned cache blocks, one device read per run
+// of consecutive data slots of one ring slot: a sequential read of data
+// written sequentially costs a few large reads, not one per 4 KiB block.
+func (v *Volume) readCacheRuns(creads []cacheRead) error {
+	var buf []byte
+	for k := 0; k < len(creads); {
+		r := creads[k]
+		n := 1
+		for k+n < len(creads) && creads[k+n].slot == r.slot && creads[k+n].i == r.i+n {
+			n++
+		}
+		if len(buf) < n*layout.BlockSize {
+			buf = blockdev.AlignedBuffer(n * layout.BlockSize)
+		}
+		off := v.geo.DataOffset(r.slot, r.i)
+		if _, err := v.cache.ReadAt(buf[:n*layout.BlockSize], off); err != nil {
+			v.stats.cacheReadErrors.Add(1)
+			return fmt.Errorf("read cache device at %d (ring slot %d, data slots %d..%d): %w", off, r.slot, r.i, r.i+n-1, err)
+		}
+		for j, c := range creads[k : k+n] {
+			copyBlockSectors(c.dst, c.first, buf[j*layout.BlockSize:(j+1)*layout.BlockSize], c.mask)
+		}
+		k += n
+	}
+	return nil
+}
+
 // copyBlockSectors copies the sectors of mask from src (a whole block) to
 // dst (the request's bytes of that block, starting at sector first).
 func copyBlockSectors(dst []byte, first int, src []byte, mask uint8) {
+	if mask == layout.DirtyFull {
+		copy(dst[:layout.BlockSize], src)
+		return
+	}
 	for j := 0; j < layout.SectorsPerBlock; j++ {
 		if mask&(1<<j) == 0 {
 			continue

@@ -56,12 +56,19 @@ type Volume struct {
 	// mu protects everything below up to the daemon fields: the index, the
 	// per-slot state, the rambufs, the ids, the read cache cells and the
 	// sync bookkeeping. It is never held across device I/O; cond (on mu) is
-	// broadcast whenever a waiter's condition may have changed: a rambuf
-	// freed, a segment written or written back, a sync done, a pin dropped,
-	// a failure, a tunable changed, closing.
-	mu   sync.Mutex
-	cond *sync.Cond
-	idx  *index
+	// broadcast whenever a daemon's or a flush's condition may have
+	// changed: a segment sealed, written or written back, a sync done, a
+	// pin dropped, a failure, a tunable changed, closing.
+	//
+	// spaceCond (on mu) is where writers wait for a free rambuf or ring
+	// slot (ensureOpenLocked), broadcast only when one may have been freed
+	// (wakeWritersLocked). NB: with 32 requests in flight, waking every
+	// blocked writer for every seal and sync, as one shared cond did, made
+	// the scheduler and the lock the bottleneck.
+	mu        sync.Mutex
+	cond      *sync.Cond
+	spaceCond *sync.Cond
+	idx       *index
 	// Per ring slot: the id of the segment that owns it (0: none), its
 	// rambuf while the segment is in RAM, readers pinning its data on the
 	// cache device, and whether a header with a good checksum may sit there
@@ -138,6 +145,7 @@ func Open(cfg Config) (*Volume, error) {
 		v.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	v.cond = sync.NewCond(&v.mu)
+	v.spaceCond = sync.NewCond(&v.mu)
 	if err := v.tun.init(cfg.Tunables); err != nil {
 		return nil, fmt.Errorf("engine: open: %w", err)
 	}
@@ -219,6 +227,7 @@ func (v *Volume) Close() error {
 	v.closing = true
 	v.closed.Store(true)
 	v.cond.Broadcast()
+	v.spaceCond.Broadcast()
 	v.mu.Unlock()
 	v.opsMu.Lock() // every request in flight is done; none starts any more
 	defer v.opsMu.Unlock()
@@ -228,6 +237,7 @@ func (v *Volume) Close() error {
 	v.mu.Lock()
 	v.stopping = true
 	v.cond.Broadcast()
+	v.spaceCond.Broadcast()
 	v.mu.Unlock()
 	v.cancel()
 	_ = v.group.Wait()
@@ -267,6 +277,14 @@ func (v *Volume) failLocked(err error) {
 		v.log.Error("cache device failed; the volume refuses further writes", "err", err)
 	}
 	v.cond.Broadcast()
+	v.spaceCond.Broadcast()
+}
+
+// wakeWritersLocked wakes the writers waiting for a free rambuf or ring
+// slot, and everyone on cond. Caller holds mu.
+func (v *Volume) wakeWritersLocked() {
+	v.cond.Broadcast()
+	v.spaceCond.Broadcast()
 }
 
 // waitCtx waits on cond until ctx is done; caller holds mu and re-checks

@@ -67,7 +67,7 @@ func (v *Volume) writebackDaemon(ctx context.Context) {
 			from = next
 			if from > v.lastWritten {
 				v.lastWB = v.lastWritten
-				v.cond.Broadcast()
+				v.wakeWritersLocked()
 				v.mu.Unlock()
 				continue
 			}
@@ -100,7 +100,7 @@ func (v *Volume) writebackDaemon(ctx context.Context) {
 				failing = true
 				v.mu.Lock()
 				v.wbFailing = true
-				v.cond.Broadcast()
+				v.wakeWritersLocked()
 				v.mu.Unlock()
 			}
 			select {
@@ -136,7 +136,7 @@ func (v *Volume) writebackDaemon(ctx context.Context) {
 			}
 		}
 		v.lastWB = to
-		v.cond.Broadcast()
+		v.wakeWritersLocked()
 		v.mu.Unlock()
 	}
 }
