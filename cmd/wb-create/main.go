@@ -100,7 +100,7 @@ func run(args []string, stdout, stderr io.Writer, sig <-chan os.Signal) int {
 	return 0
 }
 
-func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) (err error) {
+func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 	if err := control.ValidName(cli.Name); err != nil {
 		return err
 	}
@@ -132,12 +132,12 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) (err error) {
 	if err != nil {
 		return fmt.Errorf("backing device: %w", err)
 	}
-	defer closeOnError(&err, backing)
+	defer backing.Close() // after the volume closed: every path below stops it first
 	cache, err := blockdev.OpenFile(cli.Cache, devOpts)
 	if err != nil {
 		return fmt.Errorf("cache device: %w", err)
 	}
-	defer closeOnError(&err, cache)
+	defer cache.Close()
 	if cli.Reformat {
 		log.Info("formatting the cache device", "cache", cli.Cache)
 		if err := engine.Format(cache); err != nil {
@@ -219,11 +219,17 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) (err error) {
 	case err := <-s.errc:
 		log.Error("serving failed; stopping", "err", err)
 	}
-	// A second signal exits at once: the log replays at the next start.
+	// A second signal during the stop exits at once: the log replays at
+	// the next start. The watcher ends with run.
+	stopped := make(chan struct{})
+	defer close(stopped)
 	go func() {
-		s := <-sig
-		log.Warn("second signal: exiting without a clean stop; the log replays at the next start", "signal", s.String())
-		os.Exit(1)
+		select {
+		case s := <-sig:
+			log.Warn("second signal: exiting without a clean stop; the log replays at the next start", "signal", s.String())
+			os.Exit(1)
+		case <-stopped:
+		}
 	}()
 	return s.stop(srv, vol, dir, cli.Name)
 }
@@ -261,10 +267,4 @@ func parseListen(list []string) ([]string, error) {
 func isLoopback(a net.Addr) bool {
 	ta, ok := a.(*net.TCPAddr)
 	return ok && ta.IP.IsLoopback()
-}
-
-func closeOnError(err *error, c io.Closer) {
-	if *err != nil {
-		c.Close()
-	}
 }

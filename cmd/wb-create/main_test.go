@@ -1,0 +1,308 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/writeboost/writeboost/internal/blockdev"
+	"github.com/writeboost/writeboost/internal/control"
+	"github.com/writeboost/writeboost/internal/engine"
+	"github.com/writeboost/writeboost/testing/tools/nbdclient"
+)
+
+// syncBuffer is a bytes.Buffer safe for the logger and the test at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// images makes a sparse backing file and a cache file in a fresh run dir.
+func images(t *testing.T, backing, cache int64) (dir, b, c string) {
+	t.Helper()
+	dir = t.TempDir()
+	t.Setenv(control.RunDirEnv, filepath.Join(dir, "run"))
+	b, c = filepath.Join(dir, "backing.img"), filepath.Join(dir, "cache.img")
+	for p, n := range map[string]int64{b: backing, c: cache} {
+		if err := os.WriteFile(p, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(p, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir, b, c
+}
+
+// runOnce runs wb-create to completion with args (for refusals).
+func runOnce(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb syncBuffer
+	sig := make(chan os.Signal)
+	code := run(args, &out, &errb, sig)
+	return code, out.String(), errb.String()
+}
+
+func TestHelp(t *testing.T) {
+	code, out, _ := runOnce(t, "--help")
+	if code != 0 {
+		t.Fatalf("--help exit %d", code)
+	}
+	for _, want := range []string{"NAME", "BACKING", "CACHE", "--reformat", "--listen", "--attach", "--no-direct", "writeback_threshold", "nr_read_cache_cells", "ready"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("--help lacks %q", want)
+		}
+	}
+	// The man page documents every flag --help shows.
+	page, err := os.ReadFile("../../man/wb-create.8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, flag := range []string{`\-\-reformat`, `\-\-listen`, `\-\-attach`, `\-\-no\-direct`, `\-\-verbose`} {
+		if !bytes.Contains(page, []byte(flag)) {
+			t.Errorf("man page lacks %s", flag)
+		}
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	dir, b, c := images(t, 64<<20, 8<<20)
+	cacheBefore, _ := os.ReadFile(c)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"bad name", []string{"a/b", b, c}, "only letters"},
+		{"long name", []string{strings.Repeat("x", 65), b, c}, "1 to 64"},
+		{"odd optional args", []string{"v", b, c, "writeback_threshold"}, "KEY VALUE pairs"},
+		{"out of range", []string{"v", b, c, "writeback_threshold", "101"}, "out of range 0..100"},
+		{"unknown key", []string{"v", b, c, "bogus", "1"}, "unknown optional arg"},
+		{"bad listen", []string{"--listen", "udp://x:1", "v", b, c}, "want tcp://HOST:PORT"},
+		{"missing backing", []string{"v", filepath.Join(dir, "nope"), c}, "backing device"},
+		{"missing cache", []string{"v", b, filepath.Join(dir, "nope")}, "cache device"},
+		{"unformatted", []string{"v", b, c}, "wb-format-cache " + c + ", or start with --reformat"},
+		{"cache too small", []string{"--reformat", "v", b, b + ".small"}, "cache device"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, stderr := runOnce(t, tc.args...)
+			lines := strings.Split(strings.TrimSpace(stderr), "\n")
+			last := lines[len(lines)-1]
+			if code != 1 || !strings.HasPrefix(last, "wb-create: ") || !strings.Contains(last, tc.want) {
+				t.Fatalf("exit %d, stderr %q; want exit 1 and a line naming %q", code, stderr, tc.want)
+			}
+			if strings.Contains(stderr, "panic") || strings.Contains(stderr, "goroutine ") {
+				t.Fatal(stderr)
+			}
+		})
+	}
+	if after, _ := os.ReadFile(c); !bytes.Equal(cacheBefore, after) {
+		t.Fatal("a refused start changed the cache device")
+	}
+	if code, _, stderr := runOnce(t, "only-name"); code == 0 || !strings.Contains(stderr, "expected") {
+		t.Fatalf("missing args: exit %d %q", code, stderr)
+	}
+}
+
+// volumeRun is one wb-create running in the test's process.
+type volumeRun struct {
+	sig    chan os.Signal
+	done   chan int // run's exit code, once
+	exited bool     // done was received
+	stderr *syncBuffer
+}
+
+func start(t *testing.T, args ...string) *volumeRun {
+	t.Helper()
+	r := &volumeRun{sig: make(chan os.Signal, 2), done: make(chan int, 1), stderr: &syncBuffer{}}
+	go func() { r.done <- run(args, &syncBuffer{}, r.stderr, r.sig) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(r.stderr.String(), "msg=ready") {
+		select {
+		case code := <-r.done:
+			r.exited = true
+			t.Fatalf("wb-create exited %d before ready: %s", code, r.stderr)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready after 20s: %s", r.stderr)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Cleanup(func() {
+		if !r.exited {
+			r.sig <- syscall.SIGTERM
+			<-r.done
+		}
+	})
+	return r
+}
+
+func (r *volumeRun) stop(t *testing.T) {
+	t.Helper()
+	r.sig <- syscall.SIGTERM
+	select {
+	case code := <-r.done:
+		r.exited = true
+		if code != 0 {
+			t.Fatalf("stop: exit %d: %s", code, r.stderr)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no clean stop within 20s: %s", r.stderr)
+	}
+}
+
+func dial(t *testing.T, name string) *nbdclient.Client {
+	t.Helper()
+	uri := "nbd+unix:///" + name + "?socket=" + control.SocketPath(control.RunDir(), name)
+	c, err := nbdclient.Dial(context.Background(), uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestServeStopRestart is the life of a volume: start with --reformat,
+// write over NBD, status and a message over the control socket, a second
+// start of the same name refused, SIGTERM, restart without --reformat and
+// the data is still there.
+func TestServeStopRestart(t *testing.T) {
+	_, b, c := images(t, 64<<20, 8<<20)
+	r := start(t, "--reformat", "--listen", "tcp://127.0.0.1:0", "vol", b, c, "read_cache_threshold", "8")
+	st, err := control.ReadState(control.RunDir(), "vol")
+	if err != nil || st.PID != os.Getpid() || st.SizeBytes != 64<<20 || len(st.Listen) != 1 {
+		t.Fatalf("state %+v: %v", st, err)
+	}
+	fi, err := os.Stat(control.SocketPath(control.RunDir(), "vol"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("NBD socket: %v %v", fi, err)
+	}
+
+	nc := dial(t, "vol")
+	if nc.Size() != 64<<20 {
+		t.Fatalf("size %d", nc.Size())
+	}
+	data := bytes.Repeat([]byte("writeboost"), 1000) // 10000 bytes: partial blocks at both ends
+	if err := nc.WriteAt(data, 12345, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(data))
+	if err := nc.ReadAt(got, 12345); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read back: %v", err)
+	}
+	nc.Close()
+
+	cl, err := control.Dial("vol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := cl.Status()
+	if err != nil || s.Name != "vol" || s.NrDirtyCacheBlocks == 0 || s.Tunables.ReadCacheThreshold != 8 {
+		t.Fatalf("status %+v: %v", s, err)
+	}
+	if tab, err := cl.Table(); err != nil || tab != "0 131072 writeboost "+b+" "+c+" 2 read_cache_threshold 8" {
+		t.Fatalf("table %q: %v", tab, err)
+	}
+	if out, err := cl.Message(context.Background(), []string{"writeback_threshold", "50"}); err != nil || out != "" {
+		t.Fatalf("message: %q %v", out, err)
+	}
+	if _, err := cl.Message(context.Background(), []string{"nr_read_cache_cells", "5"}); err == nil {
+		t.Fatal("a static option was accepted at run time")
+	}
+	cl.Close()
+
+	if code, _, stderr := runOnce(t, "vol", b, c); code != 1 || !strings.Contains(stderr, "vol") {
+		t.Fatalf("second start of a live name: exit %d %q", code, stderr)
+	}
+
+	r.stop(t)
+	for _, p := range []string{control.SocketPath(control.RunDir(), "vol"), control.ControlPath(control.RunDir(), "vol"), control.StatePath(control.RunDir(), "vol")} {
+		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s left after a clean stop: %v", p, err)
+		}
+	}
+
+	// Restart without --reformat: the log replays and serves the same bytes.
+	r = start(t, "vol", b, c)
+	nc = dial(t, "vol")
+	clear(got)
+	if err := nc.ReadAt(got, 12345); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("after restart: %v", err)
+	}
+	nc.Close()
+	r.stop(t)
+}
+
+// TestRemoveMessage: `remove` writes everything back and stops the
+// volume; the backing file alone then holds the data.
+func TestRemoveMessage(t *testing.T) {
+	_, b, c := images(t, 16<<20, 8<<20)
+	r := start(t, "--reformat", "rm", b, c)
+	nc := dial(t, "rm")
+	data := bytes.Repeat([]byte{0x5a}, 8192)
+	if err := nc.WriteAt(data, 1<<20, true); err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+	cl, err := control.Dial("rm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Message(context.Background(), []string{"remove"}); err != nil {
+		t.Fatal(err)
+	}
+	cl.Close()
+	select {
+	case code := <-r.done:
+		r.exited = true
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, r.stderr)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("remove did not stop the volume")
+	}
+	raw, err := os.ReadFile(b)
+	if err != nil || !bytes.Equal(raw[1<<20:1<<20+8192], data) {
+		t.Fatalf("backing file does not hold the data after remove: %v", err)
+	}
+	cache, err := blockdev.OpenFile(c, blockdev.FileOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	backing, err := blockdev.OpenFile(b, blockdev.FileOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer backing.Close()
+	v, err := engine.Open(engine.Config{Backing: backing, Cache: cache})
+	if err == nil {
+		if n := v.Status().NrDirtyCacheBlocks; n != 0 {
+			t.Errorf("%d dirty blocks after remove", n)
+		}
+		v.Close()
+	}
+}
