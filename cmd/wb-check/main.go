@@ -25,9 +25,8 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/alecthomas/kong"
-	"github.com/olekukonko/tablewriter"
-	"github.com/olekukonko/tablewriter/renderer"
+	wbcli "github.com/writeboost/writeboost/internal/cli"
+
 	"github.com/olekukonko/tablewriter/tw"
 
 	"github.com/writeboost/writeboost/internal/blockdev"
@@ -64,54 +63,30 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// kongExit is how kong's Exit (after --help) unwinds out of parsing.
-type kongExit struct{ code int }
-
 // run is main without the process: it parses args, runs, and returns the
 // exit status.
-func run(args []string, stdout, stderr io.Writer) (code int) {
-	defer func() {
-		if r := recover(); r != nil {
-			e, ok := r.(kongExit)
-			if !ok {
-				panic(r)
-			}
-			code = e.code
-		}
-	}()
+func run(args []string, stdout, stderr io.Writer) int {
 	var c cli
-	parser, err := kong.New(&c,
-		kong.Name(progName),
-		kong.Description("Check a writeboost cache device offline, and write its dirty blocks back (--writeback)."),
-		kong.Writers(stdout, stderr),
-		kong.Exit(func(code int) { panic(kongExit{code}) }),
-	)
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", progName, err)
-		return check.ExitUsage
+	kctx, code, done := wbcli.Parse(progName, "Check a writeboost cache device offline, and write its dirty blocks back (--writeback).",
+		&c, args, stdout, stderr, check.ExitUsage)
+	if done {
+		return code
 	}
-	kctx, err := parser.Parse(args)
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: %s\n", progName, oneLine(err.Error()))
-		return check.ExitUsage
-	}
-	err = kctx.Run(&env{stdout: stdout, stderr: stderr})
+	err := kctx.Run(&env{stdout: stdout, stderr: stderr})
 	var ee *exitError
 	switch {
 	case err == nil:
 		return check.ExitOK
 	case errors.As(err, &ee):
 		if ee.msg != "" {
-			fmt.Fprintf(stderr, "%s: %s\n", progName, oneLine(ee.msg))
+			fmt.Fprintf(stderr, "%s: %s\n", progName, wbcli.OneLine(ee.msg))
 		}
 		return ee.code
 	default:
-		fmt.Fprintf(stderr, "%s: %s\n", progName, oneLine(err.Error()))
+		fmt.Fprintf(stderr, "%s: %s\n", progName, wbcli.OneLine(err.Error()))
 		return check.ExitOperational
 	}
 }
-
-func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 // fail returns an exitError naming the device.
 func fail(code int, dev string, format string, args ...any) error {
@@ -317,11 +292,11 @@ func printHuman(w io.Writer, o *output) error {
 	}
 	lines := [][2]string{
 		{"device", o.Device},
-		{"device_size", fmt.Sprintf("%d (%s)", r.DeviceSize, humanBytes(r.DeviceSize))},
+		{"device_size", fmt.Sprintf("%d (%s)", r.DeviceSize, wbcli.HumanBytes(uint64(r.DeviceSize)))},
 		{"formatted", yesNo(r.Formatted)},
 	}
 	if r.BackingSize > 0 {
-		lines = append(lines, [2]string{"backing_size", fmt.Sprintf("%d (%s)", r.BackingSize, humanBytes(r.BackingSize))})
+		lines = append(lines, [2]string{"backing_size", fmt.Sprintf("%d (%s)", r.BackingSize, wbcli.HumanBytes(uint64(r.BackingSize)))})
 	}
 	if r.Formatted {
 		u := func(n uint64) string { return strconv.FormatUint(n, 10) }
@@ -370,7 +345,7 @@ func printHuman(w io.Writer, o *output) error {
 	}
 	if len(r.Segments) > 0 {
 		fmt.Fprintln(w)
-		t := newTable(w, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignLeft)
+		t := wbcli.NewTable(w, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignLeft)
 		t.Header("Slot", "ID", "Length", "Dirty blocks", "State")
 		for _, s := range r.Segments {
 			t.Append(strconv.FormatUint(s.Slot, 10), strconv.FormatUint(s.ID, 10), strconv.Itoa(s.Length),
@@ -385,7 +360,7 @@ func printHuman(w io.Writer, o *output) error {
 			d.ID, d.Slot, d.Checksum, map[bool]string{true: "ok", false: "mismatch"}[d.ChecksumOK], d.Length, d.State)
 		if len(d.Metablocks) > 0 {
 			fmt.Fprintln(w)
-			t := newTable(w, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignLeft, tw.AlignLeft)
+			t := wbcli.NewTable(w, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignLeft, tw.AlignLeft)
 			t.Header("Index", "Sector", "Block", "Dirty bits", "Newest")
 			for _, m := range d.Metablocks {
 				t.Append(strconv.Itoa(m.Index), strconv.FormatUint(m.Sector, 10),
@@ -397,27 +372,4 @@ func printHuman(w io.Writer, o *output) error {
 		}
 	}
 	return nil
-}
-
-// newTable returns a plain ASCII table.
-func newTable(w io.Writer, align ...tw.Align) *tablewriter.Table {
-	return tablewriter.NewTable(w,
-		tablewriter.WithRenderer(renderer.NewBlueprint(tw.Rendition{Symbols: tw.NewSymbols(tw.StyleASCII)})),
-		tablewriter.WithHeaderAutoFormat(tw.Off),
-		tablewriter.WithRowAlignmentConfig(tw.CellAlignment{Global: tw.AlignLeft, PerColumn: align}),
-	)
-}
-
-// humanBytes formats n bytes with a binary unit.
-func humanBytes(n int64) string {
-	const units = "KMGTPE"
-	if n < 1024 {
-		return fmt.Sprintf("%d B", n)
-	}
-	v, i := float64(n)/1024, 0
-	for v >= 1024 && i < len(units)-1 {
-		v /= 1024
-		i++
-	}
-	return fmt.Sprintf("%.1f %ciB", v, units[i])
 }

@@ -22,7 +22,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/alecthomas/kong"
+	wbcli "github.com/writeboost/writeboost/internal/cli"
 
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/control"
@@ -60,27 +60,8 @@ func main() {
 // replaces the process's SIGTERM/SIGINT (for tests).
 func run(args []string, stdout, stderr io.Writer, sig <-chan os.Signal) int {
 	var cli CLI
-	exit := -1
-	parser, err := kong.New(&cli,
-		kong.Name("wb-create"),
-		kong.Description(description),
-		kong.Writers(stdout, stderr),
-		kong.Exit(func(code int) { exit = code }),
-		kong.UsageOnError(),
-	)
-	if err != nil {
-		fmt.Fprintf(stderr, "wb-create: %v\n", err)
-		return 2
-	}
-	if _, err := parser.Parse(args); err != nil {
-		if exit < 0 {
-			fmt.Fprintf(stderr, "wb-create: %v\n", err)
-			return 2
-		}
-		return exit
-	}
-	if exit >= 0 { // --help
-		return exit
+	if _, code, done := wbcli.Parse("wb-create", description, &cli, args, stdout, stderr, 2); done {
+		return code
 	}
 	level := slog.LevelInfo
 	if cli.Verbose {

@@ -22,7 +22,8 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/alecthomas/kong"
+	wbcli "github.com/writeboost/writeboost/internal/cli"
+
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 
@@ -58,45 +59,21 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, term.IsTerminal(int(os.Stderr.Fd()))))
 }
 
-// kongExit is how kong's Exit (after --help) unwinds out of parsing.
-type kongExit struct{ code int }
-
 // run is main without the process: it parses args, runs, and returns the
 // exit status.
-func run(args []string, stdout, stderr io.Writer, stderrTTY bool) (code int) {
-	defer func() {
-		if r := recover(); r != nil {
-			e, ok := r.(kongExit)
-			if !ok {
-				panic(r)
-			}
-			code = e.code
-		}
-	}()
+func run(args []string, stdout, stderr io.Writer, stderrTTY bool) int {
 	var c cli
-	parser, err := kong.New(&c,
-		kong.Name(progName),
-		kong.Description("Format a block device or a file as a writeboost cache device (dm-writeboost 2.x layout)."),
-		kong.Writers(stdout, stderr),
-		kong.Exit(func(code int) { panic(kongExit{code}) }),
-	)
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", progName, err)
-		return exitUsage
-	}
-	kctx, err := parser.Parse(args)
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: %s\n", progName, oneLine(err.Error()))
-		return exitUsage
+	kctx, code, done := wbcli.Parse(progName, "Format a block device or a file as a writeboost cache device (dm-writeboost 2.x layout).",
+		&c, args, stdout, stderr, exitUsage)
+	if done {
+		return code
 	}
 	if err := kctx.Run(&env{stdout: stdout, stderr: stderr, stderrTTY: stderrTTY}); err != nil {
-		fmt.Fprintf(stderr, "%s: %s: %s\n", progName, c.Cache, oneLine(err.Error()))
+		fmt.Fprintf(stderr, "%s: %s: %s\n", progName, c.Cache, wbcli.OneLine(err.Error()))
 		return exitFailed
 	}
 	return exitOK
 }
-
-func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 // Run formats the device.
 func (c *cli) Run(e *env) error {
@@ -146,7 +123,7 @@ func (c *cli) Run(e *env) error {
 		return nil
 	}
 	_, err = fmt.Fprintf(e.stdout, "formatted: %s\nsegments: %d\ncache_blocks: %d\nusable_bytes: %d (%s)\n",
-		c.Cache, g.NrSegments, g.NrCacheBlocks(), g.UsableBytes(), humanBytes(g.UsableBytes()))
+		c.Cache, g.NrSegments, g.NrCacheBlocks(), g.UsableBytes(), wbcli.HumanBytes(uint64(g.UsableBytes())))
 	return err
 }
 
@@ -168,18 +145,4 @@ func fault(err error) string {
 		return "not a regular file or block device"
 	}
 	return err.Error()
-}
-
-// humanBytes formats n bytes with a binary unit.
-func humanBytes(n int64) string {
-	const units = "KMGTPE"
-	if n < 1024 {
-		return fmt.Sprintf("%d B", n)
-	}
-	v, i := float64(n)/1024, 0
-	for v >= 1024 && i < len(units)-1 {
-		v /= 1024
-		i++
-	}
-	return fmt.Sprintf("%.1f %ciB", v, units[i])
 }

@@ -20,11 +20,11 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
-	"github.com/alecthomas/kong"
+	wbcli "github.com/writeboost/writeboost/internal/cli"
+
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 
@@ -61,51 +61,27 @@ func main() {
 	os.Exit(code)
 }
 
-// kongExit is how kong's Exit (after --help) unwinds out of parsing.
-type kongExit struct{ code int }
-
 // errInterrupted reports that the context ended (Ctrl-C) while waiting.
 var errInterrupted = errors.New("interrupted")
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int) {
-	defer func() {
-		if r := recover(); r != nil {
-			e, ok := r.(kongExit)
-			if !ok {
-				panic(r)
-			}
-			code = e.code
-		}
-	}()
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var c cli
-	parser, err := kong.New(&c,
-		kong.Name(progName),
-		kong.Description("Send a message to a writeboost volume (dmsetup message for the kernel target)."),
-		kong.Writers(stdout, stderr),
-		kong.Exit(func(code int) { panic(kongExit{code}) }),
-	)
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", progName, err)
-		return 2
+	kctx, code, done := wbcli.Parse(progName, "Send a message to a writeboost volume (dmsetup message for the kernel target).",
+		&c, args, stdout, stderr, 2)
+	if done {
+		return code
 	}
-	kctx, err := parser.Parse(args)
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", progName, err)
-		return 2
-	}
-	err = kctx.Run(&env{ctx: ctx, stdout: stdout, stderr: stderr})
+	err := kctx.Run(&env{ctx: ctx, stdout: stdout, stderr: stderr})
 	switch {
 	case err == nil:
 		return 0
 	case errors.Is(err, errInterrupted):
-		fmt.Fprintf(stderr, "%s: %s\n", progName, oneLine(err.Error()))
+		fmt.Fprintf(stderr, "%s: %s\n", progName, wbcli.OneLine(err.Error()))
 		return exitInterrupted
 	}
-	fmt.Fprintf(stderr, "%s: %s\n", progName, oneLine(err.Error()))
+	fmt.Fprintf(stderr, "%s: %s\n", progName, wbcli.OneLine(err.Error()))
 	return 1
 }
-
-func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 // Run validates the message, then sends it.
 func (c *cli) Run(e *env) error {

@@ -26,9 +26,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/alecthomas/kong"
-	"github.com/olekukonko/tablewriter"
-	"github.com/olekukonko/tablewriter/renderer"
+	wbcli "github.com/writeboost/writeboost/internal/cli"
+
 	"github.com/olekukonko/tablewriter/tw"
 	"golang.org/x/term"
 
@@ -60,45 +59,21 @@ func main() {
 	os.Exit(code)
 }
 
-// kongExit is how kong's Exit (after --help) unwinds out of parsing.
-type kongExit struct{ code int }
-
 // run is main without the process: it parses args, runs, and returns the
 // exit status.
-func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
-	defer func() {
-		if r := recover(); r != nil {
-			e, ok := r.(kongExit)
-			if !ok {
-				panic(r)
-			}
-			code = e.code
-		}
-	}()
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var c cli
-	parser, err := kong.New(&c,
-		kong.Name(progName),
-		kong.Description("Show the status of writeboost volumes (dmsetup status and dmsetup table for the kernel target)."),
-		kong.Writers(stdout, stderr),
-		kong.Exit(func(code int) { panic(kongExit{code}) }),
-	)
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", progName, err)
-		return 2
-	}
-	kctx, err := parser.Parse(args)
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", progName, err)
-		return 2
+	kctx, code, done := wbcli.Parse(progName, "Show the status of writeboost volumes (dmsetup status and dmsetup table for the kernel target).",
+		&c, args, stdout, stderr, 2)
+	if done {
+		return code
 	}
 	if err := kctx.Run(&env{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr}); err != nil {
-		fmt.Fprintf(stderr, "%s: %s\n", progName, oneLine(err.Error()))
+		fmt.Fprintf(stderr, "%s: %s\n", progName, wbcli.OneLine(err.Error()))
 		return 1
 	}
 	return 0
 }
-
-func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 // Run carries out the command.
 func (c *cli) Run(e *env) error {
@@ -335,30 +310,6 @@ func otherTarget(line string) bool {
 	return len(f) >= 4 && strings.HasSuffix(f[0], ":") && f[3] != control.TargetName
 }
 
-// newTable returns a plain ASCII table: it survives any terminal, pager
-// and mail client.
-func newTable(w io.Writer, align ...tw.Align) *tablewriter.Table {
-	return tablewriter.NewTable(w,
-		tablewriter.WithRenderer(renderer.NewBlueprint(tw.Rendition{Symbols: tw.NewSymbols(tw.StyleASCII)})),
-		tablewriter.WithHeaderAutoFormat(tw.Off),
-		tablewriter.WithRowAlignmentConfig(tw.CellAlignment{Global: tw.AlignLeft, PerColumn: align}),
-	)
-}
-
-// humanBytes formats n bytes with a binary unit.
-func humanBytes(n uint64) string {
-	const units = "KMGTPE"
-	if n < 1024 {
-		return fmt.Sprintf("%d B", n)
-	}
-	v, i := float64(n)/1024, 0
-	for v >= 1024 && i < len(units)-1 {
-		v /= 1024
-		i++
-	}
-	return fmt.Sprintf("%.1f %ciB", v, units[i])
-}
-
 func pct(num, den uint64) string {
 	if den == 0 {
 		return "-"
@@ -371,7 +322,7 @@ func u(v uint64) string { return strconv.FormatUint(v, 10) }
 // renderHuman writes the labelled report of one volume: the ring and dirty
 // blocks, the 16 counters as a grid, the tunables.
 func renderHuman(w io.Writer, s control.Status) error {
-	kv := newTable(w)
+	kv := wbcli.NewTable(w)
 	kv.Header("Field", "Value")
 	add := func(k, v string) { kv.Append(k, v) }
 	if s.Name != "" {
@@ -382,9 +333,9 @@ func renderHuman(w io.Writer, s control.Status) error {
 		add("cache device", s.Cache)
 	}
 	if s.SizeBytes != 0 {
-		add("size", fmt.Sprintf("%s (%d sectors)", humanBytes(s.SizeBytes), s.Sectors()))
+		add("size", fmt.Sprintf("%s (%d sectors)", wbcli.HumanBytes(s.SizeBytes), s.Sectors()))
 	}
-	add("segments", fmt.Sprintf("%d (%d cache blocks, %s)", s.NrSegments, s.NrCacheBlocks, humanBytes(s.NrCacheBlocks*4096)))
+	add("segments", fmt.Sprintf("%d (%d cache blocks, %s)", s.NrSegments, s.NrCacheBlocks, wbcli.HumanBytes(s.NrCacheBlocks*4096)))
 	add("current id", fmt.Sprintf("%d (cursor %d)", s.CurrentID, s.CursorPos))
 	add("last flushed id", u(s.LastFlushedID))
 	behind := ""
@@ -392,7 +343,7 @@ func renderHuman(w io.Writer, s control.Status) error {
 		behind = fmt.Sprintf(" (%d segments behind)", s.LastFlushedID-s.LastWritebackID)
 	}
 	add("last written back id", u(s.LastWritebackID)+behind)
-	add("dirty", fmt.Sprintf("%d blocks, %s, %s of the cache", s.NrDirtyCacheBlocks, humanBytes(s.NrDirtyCacheBlocks*4096), pct(s.NrDirtyCacheBlocks, s.NrCacheBlocks)))
+	add("dirty", fmt.Sprintf("%d blocks, %s, %s of the cache", s.NrDirtyCacheBlocks, wbcli.HumanBytes(s.NrDirtyCacheBlocks*4096), pct(s.NrDirtyCacheBlocks, s.NrCacheBlocks)))
 	add("partial flushes", u(s.NrPartialFlushed))
 	for _, write := range []bool{false, true} {
 		r, n := s.HitRatio(write)
@@ -413,7 +364,7 @@ func renderHuman(w io.Writer, s control.Status) error {
 		add("superblock record id", u(s.SuperblockRecordID))
 	}
 	if s.RAMBufferBytes != 0 || s.NrRAMBuffers != 0 {
-		add("ram buffers", fmt.Sprintf("%d, %s not yet on the cache device", s.NrRAMBuffers, humanBytes(s.RAMBufferBytes)))
+		add("ram buffers", fmt.Sprintf("%d, %s not yet on the cache device", s.NrRAMBuffers, wbcli.HumanBytes(s.RAMBufferBytes)))
 	}
 	if s.WritebackAllowed != nil {
 		state := "paused"
@@ -423,7 +374,7 @@ func renderHuman(w io.Writer, s control.Status) error {
 		add("background writeback", fmt.Sprintf("%s (backing device %d%% busy)", state, s.BackingUtilPercent))
 	}
 	if s.WritebackBytes != 0 || s.WritebackBytesPerSec != 0 {
-		add("written back", fmt.Sprintf("%s, now %s/s", humanBytes(s.WritebackBytes), humanBytes(s.WritebackBytesPerSec)))
+		add("written back", fmt.Sprintf("%s, now %s/s", wbcli.HumanBytes(s.WritebackBytes), wbcli.HumanBytes(s.WritebackBytesPerSec)))
 	}
 	if s.WriteAroundMode {
 		add("write_around_mode", "1")
@@ -435,7 +386,7 @@ func renderHuman(w io.Writer, s control.Status) error {
 		add("read cache staged", fmt.Sprintf("%d blocks", s.ReadCacheStaged))
 	}
 	if s.IndexBytes != 0 {
-		add("index memory", humanBytes(s.IndexBytes))
+		add("index memory", wbcli.HumanBytes(s.IndexBytes))
 	}
 	if e := s.Errors; e != (control.IOErrors{}) {
 		add("I/O errors", fmt.Sprintf("cache read %d, cache write %d, backing read %d, backing write %d, writeback batches %d",
@@ -449,7 +400,7 @@ func renderHuman(w io.Writer, s control.Status) error {
 	}
 
 	// The counters: index = write<<3 | hit<<2 | on_buffer<<1 | fullsize.
-	grid := newTable(w, tw.AlignLeft, tw.AlignLeft, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignRight)
+	grid := wbcli.NewTable(w, tw.AlignLeft, tw.AlignLeft, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignRight)
 	grid.Header("I/O", "Where", "Hit full", "Hit partial", "Miss full", "Miss partial")
 	for _, write := range []bool{false, true} {
 		for _, onBuffer := range []bool{true, false} {
@@ -471,7 +422,7 @@ func renderHuman(w io.Writer, s control.Status) error {
 		return err
 	}
 
-	tun := newTable(w, tw.AlignLeft, tw.AlignRight)
+	tun := wbcli.NewTable(w, tw.AlignLeft, tw.AlignRight)
 	tun.Header("Tunable", "Value")
 	t := s.Tunables
 	tun.Append("writeback_threshold", u(t.WritebackThreshold))
@@ -487,10 +438,10 @@ func renderHuman(w io.Writer, s control.Status) error {
 
 // renderList writes one row per volume.
 func renderList(w io.Writer, vols []control.Status) error {
-	t := newTable(w, tw.AlignLeft, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignLeft, tw.AlignLeft)
+	t := wbcli.NewTable(w, tw.AlignLeft, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignLeft, tw.AlignLeft)
 	t.Header("Name", "Size", "Dirty", "Dirty %", "Current id", "Last flushed", "Last written back", "Backing", "Cache")
 	for _, s := range vols {
-		t.Append(s.Name, humanBytes(s.SizeBytes), u(s.NrDirtyCacheBlocks), pct(s.NrDirtyCacheBlocks, s.NrCacheBlocks),
+		t.Append(s.Name, wbcli.HumanBytes(s.SizeBytes), u(s.NrDirtyCacheBlocks), pct(s.NrDirtyCacheBlocks, s.NrCacheBlocks),
 			u(s.CurrentID), u(s.LastFlushedID), u(s.LastWritebackID), s.Backing, s.Cache)
 	}
 	return t.Render()

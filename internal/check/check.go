@@ -10,6 +10,7 @@
 package check
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -312,7 +313,7 @@ func (r *Result) rows() []SegmentRow {
 	for _, s := range r.afterBad() {
 		add(s, false)
 	}
-	slices.SortFunc(rows, func(a, b SegmentRow) int { return cmpU64(a.Slot, b.Slot) })
+	slices.SortFunc(rows, func(a, b SegmentRow) int { return cmp.Compare(a.Slot, b.Slot) })
 	return rows
 }
 
@@ -372,14 +373,4 @@ func (r *Result) Segment(id uint64) (*SegmentDetail, error) {
 		return d, nil
 	}
 	return nil, fmt.Errorf("segment %d: %w", id, ErrNoSegment)
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

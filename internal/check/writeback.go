@@ -79,7 +79,7 @@ func Writeback(cache, backing blockdev.Device, r *Result, opts WritebackOptions)
 		return nil, err
 	}
 	limit := uint64(backing.Size()) >> layout.SectorShift
-	if i, _ := slices.BinarySearchFunc(srcs, limit, func(s source, t uint64) int { return cmpU64(s.sector, t) }); i < len(srcs) {
+	if i, _ := slices.BinarySearchFunc(srcs, limit, func(s source, t uint64) int { return cmp.Compare(s.sector, t) }); i < len(srcs) {
 		if !opts.Force {
 			return nil, fmt.Errorf("%w: sector %d lies past the backing device's end (%d sectors)", ErrDamaged, srcs[i].sector, limit)
 		}
@@ -147,7 +147,7 @@ func (r *Result) sources() ([]source, error) {
 		}
 	}
 	slices.SortFunc(srcs, func(a, b source) int {
-		if c := cmpU64(a.sector, b.sector); c != 0 {
+		if c := cmp.Compare(a.sector, b.sector); c != 0 {
 			return c
 		}
 		return cmp.Compare(b.prio, a.prio)

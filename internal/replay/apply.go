@@ -1,6 +1,7 @@
 package replay
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 
@@ -100,19 +101,9 @@ func (l *Log) Apply(idx Index) ([]Piece, error) {
 	}
 	slices.SortFunc(pieces, func(a, b Piece) int {
 		if a.Block != b.Block {
-			return cmpU64(a.Block, b.Block)
+			return cmp.Compare(a.Block, b.Block)
 		}
-		return cmpU64(a.Copy.SegmentID, b.Copy.SegmentID)
+		return cmp.Compare(a.Copy.SegmentID, b.Copy.SegmentID)
 	})
 	return pieces, nil
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

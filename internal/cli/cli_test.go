@@ -1,0 +1,50 @@
+package cli
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+type grammar struct {
+	Name  string `arg:"" help:"A name."`
+	Count int    `help:"How many."`
+}
+
+func TestParse(t *testing.T) {
+	for _, tc := range []struct {
+		args       []string
+		done       bool
+		code       int
+		out, errln string
+	}{
+		{args: []string{"x", "--count", "3"}},
+		{args: []string{"--help"}, done: true, code: 0, out: "A name."},
+		{args: []string{}, done: true, code: 16, errln: "prog: expected \"<name>\"\n"},
+		{args: []string{"x", "--count", "many"}, done: true, code: 16, errln: "prog: --count: expected a valid 64 bit int but got \"many\"\n"},
+	} {
+		var g grammar
+		var out, errb bytes.Buffer
+		kctx, code, done := Parse("prog", "Test program.", &g, tc.args, &out, &errb, 16)
+		if done != tc.done || code != tc.code || (kctx == nil) != done {
+			t.Fatalf("%q: done %v code %d", tc.args, done, code)
+		}
+		if !strings.Contains(out.String(), tc.out) || errb.String() != tc.errln && tc.errln != "" {
+			t.Fatalf("%q: stdout %q stderr %q", tc.args, out.String(), errb.String())
+		}
+		if !done && (g.Name != "x" || g.Count != 3) {
+			t.Fatalf("parsed %+v", g)
+		}
+	}
+}
+
+func TestHumanBytes(t *testing.T) {
+	for n, want := range map[uint64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 1536 << 10: "1.5 MiB", 1 << 62: "4.0 EiB"} {
+		if got := HumanBytes(n); got != want {
+			t.Errorf("HumanBytes(%d) = %q, want %q", n, got, want)
+		}
+	}
+	if OneLine("a\n  b\tc ") != "a b c" {
+		t.Error("OneLine")
+	}
+}
