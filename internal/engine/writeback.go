@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/writeboost/writeboost/internal/blockdev"
@@ -33,9 +35,10 @@ type wbEntry struct {
 // modulator allows writeback, or when stopping.
 //
 // A batch is up to nr_max_batched_writeback segments: their dirty blocks
-// are read from the cache device (one sequential read per segment), sorted
-// by backing sector, adjacent sectors merged into large writes, and the
-// backing device synced; only then does last_writeback_id advance. A
+// are read from the cache device (one sequential read per run of adjacent
+// ring slots), sorted by backing sector, adjacent sectors merged into
+// large writes, issued in ascending order with up to wbInFlight in flight,
+// and the backing device synced; only then does last_writeback_id advance. A
 // block that a newer copy superseded is not in the index any more and is
 // skipped. A failed batch is retried with backoff, logged once per burst
 // of failures, and never advances last_writeback_id.
@@ -141,26 +144,27 @@ func (v *Volume) writebackDaemon(ctx context.Context) {
 	}
 }
 
+// wbInFlight bounds the backing writes of one batch in flight at once. A
+// disk with a queue (NCQ, a RAID, a network disk) overlaps them; one at a
+// time left the backing device idle between requests.
+const wbInFlight = 16
+
+// wbRun is one merged backing write of a batch: stage[start:end] to
+// backing sector sector.
+type wbRun struct {
+	sector     int64
+	start, end int
+}
+
 // writebackBatch copies the dirty sectors of ents to the backing device
-// and syncs it; it returns the bytes written.
+// and syncs it; it returns the bytes written. segBuf holds the batch's
+// segments, segment k (id from+k) at k*SegmentSize, header included.
 func (v *Volume) writebackBatch(ents []wbEntry, from uint64, segBuf []byte) (int64, error) {
 	if len(ents) == 0 {
 		return 0, nil
 	}
-	// Read each segment's data slots up to the last one needed.
-	last := map[int]int{}
-	for _, e := range ents {
-		last[e.seg] = max(last[e.seg], e.i+1)
-	}
-	for seg, n := range last {
-		id := from + uint64(seg)
-		slot := v.geo.SlotOf(id)
-		dst := segBuf[seg*layout.SegmentSize : seg*layout.SegmentSize+n*layout.BlockSize]
-		off := v.geo.DataOffset(slot, 0)
-		if _, err := v.cache.ReadAt(dst, off); err != nil {
-			v.stats.cacheReadErrors.Add(1)
-			return 0, fmt.Errorf("read segment %d for writeback: %w", id, err)
-		}
+	if err := v.readBatchSegments(ents, from, segBuf); err != nil {
+		return 0, err
 	}
 	slices.SortFunc(ents, func(a, b wbEntry) int { return cmpU64(a.block, b.block) })
 	// Stage the dirty sectors in backing-sector order so that adjacent
@@ -170,40 +174,122 @@ func (v *Volume) writebackBatch(ents []wbEntry, from uint64, segBuf []byte) (int
 		total += popcount8(e.dirty)
 	}
 	stage := blockdev.AlignedBuffer(total * layout.SectorSize)
-	type run struct {
-		sector     int64
-		start, end int
-	}
-	var runs []run
+	var runs []wbRun
 	at := 0
 	for _, e := range ents {
-		src := segBuf[e.seg*layout.SegmentSize+e.i*layout.BlockSize:]
+		src := segBuf[e.seg*layout.SegmentSize+(e.i+1)*layout.BlockSize:]
+		if e.dirty == layout.DirtyFull {
+			sector := int64(e.block) * layout.SectorsPerBlock
+			copy(stage[at:at+layout.BlockSize], src[:layout.BlockSize])
+			runs = appendRun(runs, sector, at, layout.BlockSize)
+			at += layout.BlockSize
+			continue
+		}
 		for j := range layout.SectorsPerBlock {
 			if e.dirty&(1<<j) == 0 {
 				continue
 			}
 			sector := int64(e.block)*layout.SectorsPerBlock + int64(j)
 			copy(stage[at:at+layout.SectorSize], src[j*layout.SectorSize:])
-			if k := len(runs) - 1; k >= 0 && runs[k].sector+int64((runs[k].end-runs[k].start)/layout.SectorSize) == sector {
-				runs[k].end += layout.SectorSize
-			} else {
-				runs = append(runs, run{sector: sector, start: at, end: at + layout.SectorSize})
-			}
+			runs = appendRun(runs, sector, at, layout.SectorSize)
 			at += layout.SectorSize
 		}
 	}
-	for _, r := range runs {
-		off := r.sector << layout.SectorShift
-		if _, err := v.backing.WriteAt(stage[r.start:r.end], off); err != nil {
-			v.stats.backingWriteErrors.Add(1)
-			return 0, fmt.Errorf("write back %d bytes at backing offset %d: %w", r.end-r.start, off, err)
-		}
+	if err := v.writeRuns(stage, runs); err != nil {
+		return 0, err
 	}
 	if err := v.backing.Sync(); err != nil {
 		v.stats.backingWriteErrors.Add(1)
 		return 0, fmt.Errorf("sync backing device after writeback: %w", err)
 	}
 	return int64(at), nil
+}
+
+// appendRun adds n staged bytes at stage offset at for backing sector
+// sector, extending the last run when it ends right there.
+func appendRun(runs []wbRun, sector int64, at, n int) []wbRun {
+	if k := len(runs) - 1; k >= 0 && runs[k].sector+int64((runs[k].end-runs[k].start)>>layout.SectorShift) == sector {
+		runs[k].end += n
+		return runs
+	}
+	return append(runs, wbRun{sector: sector, start: at, end: at + n})
+}
+
+// readBatchSegments reads the segments of a batch that hold entries into
+// segBuf: one large sequential read per run of ring slots that are
+// adjacent on the cache device (a batch only breaks where the ring wraps),
+// from the first segment's header to the last data slot needed.
+func (v *Volume) readBatchSegments(ents []wbEntry, from uint64, segBuf []byte) error {
+	first, last := ents[0].seg, ents[0].seg
+	need := map[int]int{} // segment -> data slots needed
+	for _, e := range ents {
+		first, last = min(first, e.seg), max(last, e.seg)
+		need[e.seg] = max(need[e.seg], e.i+1)
+	}
+	for k := first; k <= last; {
+		// Extend the run while the next segment is in the next ring slot.
+		j := k
+		for j < last && v.geo.SlotOf(from+uint64(j+1)) == v.geo.SlotOf(from+uint64(j))+1 {
+			j++
+		}
+		for need[j] == 0 { // trailing segments without entries
+			j--
+		}
+		slot := v.geo.SlotOf(from + uint64(k))
+		n := (j-k)*layout.SegmentSize + (need[j]+1)*layout.BlockSize
+		off := v.geo.SegmentOffset(slot)
+		if _, err := v.cache.ReadAt(segBuf[k*layout.SegmentSize:k*layout.SegmentSize+n], off); err != nil {
+			v.stats.cacheReadErrors.Add(1)
+			return fmt.Errorf("read segments %d..%d for writeback at cache offset %d: %w", from+uint64(k), from+uint64(j), off, err)
+		}
+		k = j + 1
+		for k <= last && need[k] == 0 {
+			k++
+		}
+	}
+	return nil
+}
+
+// writeRuns writes the runs (ascending backing sectors) with up to
+// wbInFlight in flight, submitted in ascending order. On the first error
+// it submits no more, waits for those in flight and returns the error of
+// the lowest failed run; the caller then neither syncs nor advances
+// last_writeback_id, and retries the whole batch.
+func (v *Volume) writeRuns(stage []byte, runs []wbRun) error {
+	if len(runs) == 1 {
+		return v.writeRun(stage, runs[0])
+	}
+	errs := make([]error, len(runs))
+	var wg sync.WaitGroup
+	var failed atomic.Bool
+	sem := make(chan struct{}, wbInFlight)
+	for k, r := range runs {
+		sem <- struct{}{}
+		if failed.Load() {
+			<-sem
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := v.writeRun(stage, r); err != nil {
+				errs[k] = err
+				failed.Store(true)
+			}
+		}()
+	}
+	wg.Wait()
+	return firstErr(errs...)
+}
+
+func (v *Volume) writeRun(stage []byte, r wbRun) error {
+	off := r.sector << layout.SectorShift
+	if _, err := v.backing.WriteAt(stage[r.start:r.end], off); err != nil {
+		v.stats.backingWriteErrors.Add(1)
+		return fmt.Errorf("write back %d bytes at backing offset %d: %w", r.end-r.start, off, err)
+	}
+	return nil
 }
 
 func popcount8(b uint8) int {
