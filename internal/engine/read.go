@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"sync"
 
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/layout"
@@ -34,31 +35,72 @@ func (v *Volume) ReadAt(p []byte, off int64) error {
 
 // cacheRead is one block to fetch from the cache device: the sectors of
 // mask, from data slot i of ring slot slot, into dst (the request's bytes
-// of that block, which start at sector first).
+// of that block, which start at sector first; at is dst's offset in the
+// request).
 type cacheRead struct {
 	slot  uint64
 	i     int
 	mask  uint8
 	first int
+	at    int
 	dst   []byte
 }
+
+// readPiece is one device read of a request: a run of consecutive data
+// slots of one ring slot (creads[k:k+n]) or a run of backing sectors.
+type readPiece struct {
+	cache bool
+	off   int64  // device byte offset
+	dst   []byte // where the device read lands
+	k, n  int    // cache: the blocks of creads it covers
+	// bounce: the run is not whole blocks laid out contiguously in the
+	// request, so it is read into a scratch buffer and scattered.
+	bounce bool
+}
+
+// readPlan is the per-request state of readSectors, pooled so that a read
+// hit allocates nothing.
+type readPlan struct {
+	creads []cacheRead
+	runs   [][2]int64 // backing sector ranges [start, end)
+	cells  []*rcCell
+	pieces []readPiece
+	errs   []error
+	wg     sync.WaitGroup
+}
+
+var readPlans = sync.Pool{New: func() any { return new(readPlan) }}
+
+func (pl *readPlan) addBacking(sector int64, n int) {
+	if k := len(pl.runs) - 1; k >= 0 && pl.runs[k][1] == sector {
+		pl.runs[k][1] += int64(n)
+		return
+	}
+	pl.runs = append(pl.runs, [2]int64{sector, sector + int64(n)})
+}
+
+func (pl *readPlan) release() {
+	clear(pl.creads) // drop references to request buffers
+	clear(pl.cells)
+	clear(pl.pieces)
+	clear(pl.errs)
+	pl.creads, pl.runs, pl.cells, pl.pieces, pl.errs = pl.creads[:0], pl.runs[:0], pl.cells[:0], pl.pieces[:0], pl.errs[:0]
+	readPlans.Put(pl)
+}
+
+// maxReadPieces bounds the device reads of one request in flight at once.
+const maxReadPieces = 8
 
 // readSectors reads a sector-aligned range. Under mu it plans, per sector,
 // the newest source (cf. process_read): a rambuf (copied right away), the
 // cache device (the slot is pinned so it cannot be reused meanwhile) or
 // the backing device (adjacent sectors merged into one read). The device
-// reads run without the lock.
+// reads run without the lock: one read per run of consecutive data slots
+// of a segment and per run of backing sectors, the independent ones
+// concurrently.
 func (v *Volume) readSectors(p []byte, off int64) error {
-	var creads []cacheRead
-	var runs [][2]int64 // backing sector ranges [start, end)
-	var cells []*rcCell
-	addBacking := func(sector int64, n int) {
-		if k := len(runs) - 1; k >= 0 && runs[k][1] == sector {
-			runs[k][1] += int64(n)
-			return
-		}
-		runs = append(runs, [2]int64{sector, sector + int64(n)})
-	}
+	pl := readPlans.Get().(*readPlan)
+	defer pl.release()
 	v.mu.Lock()
 	threshold := v.tun.readCacheThreshold()
 	for q, o := p, off; len(q) > 0; {
@@ -71,11 +113,11 @@ func (v *Volume) readSectors(p []byte, off int64) error {
 		pos, found := v.idx.lookup(block)
 		if !found {
 			v.stats.inc(false, false, false, mask == layout.DirtyFull)
-			addBacking(base+int64(first), n)
+			pl.addBacking(base+int64(first), n)
 			if mask == layout.DirtyFull && threshold > 0 {
 				if c := v.rc.reserveLocked(block, threshold); c != nil {
 					c.dst = chunk
-					cells = append(cells, c)
+					pl.cells = append(pl.cells, c)
 				}
 			}
 		} else {
@@ -92,13 +134,15 @@ func (v *Volume) readSectors(p []byte, off int64) error {
 				copyBlockSectors(chunk, first, src, fromCache)
 			} else if fromCache != 0 {
 				v.pins[slot]++
-				creads = append(creads, cacheRead{slot: slot, i: idxOfPos(pos), mask: fromCache, first: first, dst: chunk})
+				pl.creads = append(pl.creads, cacheRead{slot: slot, i: idxOfPos(pos), mask: fromCache, first: first, at: int(o - off), dst: chunk})
 			}
 			// The other sectors are not in the cache: the backing device
 			// has them.
-			for j := first; j < first+n; j++ {
-				if fromCache&(1<<j) == 0 {
-					addBacking(base+int64(j), 1)
+			if fromCache != mask {
+				for j := first; j < first+n; j++ {
+					if fromCache&(1<<j) == 0 {
+						pl.addBacking(base+int64(j), 1)
+					}
 				}
 			}
 		}
@@ -107,55 +151,122 @@ func (v *Volume) readSectors(p []byte, off int64) error {
 	}
 	v.mu.Unlock()
 
-	var err error
-	if len(creads) > 0 {
-		err = v.readCacheRuns(creads)
+	pl.planPieces(v, p, off)
+	err := v.readPieces(pl)
+	if len(pl.creads) > 0 {
 		v.mu.Lock()
-		for _, r := range creads {
+		for _, r := range pl.creads {
 			v.unpinLocked(r.slot)
 		}
 		v.mu.Unlock()
 	}
-	if err == nil {
-		for _, r := range runs {
-			at := r[0] << layout.SectorShift
-			dst := p[at-off : (r[1]<<layout.SectorShift)-off]
-			if _, e := v.backing.ReadAt(dst, at); e != nil {
-				v.stats.backingReadErrors.Add(1)
-				err = fmt.Errorf("engine: read backing device at %d: %w", at, e)
-				break
-			}
-		}
-	}
-	if len(cells) > 0 {
-		v.rc.fill(v, cells, err == nil)
+	if len(pl.cells) > 0 {
+		v.rc.fill(v, pl.cells, err == nil)
 	}
 	return err
 }
 
-// readCacheRuns fetches the planned cache blocks, one device read per run
-// of consecutive data slots of one ring slot: a sequential read of data
-// written sequentially costs a few large reads, not one per 4 KiB block.
-func (v *Volume) readCacheRuns(creads []cacheRead) error {
-	var buf []byte
-	for k := 0; k < len(creads); {
-		r := creads[k]
+// planPieces turns the planned cache blocks and backing runs into device
+// reads. A run of cache blocks that are whole and adjacent in the request
+// (a sequential read of data written sequentially) is read straight into
+// the request; others go through a scratch buffer.
+func (pl *readPlan) planPieces(v *Volume, p []byte, off int64) {
+	cr := pl.creads
+	for k := 0; k < len(cr); {
+		r := cr[k]
 		n := 1
-		for k+n < len(creads) && creads[k+n].slot == r.slot && creads[k+n].i == r.i+n {
+		direct := r.mask == layout.DirtyFull
+		for k+n < len(cr) && cr[k+n].slot == r.slot && cr[k+n].i == r.i+n {
+			c := cr[k+n]
+			direct = direct && c.mask == layout.DirtyFull && c.at == r.at+n*layout.BlockSize
 			n++
 		}
-		if len(buf) < n*layout.BlockSize {
-			buf = blockdev.AlignedBuffer(n * layout.BlockSize)
+		pc := readPiece{cache: true, off: v.geo.DataOffset(r.slot, r.i), k: k, n: n}
+		if direct {
+			pc.dst = p[r.at : r.at+n*layout.BlockSize]
+		} else {
+			pc.bounce = true
 		}
-		off := v.geo.DataOffset(r.slot, r.i)
-		if _, err := v.cache.ReadAt(buf[:n*layout.BlockSize], off); err != nil {
-			v.stats.cacheReadErrors.Add(1)
-			return fmt.Errorf("read cache device at %d (ring slot %d, data slots %d..%d): %w", off, r.slot, r.i, r.i+n-1, err)
-		}
-		for j, c := range creads[k : k+n] {
-			copyBlockSectors(c.dst, c.first, buf[j*layout.BlockSize:(j+1)*layout.BlockSize], c.mask)
-		}
+		pl.pieces = append(pl.pieces, pc)
 		k += n
+	}
+	for _, r := range pl.runs {
+		at := r[0] << layout.SectorShift
+		pl.pieces = append(pl.pieces, readPiece{off: at, dst: p[at-off : (r[1]<<layout.SectorShift)-off]})
+	}
+}
+
+// readPieces runs the device reads of a plan: the first on the calling
+// goroutine, the others on goroutines of their own, at most maxReadPieces
+// at once. It returns the error of the first failed piece in plan order,
+// after every read has finished (the pins may be dropped then).
+func (v *Volume) readPieces(pl *readPlan) error {
+	switch len(pl.pieces) {
+	case 0:
+		return nil
+	case 1:
+		return v.readPiece(pl, &pl.pieces[0])
+	}
+	if cap(pl.errs) < len(pl.pieces) {
+		pl.errs = make([]error, len(pl.pieces))
+	}
+	pl.errs = pl.errs[:len(pl.pieces)]
+	// Pieces beyond the bound are taken in turn by the goroutines: each
+	// reads piece g, g+w, g+2w...
+	w := min(len(pl.pieces), maxReadPieces)
+	pl.wg.Add(w - 1)
+	for g := 1; g < w; g++ {
+		go func() {
+			defer pl.wg.Done()
+			for j := g; j < len(pl.pieces); j += w {
+				pl.errs[j] = v.readPiece(pl, &pl.pieces[j])
+			}
+		}()
+	}
+	for j := 0; j < len(pl.pieces); j += w {
+		pl.errs[j] = v.readPiece(pl, &pl.pieces[j])
+	}
+	pl.wg.Wait()
+	return firstErr(pl.errs...)
+}
+
+// scratch holds aligned buffers for cache runs that cannot be read
+// straight into the request: one block, or a whole segment's data slots.
+var scratch = [2]sync.Pool{
+	{New: func() any { b := blockdev.AlignedBuffer(layout.BlockSize); return &b }},
+	{New: func() any { b := blockdev.AlignedBuffer(layout.NrCachesPerSegment * layout.BlockSize); return &b }},
+}
+
+// readPiece does one device read of a plan.
+func (v *Volume) readPiece(pl *readPlan, pc *readPiece) error {
+	if !pc.cache {
+		if _, err := v.backing.ReadAt(pc.dst, pc.off); err != nil {
+			v.stats.backingReadErrors.Add(1)
+			return fmt.Errorf("engine: read backing device at %d: %w", pc.off, err)
+		}
+		return nil
+	}
+	dst := pc.dst
+	var pool *sync.Pool
+	var buf *[]byte
+	if pc.bounce {
+		pool = &scratch[0]
+		if pc.n > 1 {
+			pool = &scratch[1]
+		}
+		buf = pool.Get().(*[]byte)
+		defer pool.Put(buf)
+		dst = (*buf)[:pc.n*layout.BlockSize]
+	}
+	if _, err := v.cache.ReadAt(dst, pc.off); err != nil {
+		v.stats.cacheReadErrors.Add(1)
+		r := pl.creads[pc.k]
+		return fmt.Errorf("read cache device at %d (ring slot %d, data slots %d..%d): %w", pc.off, r.slot, r.i, r.i+pc.n-1, err)
+	}
+	if pc.bounce {
+		for j, c := range pl.creads[pc.k : pc.k+pc.n] {
+			copyBlockSectors(c.dst, c.first, dst[j*layout.BlockSize:(j+1)*layout.BlockSize], c.mask)
+		}
 	}
 	return nil
 }
