@@ -22,3 +22,13 @@ type Device interface {
 	Discard(off, length int64) error
 	Close() error
 }
+
+// FUAWriter is a Device that can make one write durable by itself (a
+// Force Unit Access write) without a Sync of the whole device. Devices
+// implement it optionally; the engine detects it and falls back to
+// WriteAt followed by Sync.
+type FUAWriter interface {
+	// WriteAtFUA is WriteAt, returning only once p is durable at off. It
+	// makes no promise about other writes.
+	WriteAtFUA(p []byte, off int64) (int, error)
+}

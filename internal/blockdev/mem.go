@@ -38,14 +38,20 @@ type Mem struct {
 	closed bool
 }
 
-// memOp is one unsynced write (data != nil) or discard (data == nil).
+// memOp is one unsynced write (data != nil) or discard (data == nil). A
+// FUA write is durable already; it stays in the log only so that a torn
+// crash replays it after the earlier writes that may land under it.
 type memOp struct {
 	off    int64
 	length int64
 	data   []byte
+	fua    bool
 }
 
-var _ Device = (*Mem)(nil)
+var (
+	_ Device    = (*Mem)(nil)
+	_ FUAWriter = (*Mem)(nil)
+)
 
 // NewMem returns an empty (all zero) in-memory device of size bytes, with
 // nothing unsynced.
@@ -120,6 +126,28 @@ func (m *Mem) WriteAt(p []byte, off int64) (int, error) {
 	}
 	m.redo = append(m.redo, memOp{off: off, length: int64(len(p)), data: append([]byte(nil), p...)})
 	m.applyLocked(m.pages, p, off, true)
+	return len(p), nil
+}
+
+// WriteAtFUA is WriteAt, durable on return: a crash keeps it, whatever
+// happens to the other unsynced writes (which stay unsynced).
+func (m *Mem) WriteAtFUA(p []byte, off int64) (int, error) {
+	if off < 0 || off > m.size || int64(len(p)) > m.size-off {
+		return 0, fmt.Errorf("mem FUA write of %d bytes at %d (size %d): %w", len(p), off, m.size, ErrOutOfRange)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return 0, fmt.Errorf("mem FUA write at %d: %w", off, ErrClosed)
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	m.redo = append(m.redo, memOp{off: off, length: int64(len(p)), data: append([]byte(nil), p...), fua: true})
+	// Every page touched now has an undo entry (its synced content); the
+	// write goes into both the current and the synced content.
+	m.applyLocked(m.pages, p, off, true)
+	m.applyLocked(m.undo, p, off, false)
 	return len(p), nil
 }
 
@@ -268,10 +296,10 @@ func (m *Mem) CrashCloneTorn(rng *rand.Rand) *Mem {
 	landed := make([]memOp, 0, len(m.redo))
 	var tearable []int
 	for _, op := range m.redo {
-		if rng.IntN(2) == 0 {
+		if !op.fua && rng.IntN(2) == 0 {
 			continue
 		}
-		if op.data != nil && op.length > 512 {
+		if op.data != nil && op.length > 512 && !op.fua {
 			tearable = append(tearable, len(landed))
 		}
 		landed = append(landed, op)

@@ -55,7 +55,10 @@
 //
 // A write is acknowledged once it sits in a rambuf. FLUSH and FUA seal the
 // open rambuf, wait until every sealed segment is written and sync the cache
-// device; concurrent flushes share the seal and the sync. After a power cut
+// device; concurrent flushes share the seal and the sync. When the segment
+// a flush waits for is the only one not yet durable and the cache device
+// takes FUA writes (blockdev.FUAWriter: pwritev2 RWF_DSYNC on a file), it
+// is written with FUA instead and the sync is skipped. After a power cut
 // every sector reads its value as of the last completed FLUSH or a value
 // written later. Segments are written at most replay.TornWindow ahead of the
 // last sync, and a ring slot whose old header had a good checksum is cleared
@@ -87,6 +90,14 @@
 // starting each sync early (flusher.go) so that writes keep flowing. A
 // device with cheap flushes hardly notices; on a virtual disk whose flush
 // reaches the host it costs a noticeable share of the bandwidth.
+//
+// With many requests in flight (NBD at queue depth 32), what costs is
+// scheduling, not copying: writers that find no free rambuf wait on their
+// own cond (Volume.spaceCond), woken only when a rambuf or a ring slot is
+// freed, not by every seal and sync. Reads fetch runs of consecutive data
+// slots of a segment in one device read (a 1 MiB sequential read is a few
+// large reads, not 256 small ones). A FLUSH every few writes costs a FUA
+// segment write (one device round trip) rather than a write and a sync.
 //
 // The index costs 17 bytes per cache block with the table at its largest
 // (TestIndexBytesPerBlock, BenchmarkOpenIndexMemory16GiB).

@@ -95,7 +95,7 @@ func TestGroupCommit(t *testing.T) {
 	if err := Format(cache); err != nil {
 		t.Fatal(err)
 	}
-	v, err := Open(Config{Backing: blockdev.NewMem(1 << 20), Cache: slowSync{cache}, Logger: testLogger(t)})
+	v, err := Open(Config{Backing: blockdev.NewMem(1 << 20), Cache: noFUADevice{slowSync{cache}}, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -51,6 +51,7 @@ func (v *Volume) flush() error {
 			v.sealLocked()
 		}
 		sealed := v.lastSealed
+		v.fuaTarget = max(v.fuaTarget, sealed)
 		for v.lastWritten < sealed && v.failErr == nil {
 			v.cond.Wait()
 		}

@@ -114,8 +114,12 @@ func (v *Volume) flusher(ctx context.Context) {
 		// Set before the write starts: from now on the slot may hold a good
 		// header.
 		v.hdrLive[slot] = !zeroHeader
+		// A Flush waits for this very segment and everything before it is
+		// durable: a FUA write makes it durable in one round trip, where a
+		// write and a sync take two.
+		fua := v.fuaDev != nil && rb.id <= v.fuaTarget && v.durable+1 == rb.id
 		v.segWrites.Add(1)
-		go v.writeSegment(rb, slot, zeroHeader)
+		go v.writeSegment(rb, slot, zeroHeader, fua)
 	}
 }
 
@@ -170,14 +174,21 @@ func (v *Volume) zeroHeadersLocked(id uint64, zero []byte) {
 
 // writeSegment writes one sealed segment as one sequential write of its
 // header and length data slots. A failed write is retried twice; after
-// that the cache device is declared failed.
-func (v *Volume) writeSegment(rb *rambuf, slot uint64, zeroHeader bool) {
+// that the cache device is declared failed. With fua (every earlier
+// segment was durable when the flusher dispatched it) the write is a FUA
+// write, and the segment is durable once it completes.
+func (v *Volume) writeSegment(rb *rambuf, slot uint64, zeroHeader, fua bool) {
 	defer v.segWrites.Done()
 	img := rb.image(zeroHeader)
 	off := v.geo.SegmentOffset(slot)
 	for attempt := 0; ; attempt++ {
 		start := time.Now()
-		_, err := v.cache.WriteAt(img, off)
+		var err error
+		if fua {
+			_, err = v.fuaDev.WriteAtFUA(img, off)
+		} else {
+			_, err = v.cache.WriteAt(img, off)
+		}
 		v.stats.segmentWrites.Add(1)
 		v.stats.segmentWriteNanos.Add(int64(time.Since(start)))
 		if err == nil {
@@ -193,6 +204,10 @@ func (v *Volume) writeSegment(rb *rambuf, slot uint64, zeroHeader bool) {
 		time.Sleep(time.Duration(attempt+1) * 10 * time.Millisecond)
 	}
 	v.mu.Lock()
+	if fua {
+		// durable was rb.id-1 at dispatch and never decreases.
+		v.durable = max(v.durable, rb.id)
+	}
 	v.segmentWrittenLocked(rb)
 	v.mu.Unlock()
 }

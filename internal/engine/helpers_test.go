@@ -25,14 +25,25 @@ type rig struct {
 	cache   *blockdev.Mem
 	backing *blockdev.Mem
 	tun     map[string]int64
+	noFUA   bool // hide the Mem's FUA writes: the engine writes, then syncs
 	v       *Volume
 }
+
+// noFUADevice hides a device's WriteAtFUA from the engine.
+type noFUADevice struct{ blockdev.Device }
 
 // newRig formats an in-memory cache of nSeg segments in front of an
 // in-memory backing device of backingBytes, and opens a volume.
 func newRig(t testing.TB, nSeg int, backingBytes int64, tun map[string]int64) *rig {
 	t.Helper()
-	r := &rig{t: t, cache: blockdev.NewMem(cacheSize(nSeg)), backing: blockdev.NewMem(backingBytes), tun: tun}
+	return newRigFUA(t, nSeg, backingBytes, tun, true)
+}
+
+// newRigFUA is newRig; with fua false the engine does not see that the
+// cache device takes FUA writes.
+func newRigFUA(t testing.TB, nSeg int, backingBytes int64, tun map[string]int64, fua bool) *rig {
+	t.Helper()
+	r := &rig{t: t, cache: blockdev.NewMem(cacheSize(nSeg)), backing: blockdev.NewMem(backingBytes), tun: tun, noFUA: !fua}
 	if err := Format(r.cache); err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +58,11 @@ func newRig(t testing.TB, nSeg int, backingBytes int64, tun map[string]int64) *r
 
 func (r *rig) open() {
 	r.t.Helper()
-	v, err := Open(Config{Backing: r.backing, Cache: r.cache, Tunables: r.tun, Logger: testLogger(r.t)})
+	var cache blockdev.Device = r.cache
+	if r.noFUA {
+		cache = noFUADevice{r.cache}
+	}
+	v, err := Open(Config{Backing: r.backing, Cache: cache, Tunables: r.tun, Logger: testLogger(r.t)})
 	if err != nil {
 		r.t.Fatal(err)
 	}

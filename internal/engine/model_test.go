@@ -153,7 +153,9 @@ func runModel(t *testing.T, seed uint64, nOps int) error {
 	if seed%4 == 0 {
 		tun[TunWriteAroundMode] = 1
 	}
-	r := newRig(t, nSeg, volBytes, tun)
+	// Odd seeds: the cache device takes no FUA writes, so every flush
+	// writes and then syncs.
+	r := newRigFUA(t, nSeg, volBytes, tun, seed%2 == 0)
 	m := newModel(volBytes)
 	var stamp byte
 	data := func(n int) []byte {

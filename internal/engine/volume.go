@@ -45,7 +45,8 @@ const maxRAMBuffers = 256
 // holding a dm-writeboost log. All methods are safe for concurrent use.
 type Volume struct {
 	cache   blockdev.Device
-	backing *timedDevice // the backing device, with busy-time accounting for the modulator
+	fuaDev  blockdev.FUAWriter // cache, when it takes FUA writes (nil: write, then Sync)
+	backing *timedDevice       // the backing device, with busy-time accounting for the modulator
 	log     *slog.Logger
 	geo     layout.Geometry
 	size    int64 // volume size: backing size rounded down to 512
@@ -90,6 +91,11 @@ type Volume struct {
 	lastWB         uint64 // every segment up to this id is written back (last_writeback_id)
 	recorded       uint64 // superblock record last written
 	partialFlushed uint64
+
+	// fuaTarget is the newest segment a Flush waits to be durable: when it
+	// goes to the device with every earlier segment durable, one FUA
+	// write replaces the write and the sync.
+	fuaTarget uint64
 
 	// group commit of cache syncs (see syncCache)
 	syncing      bool
@@ -141,6 +147,7 @@ func Open(cfg Config) (*Volume, error) {
 		modulatorInterval: modulatorInterval,
 		writebackBackoff:  writebackBackoff,
 	}
+	v.fuaDev, _ = cfg.Cache.(blockdev.FUAWriter)
 	if v.log == nil {
 		v.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
