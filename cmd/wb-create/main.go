@@ -19,6 +19,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -53,7 +54,21 @@ SIGTERM or SIGINT stops it cleanly; a second signal exits at once (the log
 replays at the next start). Manage it with wb-status and wb-message.`
 
 func main() {
+	setMaxProcs()
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, nil))
+}
+
+// minProcs is the fewest Ps wb-create runs with. NB: every cache-device read
+// is a blocking pread on an O_DIRECT file; with one P per core, few of them
+// are in flight at once and the device idles (4 KiB read hits at QD32:
+// 17.8k IOPS with 2 Ps, 38-42k with 8, on 2 cores). GOMAXPROCS in the
+// environment still wins.
+const minProcs = 8
+
+func setMaxProcs() {
+	if os.Getenv("GOMAXPROCS") == "" && runtime.GOMAXPROCS(0) < minProcs {
+		runtime.GOMAXPROCS(minProcs)
+	}
 }
 
 // run parses args and runs the volume until a signal; sig, if not nil,
