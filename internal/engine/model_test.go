@@ -124,7 +124,7 @@ func (m *model) afterCrash(img []byte) error {
 // model on a cache of a few segments, so the ring wraps often, with clean
 // reopens and crashes (dropping, or tearing, everything not synced).
 func TestModel(t *testing.T) {
-	seeds := []uint64{1, 2, 3, 4}
+	seeds := []uint64{1, 2, 3, 4, 5, 6, 7, 8} // about 500 crashes, half of them torn
 	if *modelSeed != 0 {
 		seeds = []uint64{*modelSeed}
 	}
