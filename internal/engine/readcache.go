@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"slices"
 
 	"github.com/writeboost/writeboost/internal/layout"
@@ -109,7 +110,7 @@ func (v *Volume) injectReadCacheLocked() {
 	rc := &v.rc
 	threshold := v.tun.readCacheThreshold()
 	sorted := slices.Clone(rc.order)
-	slices.SortFunc(sorted, func(a, b *rcCell) int { return cmpU64(a.block, b.block) })
+	slices.SortFunc(sorted, func(a, b *rcCell) int { return cmp.Compare(a.block, b.block) })
 	// cf. read_cache_cancel_background: long sequential runs are not cached.
 	for i := 0; i < len(sorted); {
 		j := i + 1
@@ -147,14 +148,4 @@ func (v *Volume) injectReadCacheLocked() {
 	rc.cells = make(map[uint64]*rcCell)
 	rc.order = nil
 	rc.filled = 0
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -166,7 +167,7 @@ func (v *Volume) writebackBatch(ents []wbEntry, from uint64, segBuf []byte) (int
 	if err := v.readBatchSegments(ents, from, segBuf); err != nil {
 		return 0, err
 	}
-	slices.SortFunc(ents, func(a, b wbEntry) int { return cmpU64(a.block, b.block) })
+	slices.SortFunc(ents, func(a, b wbEntry) int { return cmp.Compare(a.block, b.block) })
 	// Stage the dirty sectors in backing-sector order so that adjacent
 	// sectors become one write.
 	var total int
