@@ -112,42 +112,35 @@ func (m *Mem) readLocked(p []byte, off int64) {
 
 // WriteAt writes p at off. The write is complete, but not durable, when it
 // returns: a CrashClone taken before the next Sync drops it.
-func (m *Mem) WriteAt(p []byte, off int64) (int, error) {
-	if off < 0 || off > m.size || int64(len(p)) > m.size-off {
-		return 0, fmt.Errorf("mem write of %d bytes at %d (size %d): %w", len(p), off, m.size, ErrOutOfRange)
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return 0, fmt.Errorf("mem write at %d: %w", off, ErrClosed)
-	}
-	if len(p) == 0 {
-		return 0, nil
-	}
-	m.redo = append(m.redo, memOp{off: off, length: int64(len(p)), data: append([]byte(nil), p...)})
-	m.applyLocked(m.pages, p, off, true)
-	return len(p), nil
-}
+func (m *Mem) WriteAt(p []byte, off int64) (int, error) { return m.write(p, off, false) }
 
 // WriteAtFUA is WriteAt, durable on return: a crash keeps it, whatever
 // happens to the other unsynced writes (which stay unsynced).
-func (m *Mem) WriteAtFUA(p []byte, off int64) (int, error) {
+func (m *Mem) WriteAtFUA(p []byte, off int64) (int, error) { return m.write(p, off, true) }
+
+func (m *Mem) write(p []byte, off int64, fua bool) (int, error) {
+	what := "write"
+	if fua {
+		what = "FUA write"
+	}
 	if off < 0 || off > m.size || int64(len(p)) > m.size-off {
-		return 0, fmt.Errorf("mem FUA write of %d bytes at %d (size %d): %w", len(p), off, m.size, ErrOutOfRange)
+		return 0, fmt.Errorf("mem %s of %d bytes at %d (size %d): %w", what, len(p), off, m.size, ErrOutOfRange)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
-		return 0, fmt.Errorf("mem FUA write at %d: %w", off, ErrClosed)
+		return 0, fmt.Errorf("mem %s at %d: %w", what, off, ErrClosed)
 	}
 	if len(p) == 0 {
 		return 0, nil
 	}
-	m.redo = append(m.redo, memOp{off: off, length: int64(len(p)), data: append([]byte(nil), p...), fua: true})
-	// Every page touched now has an undo entry (its synced content); the
-	// write goes into both the current and the synced content.
+	m.redo = append(m.redo, memOp{off: off, length: int64(len(p)), data: append([]byte(nil), p...), fua: fua})
 	m.applyLocked(m.pages, p, off, true)
-	m.applyLocked(m.undo, p, off, false)
+	if fua {
+		// Every page touched now has an undo entry (its synced content);
+		// a FUA write goes into the synced content too.
+		m.applyLocked(m.undo, p, off, false)
+	}
 	return len(p), nil
 }
 
