@@ -3,6 +3,7 @@ package blockdev
 import (
 	"bytes"
 	"errors"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -21,18 +22,6 @@ func outcomes(t *testing.T, n int, op func() error) []int {
 		}
 	}
 	return failed
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestFaultyRules(t *testing.T) {
@@ -66,7 +55,7 @@ func TestFaultyRules(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			f := NewFaulty(NewMem(1 << 20))
 			f.Inject(c.rule)
-			if got := outcomes(t, 10, func() error { return c.op(f) }); !equalInts(got, c.want) {
+			if got := outcomes(t, 10, func() error { return c.op(f) }); !slices.Equal(got, c.want) {
 				t.Fatalf("failed attempts %v, want %v", got, c.want)
 			}
 			if got := f.Stats().Faults; got != int64(len(c.want)) {

@@ -333,60 +333,45 @@ func TestConcurrentOutOfOrder(t *testing.T) {
 	}
 }
 
-// TestInFlightBound: with MaxInFlight 4, a fifth request waits until one
-// finishes.
-func TestInFlightBound(t *testing.T) {
+// checkInFlightBound sends n reads of size bytes to a backend that holds
+// them, and checks that exactly want of them reach it before it lets go.
+func checkInFlightBound(t *testing.T, opts Options, n, size, want int) {
+	t.Helper()
 	m := newMem(testSize)
 	m.gate = make(chan struct{})
 	m.entered = make(chan struct{}, 100)
-	ts := startServer(t, []Export{{Backend: m}}, Options{MaxInFlight: 4})
+	ts := startServer(t, []Export{{Backend: m}}, opts)
 	c, _ := open(t, ts.sock, "")
-	for i := range 6 {
-		c.send(cmdRead, 0, uint64(i), 0, 512, nil)
+	for i := range n {
+		c.send(cmdRead, 0, uint64(i), 0, uint32(size), nil)
 	}
-	for range 4 {
+	for range want {
 		<-m.entered
 	}
 	select {
 	case <-m.entered:
-		t.Fatal("more than MaxInFlight requests in the backend")
+		t.Fatalf("more than %d requests in the backend", want)
 	case <-time.After(200 * time.Millisecond):
 	}
 	close(m.gate)
-	for range 6 {
+	for range n {
 		if _, code := c.readReply(); code != 0 {
 			t.Fatal(code)
 		}
-		c.read(512)
+		c.read(size)
 	}
+}
+
+// TestInFlightBound: with MaxInFlight 4, a fifth request waits until one
+// finishes.
+func TestInFlightBound(t *testing.T) {
+	checkInFlightBound(t, Options{MaxInFlight: 4}, 6, 512, 4)
 }
 
 // TestInFlightByteBound: with a 8 KiB budget, only two 4 KiB reads are in
 // the backend at once.
 func TestInFlightByteBound(t *testing.T) {
-	m := newMem(testSize)
-	m.gate = make(chan struct{})
-	m.entered = make(chan struct{}, 100)
-	ts := startServer(t, []Export{{Backend: m}}, Options{MaxInFlightBytes: 8192})
-	c, _ := open(t, ts.sock, "")
-	for i := range 3 {
-		c.send(cmdRead, 0, uint64(i), 0, 4096, nil)
-	}
-	for range 2 {
-		<-m.entered
-	}
-	select {
-	case <-m.entered:
-		t.Fatal("more than MaxInFlightBytes of reads in the backend")
-	case <-time.After(200 * time.Millisecond):
-	}
-	close(m.gate)
-	for range 3 {
-		if _, code := c.readReply(); code != 0 {
-			t.Fatal(code)
-		}
-		c.read(4096)
-	}
+	checkInFlightBound(t, Options{MaxInFlightBytes: 8192}, 3, 4096, 2)
 }
 
 // TestManyConnections drives several connections at once, each with many

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -76,18 +77,6 @@ func ids(segs []Segment) []uint64 {
 	return out
 }
 
-func eqIDs(a []uint64, b ...uint64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 func TestScanEmptyAndUnformatted(t *testing.T) {
 	im := newImage(t, 4)
 	l := im.scan(t)
@@ -114,7 +103,7 @@ func TestScanRingWrap(t *testing.T) {
 		im.put(id, mbWrite{sector: 8 * id, dirty: 0xFF, fill: byte(id)})
 	}
 	l := im.scan(t)
-	if !eqIDs(ids(l.Valid), 3, 4, 5, 6) || l.MaxID != 6 || l.LastFlushedID != 6 {
+	if !slices.Equal(ids(l.Valid), []uint64{3, 4, 5, 6}) || l.MaxID != 6 || l.LastFlushedID != 6 {
 		t.Fatalf("valid %v max %d flushed %d", ids(l.Valid), l.MaxID, l.LastFlushedID)
 	}
 	if l.LastWritebackID != 2 {
@@ -138,7 +127,7 @@ func TestScanTornNewest(t *testing.T) {
 	}
 	im.corrupt(6)
 	l := im.scan(t)
-	if !eqIDs(ids(l.Valid), 3, 4, 5) || l.Bad == nil || l.Bad.Header.ID != 6 || l.LastFlushedID != 5 {
+	if !slices.Equal(ids(l.Valid), []uint64{3, 4, 5}) || l.Bad == nil || l.Bad.Header.ID != 6 || l.LastFlushedID != 5 {
 		t.Fatalf("valid %v bad %+v flushed %d", ids(l.Valid), l.Bad, l.LastFlushedID)
 	}
 	if !l.TornTail() || l.Damaged() {
@@ -153,7 +142,7 @@ func TestScanTornWindowAndMidLogCorruption(t *testing.T) {
 	}
 	im.corrupt(14) // 15..20 are within the window of 8
 	l := im.scan(t)
-	if !l.TornTail() || l.LastFlushedID != 13 || !eqIDs(ids(l.Discarded), 15, 16, 17, 18, 19, 20) {
+	if !l.TornTail() || l.LastFlushedID != 13 || !slices.Equal(ids(l.Discarded), []uint64{15, 16, 17, 18, 19, 20}) {
 		t.Fatalf("torn window: torn %v flushed %d discarded %v problems %v", l.TornTail(), l.LastFlushedID, ids(l.Discarded), l.Problems)
 	}
 	im.put(14, mbWrite{sector: 8, dirty: 0xFF, fill: 1})
@@ -189,7 +178,7 @@ func TestScanWrongSlotAndDisorder(t *testing.T) {
 	im.put(3, mbWrite{sector: 8, dirty: 0xFF})
 	im.put(5, mbWrite{sector: 8, dirty: 0xFF}) // overwrites slot 0: walk 2,3,[slot 3 empty],5
 	l = im.scan(t)
-	if l.Damaged() || !eqIDs(ids(l.Valid), 2, 3, 5) {
+	if l.Damaged() || !slices.Equal(ids(l.Valid), []uint64{2, 3, 5}) {
 		t.Fatalf("gap: valid %v problems %v", ids(l.Valid), l.Problems)
 	}
 	im.put(9, mbWrite{sector: 8, dirty: 0xFF}) // slot 0 again, id 9: walk 2,3,9 ... fine
