@@ -39,6 +39,12 @@ func (v *Volume) WriteAt(p []byte, off int64, fua bool) error {
 	return err
 }
 
+// WritesInline tells the NBD server (nbd.InlineWriter) that a write
+// without FUA usually completes in memory, a copy into the open rambuf, so
+// it may be served on the connection's reader goroutine. Not in
+// write-around mode, where every write waits for the backing device.
+func (v *Volume) WritesInline() bool { return !v.tun.writeAroundMode() }
+
 // writeUnaligned is a read-modify-write at sector granularity: the first
 // and last sectors are read through the normal read path, merged, and the
 // whole sector range written. rmwMu keeps two unaligned writes sharing a

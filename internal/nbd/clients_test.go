@@ -110,9 +110,12 @@ func TestClientNbdinfo(t *testing.T) {
 	}
 }
 
-func TestClientQemuIO(t *testing.T) {
+func TestClientQemuIO(t *testing.T) { bothWriteModes(t, testClientQemuIO) }
+
+func testClientQemuIO(t *testing.T, inline bool) {
 	const size = 4 << 20
 	m := newMem(size)
+	m.inline = inline
 	ts := startServer(t, []Export{{Name: "vol", Backend: m}}, Options{})
 
 	want := make([]byte, size)
@@ -208,9 +211,12 @@ func TestClientNbdcopy(t *testing.T) {
 	}
 }
 
-func TestClientFio(t *testing.T) {
+func TestClientFio(t *testing.T) { bothWriteModes(t, testClientFio) }
+
+func testClientFio(t *testing.T, inline bool) {
 	const jobs, per = 4, 2 << 20
 	m := newMem(jobs * per)
+	m.inline = inline
 	ts := startServer(t, []Export{{Name: "", Backend: m}}, Options{})
 	out := runTool(t, "fio",
 		"--name=randwrite", "--ioengine=nbd", "--uri="+uri(ts, ""),

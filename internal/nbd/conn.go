@@ -14,8 +14,10 @@ import (
 
 // conn is one client connection. Its goroutine (conn.serve) owns the read
 // side: it runs the handshake, then reads requests and starts one goroutine
-// per request, bounded by MaxInFlight and MaxInFlightBytes. Those request
-// goroutines write their replies, in completion order, under wmu. The
+// per request, bounded by MaxInFlight and MaxInFlightBytes, or serves a
+// small write itself (see InlineWriter). Request goroutines write their
+// replies, in completion order, under wmu; the replies of inline writes are
+// batched and sent before the reader next waits for the client. The
 // connection goroutine waits for all of them before it closes the socket.
 type conn struct {
 	s  *Server
@@ -35,6 +37,10 @@ type conn struct {
 
 	wg sync.WaitGroup // request goroutines
 
+	// batch holds the replies of inline writes not yet sent; only the
+	// connection goroutine touches it.
+	batch []byte
+
 	fixed    bool // client set NBD_FLAG_C_FIXED_NEWSTYLE
 	noZeroes bool // client set NBD_FLAG_C_NO_ZEROES
 }
@@ -43,7 +49,7 @@ type conn struct {
 func (c *conn) serve() {
 	defer c.s.removeConn(c)
 	defer c.nc.Close()
-	c.br = bufio.NewReaderSize(c.nc, 64<<10)
+	c.br = bufio.NewReaderSize(c.nc, readBufferSize)
 	e, err := c.handshake()
 	if err != nil {
 		if c.isStopped() {
@@ -65,7 +71,7 @@ func (c *conn) serve() {
 func (c *conn) serveExport(e *Export) {
 	defer c.s.removeConn(c)
 	defer c.nc.Close()
-	c.br = bufio.NewReaderSize(c.nc, 64<<10)
+	c.br = bufio.NewReaderSize(c.nc, readBufferSize)
 	c.transmit(e)
 }
 
@@ -300,14 +306,18 @@ func (c *conn) optReply(opt, typ uint32, data []byte) error {
 // --- transmission ---
 
 // transmit reads requests until the client disconnects, sends NBD_CMD_DISC,
-// breaks the protocol, or Shutdown stops the read side; then it waits for
-// the requests in flight, whose replies still go out.
+// breaks the protocol, or Shutdown stops the read side; then it sends the
+// batched replies and waits for the requests in flight, whose replies still
+// go out.
 func (c *conn) transmit(e *Export) {
 	defer c.wg.Wait()
+	defer c.sendBatch()
 	size := uint64(e.Backend.Size())
 	flags := c.s.transmissionFlags(e)
+	iw, _ := e.Backend.(InlineWriter)
 	var hdr [requestSize]byte
 	for {
+		c.fill(requestSize)
 		if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
 			c.readEnded(err, "request header")
 			return
@@ -320,6 +330,14 @@ func (c *conn) transmit(e *Export) {
 		if req.typ == cmdDisc {
 			// Soft disconnect: the deferred wait sends what is in flight.
 			return
+		}
+		if iw != nil && req.typ == cmdWrite && req.flags == 0 && req.length <= maxInlineWrite &&
+			check(e, size, flags, req) == 0 && iw.WritesInline() {
+			if err := c.writeInline(e, req); err != nil {
+				c.readEnded(err, "request")
+				return
+			}
+			continue
 		}
 		if err := c.dispatch(e, size, flags, req); err != nil {
 			c.readEnded(err, "request")
@@ -391,6 +409,67 @@ func check(e *Export, size uint64, flags uint16, req request) uint32 {
 	return 0
 }
 
+// readBufferSize is the connection's receive buffer. It holds a whole
+// inline write (header and payload), and a burst of small requests arrives
+// in one read.
+const readBufferSize = 128 << 10
+
+// maxInlineWrite is the largest write served on the connection goroutine
+// (see InlineWriter). Larger writes gain nothing from it: their cost is the
+// copy, and on a request goroutine the next payload is read meanwhile.
+const maxInlineWrite = 64 << 10
+
+// maxBatch is how many inline replies wait at most before they are sent
+// even though more requests are buffered: a client that keeps the pipe
+// full still gets its replies, hence its credit, in bounded batches.
+const maxBatch = 64
+
+// fill is called before the connection goroutine reads n bytes: if they
+// are not all buffered the read may wait for the client, so the batched
+// replies go out first (the client may be waiting for them to send more).
+func (c *conn) fill(n int) {
+	if len(c.batch) > 0 && c.br.Buffered() < n {
+		c.sendBatch()
+	}
+}
+
+// sendBatch sends the batched replies of inline writes in one write.
+func (c *conn) sendBatch() {
+	if len(c.batch) == 0 {
+		return
+	}
+	bufs := net.Buffers{c.batch}
+	c.send(&bufs)
+	c.batch = c.batch[:0]
+}
+
+// writeInline serves a validated WRITE without flags on the connection
+// goroutine: WriteAt gets the payload in the receive buffer, and the reply
+// joins the batch. An error means the stream cannot go on.
+func (c *conn) writeInline(e *Export, req request) error {
+	n := int(req.length)
+	c.fill(n)
+	p, err := c.br.Peek(n)
+	if err != nil {
+		return fmt.Errorf("read write payload: %w", err)
+	}
+	werr := e.Backend.WriteAt(p, int64(req.offset), false)
+	if _, err := c.br.Discard(n); err != nil {
+		return fmt.Errorf("read write payload: %w", err) // cannot happen: Peek had them
+	}
+	if werr != nil {
+		c.s.log.Debug("nbd: request failed", "remote", c.remote(), "type", req.typ,
+			"offset", req.offset, "length", req.length, "err", werr)
+	}
+	var hdr [simpleReplySize]byte
+	putSimpleReply(&hdr, errnoOf(werr), req.handle)
+	c.batch = append(c.batch, hdr[:]...)
+	if len(c.batch) >= maxBatch*simpleReplySize {
+		c.sendBatch()
+	}
+	return nil
+}
+
 // op is one request in flight: its header, its payload buffer and the
 // storage of its reply, pooled so that the hot path allocates nothing.
 type op struct {
@@ -437,6 +516,7 @@ func (c *conn) dispatch(e *Export, size uint64, flags uint16, req request) error
 		o.buf = getBuf(int(req.length))
 	}
 	if req.typ == cmdWrite {
+		c.fill(len(*o.buf))
 		if _, err := io.ReadFull(c.br, *o.buf); err != nil {
 			o.done()
 			return fmt.Errorf("read write payload: %w", err)
@@ -517,7 +597,16 @@ func (o *op) done() {
 func (c *conn) acquire(n int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for c.nInflight >= c.s.opts.MaxInFlight || (c.nInflight > 0 && c.bytesInflight+n > c.s.opts.MaxInFlightBytes) {
+	full := func() bool {
+		return c.nInflight >= c.s.opts.MaxInFlight || (c.nInflight > 0 && c.bytesInflight+n > c.s.opts.MaxInFlightBytes)
+	}
+	if full() && len(c.batch) > 0 {
+		// About to wait: the batched replies must not wait with us.
+		c.mu.Unlock()
+		c.sendBatch()
+		c.mu.Lock()
+	}
+	for full() {
 		c.cond.Wait()
 	}
 	c.nInflight++

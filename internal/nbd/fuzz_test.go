@@ -61,7 +61,15 @@ func FuzzParseInfoRequest(f *testing.F) {
 // draining whatever the server sends, then hangs up, and requires the
 // connection goroutine to finish promptly.
 func pipeSession(t *testing.T, input []byte, run func(c *conn)) {
-	srv, err := NewServer([]Export{{Name: "vol", Backend: newMem(64 << 10)}}, Options{HandshakeTimeout: 2 * time.Second})
+	for _, inline := range []bool{false, true} {
+		m := newMem(64 << 10)
+		m.inline = inline
+		pipeSessionWith(t, m, input, run)
+	}
+}
+
+func pipeSessionWith(t *testing.T, m *memBackend, input []byte, run func(c *conn)) {
+	srv, err := NewServer([]Export{{Name: "vol", Backend: m}}, Options{HandshakeTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

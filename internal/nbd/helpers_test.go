@@ -29,7 +29,13 @@ type memBackend struct {
 
 	gate    chan struct{} // when non-nil, operations wait until it is closed
 	entered chan struct{} // when non-nil, each operation sends here before the gate
+
+	// inline is what WritesInline answers: whether small writes without
+	// FUA are served on the connection goroutine (see InlineWriter).
+	inline bool
 }
+
+func (m *memBackend) WritesInline() bool { return m.inline }
 
 func newMem(size int) *memBackend { return &memBackend{data: make([]byte, size)} }
 
@@ -139,6 +145,13 @@ type testServer struct {
 
 func startServer(t testing.TB, exports []Export, opts Options) *testServer {
 	t.Helper()
+	return startServerWrapped(t, exports, opts, nil)
+}
+
+// startServerWrapped is startServer with the listener wrapped by wrap (nil:
+// as is), e.g. to watch the server's side of each connection.
+func startServerWrapped(t testing.TB, exports []Export, opts Options, wrap func(net.Listener) net.Listener) *testServer {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "nbdtest")
 	if err != nil {
 		t.Fatal(err)
@@ -155,6 +168,9 @@ func startServer(t testing.TB, exports []Export, opts Options) *testServer {
 	l, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if wrap != nil {
+		l = wrap(l)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ts := &testServer{srv: srv, sock: sock, cancel: cancel, done: make(chan error, 1)}

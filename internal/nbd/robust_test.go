@@ -10,8 +10,11 @@ import (
 // TestRobustness throws malformed and abandoned conversations at a server
 // over a real socket. After each one the server must still serve a fresh
 // connection, and no connection may be left behind.
-func TestRobustness(t *testing.T) {
+func TestRobustness(t *testing.T) { bothWriteModes(t, testRobustness) }
+
+func testRobustness(t *testing.T, inline bool) {
 	m := newMem(testSize)
+	m.inline = inline
 	ts := startServer(t, []Export{{Name: "vol", Backend: m}}, Options{HandshakeTimeout: 5 * time.Second})
 
 	optHdr := func(magic uint64, opt, length uint32) []byte {

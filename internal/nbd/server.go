@@ -29,6 +29,21 @@ type Backend interface {
 	WriteZeroes(off, length int64, fua bool) error
 }
 
+// InlineWriter is an optional Backend interface for backends whose writes
+// complete in memory (a write-back cache copying them into a RAM buffer).
+// When WritesInline reports true, a WRITE without FUA of at most
+// maxInlineWrite bytes is served on the connection's reader goroutine, its
+// payload passed to WriteAt straight from the receive buffer, and its reply
+// held back until the reader is about to wait for the client, so that the
+// replies of a burst of writes leave in one system call. That saves a
+// goroutine, a payload copy and a reply write per request; it also means the
+// connection reads nothing else while WriteAt runs, hence the question is
+// asked per request (a write-back cache in write-around mode, whose writes
+// wait for the backing device, says no).
+type InlineWriter interface {
+	WritesInline() bool
+}
+
 // Export is one named volume of a server.
 type Export struct {
 	Name        string // export name as clients ask for it; "" is the default export

@@ -178,8 +178,18 @@ func TestHandshakeExportName(t *testing.T) {
 	c.expectClosed()
 }
 
-func TestCommands(t *testing.T) {
+// bothWriteModes runs f with writes served on request goroutines and on
+// the connection goroutine (InlineWriter).
+func bothWriteModes(t *testing.T, f func(t *testing.T, inline bool)) {
+	t.Run("goroutines", func(t *testing.T) { f(t, false) })
+	t.Run("inline", func(t *testing.T) { f(t, true) })
+}
+
+func TestCommands(t *testing.T) { bothWriteModes(t, testCommands) }
+
+func testCommands(t *testing.T, inline bool) {
 	m := newMem(testSize)
+	m.inline = inline
 	ts := startServer(t, []Export{{Name: "", Backend: m}}, Options{})
 	c, _ := open(t, ts.sock, "")
 
@@ -257,8 +267,11 @@ func TestCommands(t *testing.T) {
 	c.expectClosed()
 }
 
-func TestBackendErrorsMapped(t *testing.T) {
+func TestBackendErrorsMapped(t *testing.T) { bothWriteModes(t, testBackendErrorsMapped) }
+
+func testBackendErrorsMapped(t *testing.T, inline bool) {
 	m := newMem(testSize)
+	m.inline = inline
 	ts := startServer(t, []Export{{Backend: m}}, Options{})
 	c, _ := open(t, ts.sock, "")
 	for _, tc := range []struct {
