@@ -224,6 +224,13 @@ func targets() []*target {
 	return []*target{
 		{Name: "P1", Desc: "4K randwrite QD32 via NBD vs nbdkit memory (transport ceiling)", Row: n("randwrite-qd32", sWBFiles), Ref: n("randwrite-qd32", sMemory), Op: ">=", Value: 0.8},
 		{Name: "P1", Desc: "4K randwrite QD32 via NBD vs qemu-nbd O_DIRECT on the cache file", Row: n("randwrite-qd32", sWBFiles), Ref: n("randwrite-qd32", sQemu), Op: ">=", Value: 2},
+		{Name: "P1", Desc: "1 MiB seq write QD4 via NBD vs nbdkit memory (transport ceiling)", Row: n("seqwrite-1m-qd4", sWBFiles), Ref: n("seqwrite-1m-qd4", sMemory), Op: ">=", Value: 0.8},
+		{Name: "P1", Desc: "1 MiB seq read QD4 via NBD vs nbdkit memory (transport ceiling)", Row: n("seqread-1m-qd4", sWBFiles), Ref: n("seqread-1m-qd4", sMemory), Op: ">=", Value: 0.8},
+		// The device ceiling under those two: every byte of a sequential
+		// write goes to the cache file, and a read of cached data comes
+		// from it, so they cannot beat the file's own O_DIRECT rates.
+		{Name: "dev", Desc: "1 MiB seq write via NBD vs the cache file's own O_DIRECT seq write", Row: n("seqwrite-1m-qd4", sWBFiles), Ref: "physical/seqwrite-512k", Op: ">=", Value: 0.8},
+		{Name: "dev", Desc: "1 MiB seq read via NBD vs the cache file's own O_DIRECT seq read", Row: n("seqread-1m-qd4", sWBFiles), Ref: "physical/seqread-1m", Op: ">=", Value: 0.8},
 		{Name: "P2", Desc: "engine 4K random writes vs cache file 512K seq O_DIRECT write", Row: "engine/randwrite-4k", Ref: "physical/seqwrite-512k", Op: ">=", Value: 0.8},
 		{Name: "P3", Desc: "HDD: 4K randwrite QD1 vs nbdkit file on the HDD", Row: n("randwrite-qd1", sWBHDD), Ref: n("randwrite-qd1", sHDD), Op: ">=", Value: 100},
 		{Name: "P3", Desc: "HDD: 4K randwrite QD32 vs nbdkit file on the HDD", Row: n("randwrite-qd32", sWBHDD), Ref: n("randwrite-qd32", sHDD), Op: ">=", Value: 100},

@@ -57,12 +57,12 @@ func workloads() []workload {
 		{key: "randrw70-qd32", epoch: "qd32", job: fioJob{RW: "randrw", MixRead: 70, BS: 4 * kib, Depth: 32}, unit: "IOPS",
 			subjects: []string{sMemory, sWBHDD, sCache}},
 		{key: "seqwrite-1m-qd4", epoch: "seq", job: fioJob{RW: "write", BS: mib, Depth: 4}, unit: "MB/s",
-			subjects: []string{sMemory, sWBFiles, sWBHDD, sCache, sHDD}, quick: []string{sWBHDD, sWBFiles}},
+			subjects: []string{sMemory, sWBFiles, sWBHDD, sCache, sHDD}, quick: []string{sMemory, sWBHDD, sWBFiles}},
 		{key: "randread-cached-qd32", epoch: "seq", job: r4("randread", 32), unit: "IOPS",
 			subjects: []string{sMemory, sQemu, sWBFiles, sWBHDD, sCache},
 			quick:    []string{sMemory, sWBHDD}},
 		{key: "seqread-1m-qd4", epoch: "seq", job: fioJob{RW: "read", BS: mib, Depth: 4}, unit: "MB/s",
-			subjects: []string{sMemory, sWBFiles, sWBHDD, sCache}},
+			subjects: []string{sMemory, sWBFiles, sWBHDD, sCache}, quick: []string{sMemory, sWBFiles}},
 	}
 }
 
