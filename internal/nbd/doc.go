@@ -30,7 +30,15 @@
 // goroutine per request, at most Options.MaxInFlight (and
 // Options.MaxInFlightBytes of payload) per connection; replies go out in
 // completion order, each in a single write under the connection's write
-// lock. Payload buffers come from size-class pools.
+// lock. Payload buffers come from size-class pools. The exception is a
+// write without FUA of at most 64 KiB to a backend that implements
+// InlineWriter and says yes (a write-back cache taking writes into RAM):
+// the connection goroutine serves it itself, straight from its receive
+// buffer, and batches the replies of such writes until it is about to wait
+// for the client, so a burst of small writes costs one reply write, not one
+// goroutine, one copy and one write each. Measured with fio's nbd engine,
+// 4 KiB random writes at iodepth 32 on 2 cores: ~115k IOPS one goroutine
+// per write, ~170-180k inline (nbdkit memory: ~220k).
 //
 // Bad input: a range past the end gets EINVAL (ENOSPC for writes), an
 // unknown command or flag EINVAL, and the connection goes on. A READ or
