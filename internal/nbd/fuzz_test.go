@@ -124,9 +124,7 @@ func optBytes(opt uint32, data []byte) []byte {
 }
 
 func reqBytes(typ, flags uint16, off uint64, length uint32, payload []byte) []byte {
-	var b [requestSize]byte
-	request{typ: typ, flags: flags, handle: 9, offset: off, length: length}.encode(&b)
-	return append(b[:], payload...)
+	return reqBytesHandle(typ, flags, 9, off, length, payload)
 }
 
 func FuzzHandshake(f *testing.F) {
