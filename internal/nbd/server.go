@@ -19,7 +19,9 @@ import (
 // Flush returns, on every connection (the server advertises
 // NBD_FLAG_CAN_MULTI_CONN unless told not to). fua asks the same for one
 // write before it returns. Errors wrapping a syscall.Errno keep their
-// meaning on the wire (ENOSPC, EPERM, ...); others become EIO.
+// meaning on the wire (ENOSPC, EPERM, ...); others become EIO. ReadAt and
+// WriteAt must not keep p once they return: the server reuses it (a
+// pooled buffer, or for an inline write its receive buffer).
 type Backend interface {
 	Size() int64
 	ReadAt(p []byte, off int64) error
