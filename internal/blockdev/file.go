@@ -310,16 +310,25 @@ func (d *File) bounceRead(p []byte, off int64) (int, error) {
 	return int(got), err
 }
 
-// WriteAt writes p at off. The write must lie within the device.
-func (d *File) WriteAt(p []byte, off int64) (int, error) {
+// checkWrite refuses a write of p at off that the device cannot take:
+// read-only, outside the device, or closed.
+func (d *File) checkWrite(p []byte, off int64) error {
 	if d.readOnly {
-		return 0, d.opErr("write", len(p), off, ErrReadOnly)
+		return d.opErr("write", len(p), off, ErrReadOnly)
 	}
 	if off < 0 || off > d.size || int64(len(p)) > d.size-off {
-		return 0, d.opErr("write", len(p), off, fmt.Errorf("device size %d: %w", d.size, ErrOutOfRange))
+		return d.opErr("write", len(p), off, fmt.Errorf("device size %d: %w", d.size, ErrOutOfRange))
 	}
 	if d.closed.Load() {
-		return 0, d.opErr("write", len(p), off, ErrClosed)
+		return d.opErr("write", len(p), off, ErrClosed)
+	}
+	return nil
+}
+
+// WriteAt writes p at off. The write must lie within the device.
+func (d *File) WriteAt(p []byte, off int64) (int, error) {
+	if err := d.checkWrite(p, off); err != nil {
+		return 0, err
 	}
 	if len(p) == 0 {
 		return 0, nil

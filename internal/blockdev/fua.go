@@ -2,7 +2,6 @@ package blockdev
 
 import (
 	"errors"
-	"fmt"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -23,14 +22,8 @@ func (d *File) WriteAtFUA(p []byte, off int64) (int, error) {
 	if noDSync.Load() || (d.direct && !d.aligned(p, off)) {
 		return d.writeAndSync(p, off)
 	}
-	if d.readOnly {
-		return 0, d.opErr("write", len(p), off, ErrReadOnly)
-	}
-	if off < 0 || off > d.size || int64(len(p)) > d.size-off {
-		return 0, d.opErr("write", len(p), off, fmt.Errorf("device size %d: %w", d.size, ErrOutOfRange))
-	}
-	if d.closed.Load() {
-		return 0, d.opErr("write", len(p), off, ErrClosed)
+	if err := d.checkWrite(p, off); err != nil {
+		return 0, err
 	}
 	done := 0
 	for done < len(p) {
