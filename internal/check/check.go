@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"slices"
 
 	"github.com/writeboost/writeboost/internal/layout"
@@ -245,21 +246,13 @@ func (r *Result) apply() error {
 	for _, c := range r.Index {
 		if c.DirtyBits != 0 {
 			r.Report.NrDirtyBlocks++
-			r.Report.NrDirtySectors += int64(popcount(c.DirtyBits))
+			r.Report.NrDirtySectors += int64(bits.OnesCount8(c.DirtyBits))
 		}
 	}
 	for _, p := range pieces {
-		r.Report.NrDirtySectors += int64(popcount(p.Mask))
+		r.Report.NrDirtySectors += int64(bits.OnesCount8(p.Mask))
 	}
 	return nil
-}
-
-func popcount(b uint8) int {
-	n := 0
-	for ; b != 0; b &= b - 1 {
-		n++
-	}
-	return n
 }
 
 // finish sets the status and the exit status.

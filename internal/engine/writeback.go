@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"math/bits"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -172,7 +173,7 @@ func (v *Volume) writebackBatch(ents []wbEntry, from uint64, segBuf []byte) (int
 	// sectors become one write.
 	var total int
 	for _, e := range ents {
-		total += popcount8(e.dirty)
+		total += bits.OnesCount8(e.dirty)
 	}
 	stage := blockdev.AlignedBuffer(total * layout.SectorSize)
 	var runs []wbRun
@@ -291,14 +292,6 @@ func (v *Volume) writeRun(stage []byte, r wbRun) error {
 		return fmt.Errorf("write back %d bytes at backing offset %d: %w", r.end-r.start, off, err)
 	}
 	return nil
-}
-
-func popcount8(b uint8) int {
-	n := 0
-	for ; b != 0; b &= b - 1 {
-		n++
-	}
-	return n
 }
 
 // DropCaches seals the open rambuf, writes it, and writes back every dirty
