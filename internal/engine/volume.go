@@ -233,8 +233,7 @@ func (v *Volume) Close() error {
 	}
 	v.closing = true
 	v.closed.Store(true)
-	v.cond.Broadcast()
-	v.spaceCond.Broadcast()
+	v.wakeWritersLocked()
 	v.mu.Unlock()
 	v.opsMu.Lock() // every request in flight is done; none starts any more
 	defer v.opsMu.Unlock()
@@ -243,8 +242,7 @@ func (v *Volume) Close() error {
 
 	v.mu.Lock()
 	v.stopping = true
-	v.cond.Broadcast()
-	v.spaceCond.Broadcast()
+	v.wakeWritersLocked()
 	v.mu.Unlock()
 	v.cancel()
 	_ = v.group.Wait()
@@ -283,8 +281,7 @@ func (v *Volume) failLocked(err error) {
 		v.failErr = fmt.Errorf("%w: %w", ErrFailed, err)
 		v.log.Error("cache device failed; the volume refuses further writes", "err", err)
 	}
-	v.cond.Broadcast()
-	v.spaceCond.Broadcast()
+	v.wakeWritersLocked()
 }
 
 // wakeWritersLocked wakes the writers waiting for a free rambuf or ring
