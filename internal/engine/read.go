@@ -50,7 +50,7 @@ type cacheRead struct {
 // slots of one ring slot (creads[k:k+n]) or a run of backing sectors.
 type readPiece struct {
 	cache bool
-	off   int64  // device byte offset
+	off   int64  // backing: device byte offset
 	dst   []byte // where the device read lands
 	k, n  int    // cache: the blocks of creads it covers
 	// bounce: the run is not whole blocks laid out contiguously in the
@@ -151,7 +151,7 @@ func (v *Volume) readSectors(p []byte, off int64) error {
 	}
 	v.mu.Unlock()
 
-	pl.planPieces(v, p, off)
+	pl.planPieces(p, off)
 	err := v.readPieces(pl)
 	if len(pl.creads) > 0 {
 		v.mu.Lock()
@@ -170,7 +170,7 @@ func (v *Volume) readSectors(p []byte, off int64) error {
 // reads. A run of cache blocks that are whole and adjacent in the request
 // (a sequential read of data written sequentially) is read straight into
 // the request; others go through a scratch buffer.
-func (pl *readPlan) planPieces(v *Volume, p []byte, off int64) {
+func (pl *readPlan) planPieces(p []byte, off int64) {
 	cr := pl.creads
 	for k := 0; k < len(cr); {
 		r := cr[k]
@@ -181,7 +181,7 @@ func (pl *readPlan) planPieces(v *Volume, p []byte, off int64) {
 			direct = direct && c.mask == layout.DirtyFull && c.at == r.at+n*layout.BlockSize
 			n++
 		}
-		pc := readPiece{cache: true, off: v.geo.DataOffset(r.slot, r.i), k: k, n: n}
+		pc := readPiece{cache: true, k: k, n: n}
 		if direct {
 			pc.dst = p[r.at : r.at+n*layout.BlockSize]
 		} else {
@@ -258,10 +258,9 @@ func (v *Volume) readPiece(pl *readPlan, pc *readPiece) error {
 		defer pool.Put(buf)
 		dst = (*buf)[:pc.n*layout.BlockSize]
 	}
-	if _, err := v.cache.ReadAt(dst, pc.off); err != nil {
-		v.stats.cacheReadErrors.Add(1)
-		r := pl.creads[pc.k]
-		return fmt.Errorf("read cache device at %d (ring slot %d, data slots %d..%d): %w", pc.off, r.slot, r.i, r.i+pc.n-1, err)
+	r := pl.creads[pc.k]
+	if err := v.readCacheBlocks(dst, r.slot, r.i); err != nil {
+		return err
 	}
 	if pc.bounce {
 		for j, c := range pl.creads[pc.k : pc.k+pc.n] {

@@ -97,7 +97,7 @@ func (v *Volume) writebackPieces(pieces []replay.Piece) error {
 	buf := blockdev.AlignedBuffer(layout.BlockSize)
 	for _, p := range pieces {
 		slot := v.geo.SlotOf(p.Copy.SegmentID)
-		if err := v.readCacheBlock(buf, slot, int(p.Copy.Index)); err != nil {
+		if err := v.readCacheBlocks(buf, slot, int(p.Copy.Index)); err != nil {
 			return fmt.Errorf("write back piece of block %d from segment %d: %w", p.Block, p.Copy.SegmentID, err)
 		}
 		for j := range layout.SectorsPerBlock {

@@ -158,7 +158,7 @@ func (v *Volume) writeBlockLocked(block uint64, first int, mask uint8, data []by
 				v.pins[slot]++
 				v.mu.Unlock()
 				buf := blockdev.AlignedBuffer(layout.BlockSize)
-				err := v.readCacheBlock(buf, slot, idxOfPos(pos))
+				err := v.readCacheBlocks(buf, slot, idxOfPos(pos))
 				v.mu.Lock()
 				v.unpinLocked(slot)
 				if err != nil {
@@ -197,12 +197,16 @@ func (v *Volume) unpinLocked(slot uint64) {
 	}
 }
 
-// readCacheBlock reads data slot i of ring slot slot (a whole, aligned
-// block: sectors not valid in the copy are read too and ignored).
-func (v *Volume) readCacheBlock(buf []byte, slot uint64, i int) error {
+// readCacheBlocks fills buf (whole, aligned blocks) from the data slots of
+// ring slot slot starting at i, in one read: sectors not valid in a copy
+// are read too and ignored.
+func (v *Volume) readCacheBlocks(buf []byte, slot uint64, i int) error {
 	off := v.geo.DataOffset(slot, i)
-	if _, err := v.cache.ReadAt(buf[:layout.BlockSize], off); err != nil {
+	if _, err := v.cache.ReadAt(buf, off); err != nil {
 		v.stats.cacheReadErrors.Add(1)
+		if n := len(buf) / layout.BlockSize; n > 1 {
+			return fmt.Errorf("read cache device at %d (ring slot %d, data slots %d..%d): %w", off, slot, i, i+n-1, err)
+		}
 		return fmt.Errorf("read cache device at %d (ring slot %d, data slot %d): %w", off, slot, i, err)
 	}
 	return nil
