@@ -457,10 +457,7 @@ func (c *conn) writeInline(e *Export, req request) error {
 	if _, err := c.br.Discard(n); err != nil {
 		return fmt.Errorf("read write payload: %w", err) // cannot happen: Peek had them
 	}
-	if werr != nil {
-		c.s.log.Debug("nbd: request failed", "remote", c.remote(), "type", req.typ,
-			"offset", req.offset, "length", req.length, "err", werr)
-	}
+	c.logFailed(req, werr)
 	var hdr [simpleReplySize]byte
 	putSimpleReply(&hdr, errnoOf(werr), req.handle)
 	c.batch = append(c.batch, hdr[:]...)
@@ -468,6 +465,15 @@ func (c *conn) writeInline(e *Export, req request) error {
 		c.sendBatch()
 	}
 	return nil
+}
+
+// logFailed logs a request the backend failed (at debug level: the client
+// gets the error, and a failing device is logged by the backend).
+func (c *conn) logFailed(req request, err error) {
+	if err != nil {
+		c.s.log.Debug("nbd: request failed", "remote", c.remote(), "type", req.typ,
+			"offset", req.offset, "length", req.length, "err", err)
+	}
 }
 
 // op is one request in flight: its header, its payload buffer and the
@@ -562,10 +568,7 @@ func (o *op) run() {
 	case cmdWriteZeroes:
 		err = e.Backend.WriteZeroes(off, length, fua)
 	}
-	if err != nil {
-		c.s.log.Debug("nbd: request failed", "remote", c.remote(), "type", req.typ,
-			"offset", req.offset, "length", req.length, "err", err)
-	}
+	c.logFailed(req, err)
 	o.reply(errnoOf(err), nil)
 }
 
