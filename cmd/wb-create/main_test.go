@@ -161,14 +161,21 @@ func start(t *testing.T, args ...string) *volumeRun {
 func (r *volumeRun) stop(t *testing.T) {
 	t.Helper()
 	r.sig <- syscall.SIGTERM
+	r.waitExit(t, "stop")
+}
+
+// waitExit waits up to 20 s for wb-create to exit 0 after what (a signal,
+// a remove message) stopped it.
+func (r *volumeRun) waitExit(t *testing.T, what string) {
+	t.Helper()
 	select {
 	case code := <-r.done:
 		r.exited = true
 		if code != 0 {
-			t.Fatalf("stop: exit %d: %s", code, r.stderr)
+			t.Fatalf("%s: exit %d: %s", what, code, r.stderr)
 		}
 	case <-time.After(20 * time.Second):
-		t.Fatalf("no clean stop within 20s: %s", r.stderr)
+		t.Fatalf("%s: no clean exit within 20s: %s", what, r.stderr)
 	}
 }
 
@@ -275,15 +282,7 @@ func TestRemoveMessage(t *testing.T) {
 		t.Fatal(err)
 	}
 	cl.Close()
-	select {
-	case code := <-r.done:
-		r.exited = true
-		if code != 0 {
-			t.Fatalf("exit %d: %s", code, r.stderr)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("remove did not stop the volume")
-	}
+	r.waitExit(t, "remove")
 	raw, err := os.ReadFile(b)
 	if err != nil || !bytes.Equal(raw[1<<20:1<<20+8192], data) {
 		t.Fatalf("backing file does not hold the data after remove: %v", err)
