@@ -19,14 +19,20 @@ import (
 // at most 21 bytes per block, no Go map and no pointer for the GC to scan.
 //
 // Invariant: keys[pos] != noBlock if and only if pos is in the table.
+//
+// superseded is outside the table: per position, the dirty bits of a copy
+// that a newer copy replaced in the table while this one may still be its
+// block's newest durable copy (the durable-copy rule, writeback.go). Its
+// block is not kept in memory: writeback reads it from the segment header.
 type index struct {
-	keys    []uint64 // per position: the cache block held there, noBlock if none
-	dirty   []uint8  // per position: dirty bits; 0 = clean full block
-	table   []uint32 // positions; emptySlot if unused
-	mask    uint64
-	shift   uint
-	used    uint64 // positions in the table
-	nrDirty uint64 // positions with dirty bits != 0
+	keys       []uint64 // per position: the cache block held there, noBlock if none
+	dirty      []uint8  // per position: dirty bits; 0 = clean full block
+	superseded []uint8  // per position: dirty bits of a superseded copy still owed to the backing device
+	table      []uint32 // positions; emptySlot if unused
+	mask       uint64
+	shift      uint
+	used       uint64 // positions in the table
+	nrDirty    uint64 // positions with dirty bits != 0
 }
 
 const (
@@ -42,11 +48,12 @@ func newIndex(nrPositions uint64) *index {
 	b := uint(bits.Len64(want - 1))
 	n := uint64(1) << b
 	x := &index{
-		keys:  make([]uint64, nrPositions),
-		dirty: make([]uint8, nrPositions),
-		table: make([]uint32, n),
-		mask:  n - 1,
-		shift: 64 - b,
+		keys:       make([]uint64, nrPositions),
+		dirty:      make([]uint8, nrPositions),
+		superseded: make([]uint8, nrPositions),
+		table:      make([]uint32, n),
+		mask:       n - 1,
+		shift:      64 - b,
 	}
 	for i := range x.keys {
 		x.keys[i] = noBlock
@@ -153,7 +160,7 @@ func (x *index) setDirty(pos uint32, d uint8) {
 
 // bytes is the memory the index holds.
 func (x *index) bytes() int64 {
-	return int64(len(x.keys))*8 + int64(len(x.dirty)) + int64(len(x.table))*4
+	return int64(len(x.keys))*8 + int64(len(x.dirty)) + int64(len(x.superseded)) + int64(len(x.table))*4
 }
 
 func posOf(slot uint64, i int) uint32 { return uint32(slot*layout.NrCachesPerSegment + uint64(i)) }

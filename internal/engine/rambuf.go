@@ -99,7 +99,9 @@ func (v *Volume) ensureOpenLocked(wait bool) (waited bool, ok bool, err error) {
 		// pinned the slot finish before the flusher overwrites it.
 		for i := range layout.NrCachesPerSegment {
 			v.idx.removePos(posOf(slot, i))
+			v.idx.superseded[posOf(slot, i)] = 0
 		}
+		v.supersededBy[slot] = 0
 		rb := v.free[len(v.free)-1]
 		v.free = v.free[:len(v.free)-1]
 		rb.id, rb.length, rb.sealed, rb.written = id, 0, false, false

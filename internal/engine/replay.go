@@ -74,6 +74,12 @@ func (v *Volume) replay() error {
 	if last >= maxSaneID {
 		return fmt.Errorf("%w: segment id %d is beyond any id a writer reaches", ErrDamaged, last)
 	}
+	// Every replayed segment counts as durable from now on (no copy of
+	// theirs is owed under the durable-copy rule, writeback.go): after a
+	// process crash, what replay read may still sit in a volatile cache.
+	if err := v.cache.Sync(); err != nil {
+		return fmt.Errorf("engine: replay: sync cache device: %w", err)
+	}
 	v.nextID = last + 1
 	v.lastSealed, v.lastWritten, v.durable = last, last, last
 	v.lastWB = max(l.LastWritebackID, l.SuperRecord.LastWritebackSegmentID)

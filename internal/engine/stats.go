@@ -38,6 +38,9 @@ type stats struct {
 	segmentWriteNanos  atomic.Int64
 	cacheSyncs         atomic.Uint64
 	cacheSyncNanos     atomic.Int64
+	// supersededWritebacks counts superseded copies written back under the
+	// durable-copy rule (writeback.go).
+	supersededWritebacks atomic.Uint64
 }
 
 func (s *stats) inc(write, hit, onBuffer, fullsize bool) {

@@ -78,6 +78,11 @@ type Volume struct {
 	slotRB  []*rambuf
 	pins    []int32
 	hdrLive []bool
+	// supersededBy is, per ring slot, the newest segment holding a copy
+	// that replaced one of the slot's copies kept in idx.superseded:
+	// once that segment is durable, none of them is owed any more (the
+	// durable-copy rule, writeback.go). 0: none.
+	supersededBy []uint64
 
 	rambufs []*rambuf // all of them, for status
 	free    []*rambuf // rambufs not holding a segment
@@ -173,6 +178,7 @@ func Open(cfg Config) (*Volume, error) {
 	v.slotRB = make([]*rambuf, v.nrSeg)
 	v.pins = make([]int32, v.nrSeg)
 	v.hdrLive = make([]bool, v.nrSeg)
+	v.supersededBy = make([]uint64, v.nrSeg)
 	if err := v.replay(); err != nil {
 		return nil, err
 	}

@@ -143,8 +143,10 @@ func (v *Volume) writeBlockLocked(block uint64, first int, mask uint8, data []by
 		}
 		var carry uint8 // dirty sectors of the previous copy to keep
 		var src []byte
+		var oldDirty uint8
 		if found {
-			carry = v.idx.dirty[pos] &^ mask
+			oldDirty = v.idx.dirty[pos]
+			carry = oldDirty &^ mask
 		}
 		if carry != 0 {
 			slot := slotOfPos(pos)
@@ -176,6 +178,7 @@ func (v *Volume) writeBlockLocked(block uint64, first int, mask uint8, data []by
 		}
 		copy(dst[first<<layout.SectorShift:], data)
 		if found {
+			v.supersedeLocked(pos, oldDirty, rb.id)
 			v.idx.remove(block)
 		}
 		d := mask | carry
@@ -187,6 +190,20 @@ func (v *Volume) writeBlockLocked(block uint64, first int, mask uint8, data []by
 		}
 		return nil
 	}
+}
+
+// supersedeLocked notes that the copy at pos, with dirty bits dirty, is
+// replaced by a newer copy in segment by (the open one). Until segment by
+// is durable, the old copy may be its block's newest durable copy, so it
+// stays owed to the backing device (the durable-copy rule, writeback.go).
+// A clean copy is already there. Caller holds mu.
+func (v *Volume) supersedeLocked(pos uint32, dirty uint8, by uint64) {
+	if dirty == 0 {
+		return
+	}
+	slot := slotOfPos(pos)
+	v.idx.superseded[pos] = dirty
+	v.supersededBy[slot] = max(v.supersededBy[slot], by)
 }
 
 // unpinLocked drops a reader's pin on a ring slot.

@@ -24,6 +24,10 @@ type wbEntry struct {
 	dirty uint8
 	seg   int // index of its segment in the batch
 	i     int // data slot
+	// superseded: a copy a newer one replaced in the index, written back
+	// because it may be its block's newest durable copy; its block is read
+	// from the segment header.
+	superseded bool
 }
 
 // writebackDaemon writes dirty blocks back to the backing device, oldest
@@ -40,10 +44,31 @@ type wbEntry struct {
 // are read from the cache device (one sequential read per run of adjacent
 // ring slots), sorted by backing sector, adjacent sectors merged into
 // large writes, issued in ascending order with up to wbInFlight in flight,
-// and the backing device synced; only then does last_writeback_id advance. A
-// block that a newer copy superseded is not in the index any more and is
-// skipped. A failed batch is retried with backoff, logged once per burst
-// of failures, and never advances last_writeback_id.
+// and the backing device synced; only then does last_writeback_id advance.
+// A failed batch is retried with backoff, logged once per burst of
+// failures, and never advances last_writeback_id.
+//
+// # The durable-copy rule
+//
+// A block's newest durable copy stays dirty, for writeback and for what
+// replay concludes, until a newer copy is durable: last_writeback_id
+// passes a segment only once every block whose newest durable copy lies
+// in it is on the backing device and synced there. Passing it lets the
+// superblock record call the segment clean and lets its slot be reused;
+// a crash before the newer copy is durable would then leave the flushed
+// data nowhere (the kernel target loses it so, docs/design.md).
+//
+// So an overwrite does not simply forget the copy it replaces: when that
+// copy was dirty and not in the open rambuf (it is, or may become,
+// durable), idx.superseded keeps its dirty bits and supersededBy its
+// slot's newest replacing segment (supersedeLocked). A batch writes such
+// copies back too while that segment is not yet durable; once it is, the
+// newer copy carries the data and the old one is skipped. Within a batch
+// only the newest copy of a block is written (it holds every dirty sector
+// of the older ones: an overwrite carries the dirty sectors it does not
+// cover), so writes in flight never race for one sector, and later
+// batches write newer copies over older ones. TRIM makes no copy and
+// owes nothing: a trimmed block may read anything until rewritten.
 //
 // On exit (stopping or ctx cancelled) no backing write of it is in flight.
 func (v *Volume) writebackDaemon(ctx context.Context) {
@@ -84,10 +109,16 @@ func (v *Volume) writebackDaemon(ctx context.Context) {
 			if v.segIDs[slot] != id {
 				continue // an id never written (skipped at replay)
 			}
+			// The durable-copy rule: superseded copies are owed while
+			// their replacement is not durable.
+			owed := v.supersededBy[slot] > v.durable
 			for i := range layout.NrCachesPerSegment {
 				pos := posOf(slot, i)
-				if v.idx.keys[pos] != noBlock && v.idx.dirty[pos] != 0 {
+				switch {
+				case v.idx.keys[pos] != noBlock && v.idx.dirty[pos] != 0:
 					ents = append(ents, wbEntry{block: v.idx.keys[pos], pos: pos, dirty: v.idx.dirty[pos], seg: int(id - from), i: i})
+				case owed && v.idx.superseded[pos] != 0:
+					ents = append(ents, wbEntry{pos: pos, dirty: v.idx.superseded[pos], seg: int(id - from), i: i, superseded: true})
 				}
 			}
 		}
@@ -97,7 +128,7 @@ func (v *Volume) writebackDaemon(ctx context.Context) {
 			segBuf = blockdev.AlignedBuffer(need)
 		}
 		start := time.Now()
-		n, err := v.writebackBatch(ents, from, segBuf)
+		ents, n, err := v.writebackBatch(ents, from, segBuf)
 		if err != nil {
 			v.stats.writebackErrors.Add(1)
 			if !failing {
@@ -129,8 +160,12 @@ func (v *Volume) writebackDaemon(ctx context.Context) {
 
 		v.mu.Lock()
 		for _, e := range ents {
+			if e.superseded {
+				v.stats.supersededWritebacks.Add(1)
+				continue
+			}
 			if v.idx.keys[e.pos] != e.block {
-				continue // trimmed meanwhile
+				continue // trimmed or superseded meanwhile
 			}
 			if v.idx.dirty[e.pos] == layout.DirtyFull {
 				v.idx.setDirty(e.pos, 0) // a clean full block: still a read hit
@@ -159,16 +194,39 @@ type wbRun struct {
 }
 
 // writebackBatch copies the dirty sectors of ents to the backing device
-// and syncs it; it returns the bytes written. segBuf holds the batch's
-// segments, segment k (id from+k) at k*SegmentSize, header included.
-func (v *Volume) writebackBatch(ents []wbEntry, from uint64, segBuf []byte) (int64, error) {
+// and syncs it; it returns the entries written (in block order, one per
+// block) and the bytes written. segBuf holds the batch's segments,
+// segment k (id from+k) at k*SegmentSize, header included.
+func (v *Volume) writebackBatch(ents []wbEntry, from uint64, segBuf []byte) ([]wbEntry, int64, error) {
 	if len(ents) == 0 {
-		return 0, nil
+		return ents, 0, nil
 	}
 	if err := v.readBatchSegments(ents, from, segBuf); err != nil {
-		return 0, err
+		return nil, 0, err
 	}
-	slices.SortFunc(ents, func(a, b wbEntry) int { return cmp.Compare(a.block, b.block) })
+	for k := range ents {
+		if e := &ents[k]; e.superseded {
+			hdr := segBuf[e.seg*layout.SegmentSize:]
+			id := from + uint64(e.seg)
+			mb := layout.MetablockAt(hdr, e.i)
+			if got := layout.HeaderID(hdr); got != id || mb.Sector%layout.SectorsPerBlock != 0 || int64(mb.Sector) >= v.size>>layout.SectorShift {
+				return nil, 0, fmt.Errorf("segment %d (header id %d), data slot %d: metablock names sector %d: the cache device changed under the engine", id, got, e.i, mb.Sector)
+			}
+			e.block = mb.Sector / layout.SectorsPerBlock
+		}
+	}
+	// Block order; the newest copy of a block last, and only it is kept.
+	slices.SortFunc(ents, func(a, b wbEntry) int {
+		return cmp.Or(cmp.Compare(a.block, b.block), cmp.Compare(a.seg, b.seg))
+	})
+	kept := ents[:0]
+	for k, e := range ents {
+		if k+1 < len(ents) && ents[k+1].block == e.block {
+			continue // a newer copy of the block follows
+		}
+		kept = append(kept, e)
+	}
+	ents = kept
 	// Stage the dirty sectors in backing-sector order so that adjacent
 	// sectors become one write.
 	var total int
@@ -198,13 +256,13 @@ func (v *Volume) writebackBatch(ents []wbEntry, from uint64, segBuf []byte) (int
 		}
 	}
 	if err := v.writeRuns(stage, runs); err != nil {
-		return 0, err
+		return nil, 0, err
 	}
 	if err := v.backing.Sync(); err != nil {
 		v.stats.backingWriteErrors.Add(1)
-		return 0, fmt.Errorf("sync backing device after writeback: %w", err)
+		return nil, 0, fmt.Errorf("sync backing device after writeback: %w", err)
 	}
-	return int64(at), nil
+	return ents, int64(at), nil
 }
 
 // appendRun adds n staged bytes at stage offset at for backing sector

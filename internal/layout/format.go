@@ -234,6 +234,12 @@ func PutMetablock(header []byte, i int, m Metablock) {
 	m.encode(header[MetablocksOffset+MetablockSize*i:])
 }
 
+// MetablockAt decodes metablock i of an encoded header.
+func MetablockAt(header []byte, i int) Metablock {
+	b := header[MetablocksOffset+MetablockSize*i:]
+	return Metablock{Sector: binary.LittleEndian.Uint64(b[mbSectorOffset:]), DirtyBits: b[mbDirtyBitsOffset]}
+}
+
 // PutFirstSector encodes id, checksum and length into an encoded header in
 // place: the three fields that must reach the device atomically.
 func PutFirstSector(header []byte, id uint64, checksum uint32, length uint8) {
@@ -255,11 +261,7 @@ func DecodeSegmentHeader(buf []byte) (SegmentHeader, error) {
 	h.Checksum = binary.LittleEndian.Uint32(buf[checksumOffset:])
 	h.Length = buf[lengthOffset]
 	for i := range h.Metablocks {
-		b := buf[MetablocksOffset+MetablockSize*i:]
-		h.Metablocks[i] = Metablock{
-			Sector:    binary.LittleEndian.Uint64(b[mbSectorOffset:]),
-			DirtyBits: b[mbDirtyBitsOffset],
-		}
+		h.Metablocks[i] = MetablockAt(buf, i)
 	}
 	if int(h.Length) > NrCachesPerSegment {
 		return h, fmt.Errorf("%w: segment %d has length %d > %d", ErrCorrupt, h.ID, h.Length, NrCachesPerSegment)
