@@ -21,6 +21,7 @@ declare -A pkg=(
 	[e2fsck]=e2fsprogs
 	[losetup]=mount
 	[man]=man-db
+	[jq]=jq
 )
 
 missing=()

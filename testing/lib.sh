@@ -188,3 +188,27 @@ mount_at() {
 
 # sha FILE: its sha256.
 sha() { sha256sum "$1" | cut -d' ' -f1; }
+
+# serve_file IMAGE NAME: serve IMAGE read-only with nbdkit on the unix
+# socket NAME.sock (here); prints nothing, the URI is file_uri NAME.
+serve_file() {
+	local img=$1 name=$2
+	rm -f "$name.sock"
+	nbdkit -f -r -U "$WB_WORK/$name.sock" file "$img" &
+	wb_defer "kill_ours $! nbdkit"
+	wait_for 10 "nbdkit for $img" test -S "$name.sock"
+}
+file_uri() { echo "nbd+unix:///?socket=$WB_WORK/$1.sock"; }
+
+# wb_remove NAME: drop_caches (everything written back), then remove; the
+# engine must exit 0. Afterwards the backing device alone holds the volume.
+wb_remove() {
+	local pid=$WB_PID rc=0
+	timeout 120 wb-message "$1" drop_caches || fail "drop_caches"
+	[ "$(status_field "$1" .nr_dirty_cache_blocks)" -eq 0 ] || fail "dirty blocks after drop_caches"
+	wb-message "$1" remove || fail "remove"
+	wait_for 30 "wb-create to exit after remove" bash -c "! kill -0 $pid"
+	wait "$pid" || rc=$?
+	[ "$rc" -eq 0 ] || { tail -n 20 "$WB_LOG" >&2; fail "wb-create exited $rc after remove"; }
+	no_panic "$WB_LOG"
+}

@@ -104,6 +104,11 @@
 //
 // # Differences from the kernel target
 //
+//   - The durable-copy rule (writeback.go): a block's newest durable copy
+//     stays owed to the backing device until a newer copy is durable. The
+//     kernel marks the old copy clean when an overwrite lands in the RAM
+//     buffer, writes its segment back without it and records it: a power
+//     cut then loses the flushed data (docs/design.md has the reproducer).
 //   - New segments continue after the largest id seen (header, superblock
 //     record or last valid segment), not only after last_flushed_id; the
 //     superblock record never exceeds the last synced segment, and a

@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"testing"
+
+	"github.com/writeboost/writeboost/internal/check"
 )
 
 // writebackWritten forces writeback of every segment written to the cache
@@ -88,11 +90,30 @@ func TestFlushedCopyOutlivesUnflushedOverwrite(t *testing.T) {
 				}
 				r.writebackWritten()
 				r.crash(nil)
-				r.open()
 				okBlock := func(got []byte) bool {
 					return bytes.Equal(got, a) || (c.b != nil && bytes.Equal(got, c.b)) ||
 						(c.b == nil && bytes.Equal(got, make([]byte, 4096)))
 				}
+				// Offline rescue (wb-check --writeback) on copies of the
+				// crashed devices: the backing device alone holds A or B.
+				{
+					cache, backing := r.cache.CrashClone(), r.backing.CrashClone()
+					res, err := check.Check(cache, cache.Size(), check.Options{})
+					if err != nil {
+						t.Fatal(err)
+					}
+					if _, err := check.Writeback(cache, backing, res, check.WritebackOptions{}); err != nil {
+						t.Fatal(err)
+					}
+					back := make([]byte, 4096)
+					if _, err := backing.ReadAt(back, off); err != nil {
+						t.Fatal(err)
+					}
+					if !okBlock(back) {
+						t.Fatalf("after wb-check --writeback the backing device holds %q... at block %d, want A or B", back[:16], block)
+					}
+				}
+				r.open()
 				if got := r.read(off, 4096); !okBlock(got) {
 					t.Fatalf("after the restart block %d reads %q..., want A or B", block, got[:16])
 				}
