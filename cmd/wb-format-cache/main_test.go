@@ -65,7 +65,7 @@ func TestFormat(t *testing.T) {
 		t.Fatalf("exit %d stdout %q stderr %q", code, out, errs)
 	}
 	if !formatted(t, path) {
-		t.Fatal("not formatted per FORMAT.md")
+		t.Fatal("not formatted per docs/format.md")
 	}
 	// A fresh cache has no dirty block: formatting again needs no --force.
 	code, out, errs = runFormat(t, false, "--quiet", path)

@@ -3,10 +3,10 @@
 // writes every dirty sector back to the backing device (Writeback), and
 // formats a cache device (Format) for wb-format-cache.
 //
-// The walk and the newest-copy rules are internal/replay's, shared with the
-// engine; this package adds the checks only an offline tool makes (ids that
-// jump by a ring's length in the walk, a superblock record above the newest id, metablocks
-// past the backing device's end) and the exit status of fsck(8)'s kind.
+// The walk, the newest-copy rules and every torn-or-damaged verdict are
+// internal/replay's, shared with the engine: a log the engine refuses is
+// damaged here, and the other way round. This package only reports, adds
+// the exit status of fsck(8)'s kind, and writes back offline.
 package check
 
 import (
@@ -74,11 +74,18 @@ type Report struct {
 	// NrLostDirtyBlocks counts the cache blocks with a dirty copy in the
 	// corrupt and discarded segments, torn tails excepted: what damage
 	// loses (some may still be served, older, from the valid prefix).
-	NrLostDirtyBlocks int      `json:"nr_lost_dirty_blocks"`
-	BackingSize       int64    `json:"backing_size,omitempty"`
-	Status            string   `json:"status"`
-	ExitStatus        int      `json:"exit_status"`
-	Problems          []string `json:"problems"`
+	NrLostDirtyBlocks int `json:"nr_lost_dirty_blocks"`
+	// CleanStopLastID: the engine stopped cleanly after this segment and
+	// nothing wrote one since (a checksum failure up to it is damage);
+	// null after a crash or a kernel run.
+	CleanStopLastID *uint64 `json:"clean_stop_last_id"`
+	// Binding names the backing device the cache belongs to ("": not
+	// bound, e.g. formatted or run by the kernel target).
+	Binding     string   `json:"binding"`
+	BackingSize int64    `json:"backing_size,omitempty"`
+	Status      string   `json:"status"`
+	ExitStatus  int      `json:"exit_status"`
+	Problems    []string `json:"problems"`
 	// Segments is filled by Result.FillSegments (wb-check --segments).
 	Segments []SegmentRow `json:"segments,omitempty"`
 }
@@ -143,7 +150,16 @@ func Check(dev io.ReaderAt, size int64, opts Options) (*Result, error) {
 	for _, p := range log.Problems {
 		rep.Problems = append(rep.Problems, p.Msg)
 	}
-	r.checkWalk()
+	if c := log.Super.CleanStop; c != nil {
+		id := c.LastID
+		rep.CleanStopLastID = &id
+	}
+	if b := log.Super.Binding; b != nil {
+		rep.Binding = b.String()
+	}
+	if err := log.Super.BindingErr; err != nil {
+		rep.Problems = append(rep.Problems, fmt.Sprintf("binding record unreadable: %v", err))
+	}
 
 	torn := log.TornTail() && !r.damaged
 	if log.Bad != nil {
@@ -182,28 +198,6 @@ func (r *Result) damage(format string, args ...any) {
 	r.Report.Problems = append(r.Report.Problems, fmt.Sprintf(format, args...))
 }
 
-// checkWalk adds what replay does not judge. Between two neighbours of the
-// valid walk, the slots of the ids in between were skipped as empty: the
-// engine leaves such gaps when it zeroes the headers of a discarded torn
-// tail and continues after the largest id it saw. But when the ids jump by
-// the ring's length or more, segments are lost: e.g. a device cut to a size
-// whose ring is a divisor of the old one, where every id still sits in its
-// slot. A superblock record above the newest id is garbage that would make
-// replay take dirty blocks for clean ones.
-func (r *Result) checkWalk() {
-	l := r.Log
-	for i := 1; i < len(l.Valid); i++ {
-		prev, cur := l.Valid[i-1].Header.ID, l.Valid[i].Header.ID
-		if cur-prev >= l.Geometry.NrSegments {
-			r.damage("segments %d..%d are missing from the ring walk (between slots %d and %d): lost, or the device was cut or overwritten",
-				prev+1, cur-1, l.Valid[i-1].Slot, l.Valid[i].Slot)
-		}
-	}
-	if rec := l.SuperRecord.LastWritebackSegmentID; rec > l.MaxID {
-		r.damage("superblock record %d is above the newest segment id %d: dirty blocks would be taken for written back", rec, l.MaxID)
-	}
-}
-
 // afterBad returns Bad and Discarded, in walk order.
 func (r *Result) afterBad() []replay.Segment {
 	if r.Log.Bad == nil {
@@ -222,34 +216,16 @@ func dirtyMetablocks(h layout.SegmentHeader) int {
 	return n
 }
 
-// applicable returns the log that Apply runs on: the valid prefix even
-// when the log is damaged (replay.Apply refuses a damaged log, but an
-// offline tool reports, and with --force writes back, what the valid
-// prefix holds). A superblock record above the newest id is ignored, so
-// that no dirty block is taken for clean.
-func (r *Result) applicable() *replay.Log {
-	l := *r.Log
-	l.Problems = nil
-	if l.SuperRecord.LastWritebackSegmentID > l.MaxID {
-		l.LastWritebackID = l.LastFlushedID - min(l.LastFlushedID, l.Geometry.NrSegments)
-	}
-	return &l
-}
-
 func (r *Result) apply() error {
 	r.Index = replay.MapIndex{}
-	pieces, err := r.applicable().Apply(r.Index)
-	if err != nil {
-		return fmt.Errorf("check: apply the valid segments: %w", err)
-	}
-	r.Pieces = pieces
+	r.Pieces = r.Log.ApplyValidPrefix(r.Index)
 	for _, c := range r.Index {
 		if c.DirtyBits != 0 {
 			r.Report.NrDirtyBlocks++
 			r.Report.NrDirtySectors += int64(bits.OnesCount8(c.DirtyBits))
 		}
 	}
-	for _, p := range pieces {
+	for _, p := range r.Pieces {
 		r.Report.NrDirtySectors += int64(bits.OnesCount8(p.Mask))
 	}
 	return nil

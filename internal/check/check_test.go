@@ -278,7 +278,7 @@ func TestSuperRecordAboveNewest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Report.ExitStatus != ExitDamaged || !anyContains(r.Report.Problems, "above the newest segment id") {
+	if r.Report.ExitStatus != ExitDamaged || !anyContains(r.Report.Problems, "but the newest segment is") || len(r.Report.Problems) != 1 {
 		t.Fatalf("exit %d problems %q", r.Report.ExitStatus, r.Report.Problems)
 	}
 	// The record is ignored for what is dirty: a forced writeback still

@@ -5,6 +5,7 @@ import (
 
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/layout"
+	"github.com/writeboost/writeboost/internal/superblock"
 )
 
 // FormatOptions tune Format.
@@ -16,22 +17,14 @@ type FormatOptions struct {
 	Progress func(done, total int64)
 }
 
-// formatProgressEvery is how many segment headers Format zeroes between
-// two Progress calls.
-const formatProgressEvery = 256
-
-// Format formats dev as a cache device, as FORMAT.md "Formatting" says
-// (cf. the kernel's format_cache_device): zero the first MiB and every
-// segment header, sync, then write the magic into sector 0 and sync. A cut
-// before the last sync leaves a device without the magic, which nothing
-// takes for a cache.
+// Format formats dev as a cache device (superblock.Format: zero the first
+// MiB and every segment header, sync, then write the magic and sync). A
+// cut before the last sync leaves a device without the magic, which
+// nothing takes for a cache.
 //
 // It refuses, with dev untouched, a device too small to be a cache
 // (layout.ErrTooSmall) and, unless opts.Force, a formatted device whose log
 // holds dirty blocks or damage (ErrDirty): formatting would lose them.
-//
-// NB: the engine's engine.Format is meant to call this, so there is one
-// formatter.
 func Format(dev blockdev.Device, opts FormatOptions) (layout.Geometry, error) {
 	size := dev.Size()
 	g, err := layout.NewGeometry(size)
@@ -43,37 +36,7 @@ func Format(dev blockdev.Device, opts FormatOptions) (layout.Geometry, error) {
 			return g, err
 		}
 	}
-	zero := blockdev.AlignedBuffer(layout.SuperblockSize)
-	if _, err := dev.WriteAt(zero, 0); err != nil {
-		return g, fmt.Errorf("zero the superblock: %w", err)
-	}
-	header := zero[:layout.HeaderSize]
-	total := int64(g.NrSegments)
-	for slot := range g.NrSegments {
-		if _, err := dev.WriteAt(header, g.SegmentOffset(slot)); err != nil {
-			return g, fmt.Errorf("zero the header of segment %d: %w", slot, err)
-		}
-		if opts.Progress != nil && (slot+1)%formatProgressEvery == 0 {
-			opts.Progress(int64(slot+1), total)
-		}
-	}
-	if err := dev.Sync(); err != nil {
-		return g, fmt.Errorf("sync: %w", err)
-	}
-	// The magic goes in last and alone: the device is formatted once it
-	// is durable, not before.
-	first := blockdev.AlignedBuffer(layout.BlockSize)
-	layout.EncodeMagic(first)
-	if _, err := dev.WriteAt(first, 0); err != nil {
-		return g, fmt.Errorf("write the magic: %w", err)
-	}
-	if err := dev.Sync(); err != nil {
-		return g, fmt.Errorf("sync the magic: %w", err)
-	}
-	if opts.Progress != nil {
-		opts.Progress(total, total)
-	}
-	return g, nil
+	return superblock.Format(dev, opts.Progress)
 }
 
 // refuseDirty returns ErrDirty when dev holds a log whose loss loses data.

@@ -11,7 +11,7 @@ import (
 	"github.com/writeboost/writeboost/internal/testimg"
 )
 
-// checkFormatted asserts the bytes FORMAT.md "Formatting" leaves.
+// checkFormatted asserts the bytes docs/format.md "Formatting" leaves.
 func checkFormatted(t *testing.T, d blockdev.Device) {
 	t.Helper()
 	b := readAll(t, d)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/layout"
+	"github.com/writeboost/writeboost/internal/superblock"
 )
 
 // Errors of Writeback and Format; the wrapping error names the device.
@@ -101,11 +102,10 @@ func Writeback(cache, backing blockdev.Device, r *Result, opts WritebackOptions)
 		return res, fmt.Errorf("sync backing device: %w", err)
 	}
 	// Record the newest valid id: every valid segment is now written back.
+	// A clean-stop record stays true (no segment was written) and is kept.
 	id := r.Log.LastFlushedID
-	sector := blockdev.AlignedBuffer(layout.SectorSize)
-	layout.SuperRecord{LastWritebackSegmentID: id}.Encode(sector)
-	if _, err := cache.WriteAt(sector, layout.SuperRecordOffset); err != nil {
-		return res, fmt.Errorf("write superblock record: %w", err)
+	if err := superblock.WriteRecord(cache, layout.SuperRecord{LastWritebackSegmentID: id}, r.Log.Super.CleanStop); err != nil {
+		return res, err
 	}
 	if err := cache.Sync(); err != nil {
 		return res, fmt.Errorf("sync cache device: %w", err)

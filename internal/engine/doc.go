@@ -78,7 +78,7 @@
 // and only invalidates cached copies; the log then holds only read-cache
 // copies, written with a zeroed header so that no replay can bring a stale
 // clean copy back in front of a write that bypassed the log. Open refuses the
-// mode when the log holds any valid segment (FORMAT.md).
+// mode when the log holds any valid segment (docs/format.md).
 //
 // # Performance notes
 //

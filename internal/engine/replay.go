@@ -6,10 +6,11 @@ import (
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/layout"
 	"github.com/writeboost/writeboost/internal/replay"
+	"github.com/writeboost/writeboost/internal/superblock"
 )
 
 // replay rebuilds the index from the cache device's log with the shared
-// replay library (FORMAT.md "Replay"), then makes the device safe to append
+// replay library (docs/format.md "Replay"), then makes the device safe to append
 // to (cf. resume_cache):
 //
 //   - a damaged log is refused, naming its first problem;
@@ -70,9 +71,13 @@ func (v *Volume) replay() error {
 	// The discarded segments' headers are zeroed: their ids may come again.
 	// The record may be ahead of the last valid segment (replay refuses one
 	// above every id on the device), and ids must pass it.
-	last := max(l.SuperRecord.LastWritebackSegmentID, l.LastFlushedID)
-	if last >= maxSaneID {
-		return fmt.Errorf("%w: segment id %d is beyond any id a writer reaches", ErrDamaged, last)
+	last := max(l.SuperRecord.LastWritebackSegmentID, l.LastFlushedID) // below replay.MaxSaneID: replay judged it
+	// A clean-stop record vouches for the log as it is now; the first new
+	// segment would make it a lie (docs/format.md "Clean stop").
+	if l.Super.CleanStop != nil || l.Super.CleanStopErr != nil {
+		if err := superblock.WriteRecord(v.cache, l.SuperRecord, nil); err != nil {
+			return fmt.Errorf("engine: replay: clear the clean-stop record: %w", err)
+		}
 	}
 	// Every replayed segment counts as durable from now on (no copy of
 	// theirs is owed under the durable-copy rule, writeback.go): after a
@@ -84,15 +89,11 @@ func (v *Volume) replay() error {
 	v.lastSealed, v.lastWritten, v.durable = last, last, last
 	v.lastWB = max(l.LastWritebackID, l.SuperRecord.LastWritebackSegmentID)
 	v.recorded = l.SuperRecord.LastWritebackSegmentID
+	v.replayedLast = l.LastFlushedID
 	v.log.Info("replayed cache log", "segments", len(l.Valid), "last_flushed_id", l.LastFlushedID,
 		"last_writeback_id", v.lastWB, "dirty_blocks", v.idx.nrDirty, "pieces_written_back", len(pieces))
 	return nil
 }
-
-// maxSaneID bounds segment ids: at a million segments a second a writer
-// needs 146,000 years to reach it; above it, a header is garbage (and id
-// arithmetic could overflow).
-const maxSaneID = 1 << 62
 
 // writebackPieces writes the sectors of older dirty copies that no newer
 // copy covers to the backing device, then syncs it.

@@ -4,27 +4,20 @@ import (
 	"fmt"
 
 	"github.com/writeboost/writeboost/internal/blockdev"
-	"github.com/writeboost/writeboost/internal/check"
 	"github.com/writeboost/writeboost/internal/layout"
+	"github.com/writeboost/writeboost/internal/superblock"
 )
 
-// Format makes cache an empty cache device, durably (FORMAT.md
-// "Formatting"): zero the first MiB, zero every segment header, sync, then
-// write the magic into sector 0 and sync again. Until the last step the
-// device reads as unformatted, so an interrupted Format is harmless. It
-// formats whatever the device holds (the callers decide whether a dirty
-// log may be lost); the one formatter is check.Format.
+// Format makes cache an empty cache device, durably (docs/format.md
+// "Formatting"): until its last step the device reads as unformatted, so
+// an interrupted Format is harmless. It formats whatever the device holds:
+// the callers decide whether a dirty log may be lost.
 func Format(cache blockdev.Device) error {
-	if _, err := check.Format(cache, check.FormatOptions{Force: true}); err != nil {
+	if _, err := superblock.Format(cache, nil); err != nil {
 		return fmt.Errorf("engine: format: %w", err)
 	}
 	return nil
 }
-
-// recordBlockOffset is the 4 KiB block of the superblock holding the
-// record in its last sector; the rest of that block is zero by format, so
-// the record is written as one aligned block.
-const recordBlockOffset = layout.SuperblockSize - layout.BlockSize
 
 // writeRecord writes last_writeback_id into the superblock record and
 // syncs the cache device (cf. update_superblock_record). The value written
@@ -56,11 +49,43 @@ func (v *Volume) writeRecord() error {
 		return nil
 	}
 	v.mu.Unlock()
-	buf := blockdev.AlignedBuffer(layout.BlockSize)
-	layout.SuperRecord{LastWritebackSegmentID: r}.Encode(buf[layout.BlockSize-layout.SectorSize:])
-	if _, err := v.cache.WriteAt(buf, recordBlockOffset); err != nil {
+	if err := superblock.WriteRecord(v.cache, layout.SuperRecord{LastWritebackSegmentID: r}, nil); err != nil {
 		v.stats.cacheWriteErrors.Add(1)
-		return fmt.Errorf("write superblock record %d: %w", r, err)
+		return err
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if err := v.syncCacheLocked(); err != nil {
+		return err
+	}
+	v.recorded = max(v.recorded, r)
+	return nil
+}
+
+// writeCleanStop records a clean stop (docs/format.md "Clean stop"): the
+// superblock record, as writeRecord would write it, and the clean-stop
+// record naming the newest segment on the device, in one write of the
+// record block, then a sync. Close calls it once everything is durable and
+// the daemons are stopped; the next Open clears it before anything else
+// is written. Not in write-around mode: its segments carry no header.
+func (v *Volume) writeCleanStop() error {
+	if v.tun.writeAroundMode() {
+		return nil
+	}
+	v.mu.Lock()
+	if err := v.syncCacheLocked(); err != nil {
+		v.mu.Unlock()
+		return err
+	}
+	r := max(v.recorded, min(v.lastWB, v.durable))
+	last := v.replayedLast // no segment written since Open
+	if v.lastWritten > v.replayedLast {
+		last = v.lastWritten
+	}
+	v.mu.Unlock()
+	if err := superblock.WriteRecord(v.cache, layout.SuperRecord{LastWritebackSegmentID: r}, &layout.CleanStop{LastID: last}); err != nil {
+		v.stats.cacheWriteErrors.Add(1)
+		return err
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()

@@ -95,6 +95,7 @@ type Volume struct {
 	durable        uint64 // every segment up to this id is synced on the cache device
 	lastWB         uint64 // every segment up to this id is written back (last_writeback_id)
 	recorded       uint64 // superblock record last written
+	replayedLast   uint64 // newest segment of the log replay found (its last_flushed_id)
 	partialFlushed uint64
 
 	// fuaTarget is the newest segment a Flush waits to be durable: when it
@@ -261,7 +262,7 @@ func (v *Volume) Close() error {
 		// Record nothing: the log is what it is; replay will sort it out.
 		return fmt.Errorf("engine: close: %w", firstErr(ferr, failed))
 	}
-	if err := v.writeRecord(); err != nil {
+	if err := v.writeCleanStop(); err != nil {
 		return fmt.Errorf("engine: close: %w", err)
 	}
 	if err := v.backing.Sync(); err != nil {

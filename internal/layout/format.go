@@ -1,7 +1,7 @@
 // Package layout owns the cache device's on-disk format: the layout of
 // dm-writeboost 2.x (the device-mapper target, version 2.2.x), byte for byte.
 // It does no I/O and starts no goroutines; everything here is encoding,
-// decoding and arithmetic. The specification is ../shared/FORMAT.md; the C
+// decoding and arithmetic. The specification is docs/format.md; the C
 // original is dm-writeboost's src/dm-writeboost.h.
 //
 // The cache device:

@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-// The on-disk format is frozen: these numbers come from FORMAT.md and the
+// The on-disk format is frozen: these numbers come from docs/format.md and the
 // kernel's structs, not from this package.
 func TestFrozenSizesAndOffsets(t *testing.T) {
 	for _, c := range []struct {
@@ -33,7 +33,7 @@ func TestFrozenSizesAndOffsets(t *testing.T) {
 }
 
 func TestChecksumVector(t *testing.T) {
-	// FORMAT.md and dm-writeboost-tools: 3584 zero bytes.
+	// docs/format.md and dm-writeboost-tools: 3584 zero bytes.
 	if got := Checksum(make([]byte, 3584)); got != 143703573 {
 		t.Fatalf("crc32c(3584 zeros) = %d, want 143703573", got)
 	}

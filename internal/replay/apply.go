@@ -41,7 +41,7 @@ type Piece struct {
 	Mask  uint8
 }
 
-// Apply applies l.Valid in id order (FORMAT.md "Replay" step 4): the newest
+// Apply applies l.Valid in id order (docs/format.md "Replay" step 4): the newest
 // copy of a block wins; a dirty partial copy leaves the older dirty sectors
 // it does not cover to the older copies, returned as Pieces in block order;
 // a clean partial copy is deleted, since its data is on the backing device.
@@ -54,6 +54,13 @@ func (l *Log) Apply(idx Index) ([]Piece, error) {
 	if p, bad := l.FirstDamage(); bad {
 		return nil, fmt.Errorf("replay: refusing to apply a damaged log: %s", p.Msg)
 	}
+	return l.ApplyValidPrefix(idx), nil
+}
+
+// ApplyValidPrefix is Apply without the damage check: an offline tool
+// reports, and with --force writes back, what the valid prefix of a
+// damaged log holds.
+func (l *Log) ApplyValidPrefix(idx Index) []Piece {
 	under := map[uint64][]Piece{} // only blocks with partial overlaps
 	for si := range l.Valid {
 		s := &l.Valid[si]
@@ -105,5 +112,5 @@ func (l *Log) Apply(idx Index) ([]Piece, error) {
 		}
 		return cmp.Compare(a.Copy.SegmentID, b.Copy.SegmentID)
 	})
-	return pieces, nil
+	return pieces
 }

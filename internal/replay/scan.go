@@ -1,5 +1,5 @@
 // Package replay rebuilds what a cache device holds from its log: the walk of
-// FORMAT.md "Replay", shared by wb-check and the engine. Scan reads the
+// docs/format.md "Replay", shared by wb-check and the engine. Scan reads the
 // device and classifies every segment; Apply hands the newest copy of each
 // cache block to the caller's index. Nothing here writes to a device.
 //
@@ -15,6 +15,7 @@ import (
 
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/layout"
+	"github.com/writeboost/writeboost/internal/superblock"
 )
 
 // TornWindow is how many segments the engine may have in flight to the cache
@@ -22,6 +23,11 @@ import (
 // is whole; a bad segment followed only by segments within this window is a
 // torn tail, not damage.
 const TornWindow = 8
+
+// MaxSaneID bounds segment ids: at a million segments a second a writer
+// needs 146,000 years to reach it; above it, a header is garbage (and id
+// arithmetic could overflow).
+const MaxSaneID = 1 << 62
 
 // chunkSegments is how many segments one sequential read covers (8 MiB).
 const chunkSegments = 16
@@ -66,9 +72,11 @@ func (p Problem) String() string { return p.Msg }
 
 // Log is the result of Scan.
 type Log struct {
-	Geometry        layout.Geometry
-	Formatted       bool
-	SuperRecord     layout.SuperRecord
+	Geometry    layout.Geometry
+	Formatted   bool
+	SuperRecord layout.SuperRecord
+	// Super is the whole superblock area: the extension records too.
+	Super           superblock.Area
 	MaxID           uint64    // largest id in any header (0: empty log)
 	Valid           []Segment // the valid prefix of the walk, in id order
 	LastFlushedID   uint64    // id of the last valid segment (0 if none)
@@ -113,7 +121,7 @@ func (l *Log) addProblem(sev Severity, s *Segment, format string, args ...any) {
 
 // Scan reads the superblock and the whole segment area of a cache device of
 // size bytes with large sequential reads, decodes every segment header,
-// verifies every checksum, and runs the ring walk of FORMAT.md "Replay"
+// verifies every checksum, and runs the ring walk of docs/format.md "Replay"
 // steps 1-3. It returns an error only when the device cannot be read or is
 // too small to be a cache; an unformatted device gives Formatted=false.
 func Scan(dev io.ReaderAt, size int64) (*Log, error) {
@@ -122,19 +130,13 @@ func Scan(dev io.ReaderAt, size int64) (*Log, error) {
 		return nil, err
 	}
 	l := &Log{Geometry: g}
-	sb := blockdev.AlignedBuffer(layout.SectorSize)
-	if err := readFull(dev, sb, 0); err != nil {
-		return nil, fmt.Errorf("replay: read superblock: %w", err)
-	}
-	if l.Formatted = layout.IsFormatted(sb); !l.Formatted {
-		return l, nil
-	}
-	if err := readFull(dev, sb, layout.SuperRecordOffset); err != nil {
-		return nil, fmt.Errorf("replay: read superblock record: %w", err)
-	}
-	if l.SuperRecord, err = layout.DecodeSuperRecord(sb); err != nil {
+	if l.Super, err = superblock.Read(dev); err != nil {
 		return nil, fmt.Errorf("replay: %w", err)
 	}
+	if l.Formatted = l.Super.Formatted; !l.Formatted {
+		return l, nil
+	}
+	l.SuperRecord = l.Super.Record
 	bySlot := make([]*Segment, g.NrSegments)
 	err = readSegments(dev, g, func(slot uint64, seg []byte) {
 		id := layout.HeaderID(seg)
@@ -152,6 +154,9 @@ func Scan(dev io.ReaderAt, size int64) (*Log, error) {
 		if want := g.SlotOf(id); want != slot {
 			l.addProblem(Damage, s, "segment %d in slot %d, but its id belongs in slot %d", id, slot, want)
 		}
+		if id >= MaxSaneID {
+			l.addProblem(Damage, s, "segment id %d in slot %d is beyond any id a writer reaches", id, slot)
+		}
 		l.MaxID = max(l.MaxID, id)
 		bySlot[slot] = s
 	})
@@ -162,7 +167,7 @@ func Scan(dev io.ReaderAt, size int64) (*Log, error) {
 	return l, nil
 }
 
-// walk is FORMAT.md "Replay" steps 2 and 3.
+// walk is docs/format.md "Replay" steps 2 and 3.
 func (l *Log) walk(bySlot []*Segment) {
 	g := l.Geometry
 	if l.MaxID != 0 {
@@ -192,6 +197,20 @@ func (l *Log) walk(bySlot []*Segment) {
 	if n := len(l.Valid); n > 0 {
 		l.LastFlushedID = l.Valid[n-1].Header.ID
 	}
+	// Between two neighbours of the walk, the slots of the ids in between
+	// were skipped as empty: the engine leaves such gaps when it zeroes the
+	// headers of a discarded torn tail and continues after the largest id
+	// it saw. A jump of a ring's length or more is lost segments (e.g. a
+	// device cut to a size whose ring divides the old one, where every id
+	// still sits in its slot).
+	for i := 1; i < len(l.Valid); i++ {
+		prev, cur := &l.Valid[i-1], &l.Valid[i]
+		if cur.Header.ID-prev.Header.ID >= g.NrSegments {
+			l.addProblem(Damage, cur, "segments %d..%d are missing from the ring walk (between slots %d and %d): lost, or the device was cut or overwritten",
+				prev.Header.ID+1, cur.Header.ID-1, prev.Slot, cur.Slot)
+		}
+	}
+	l.judgeCleanStop()
 	if l.Bad != nil {
 		l.classifyTail()
 	}
@@ -202,15 +221,45 @@ func (l *Log) walk(bySlot []*Segment) {
 	// NB: a record above every id on the device would make replay take
 	// dirty blocks for written back, and the ring would later overwrite
 	// them: no writer leaves one (the engine records only synced segments).
+	// Such a record is ignored (for an offline rescue of the valid prefix).
 	if rec := l.SuperRecord.LastWritebackSegmentID; rec > l.MaxID {
 		l.addProblem(Damage, nil, "superblock record says segment %d was written back, but the newest segment is %d: dirty blocks would be taken for clean", rec, l.MaxID)
+	} else {
+		l.LastWritebackID = min(max(l.LastWritebackID, rec), l.LastFlushedID)
 	}
-	l.LastWritebackID = min(max(l.LastWritebackID, l.SuperRecord.LastWritebackSegmentID), l.LastFlushedID)
+}
+
+// judgeCleanStop checks the log against a clean-stop record: when the
+// engine stopped cleanly every segment up to its last id was whole, so no
+// power cut can have torn one of them since (docs/format.md "Clean stop").
+func (l *Log) judgeCleanStop() {
+	if err := l.Super.CleanStopErr; err != nil {
+		l.addProblem(Warning, nil, "clean-stop record unreadable (%v): the log is judged as after a crash", err)
+		return
+	}
+	c := l.Super.CleanStop
+	if c == nil {
+		return
+	}
+	if c.LastID > l.MaxID {
+		l.addProblem(Damage, nil, "the engine stopped cleanly after segment %d, but the newest segment on the device is %d: segments are missing", c.LastID, l.MaxID)
+	}
+}
+
+// CleanStopCovers reports whether a clean-stop record vouches for segment
+// id: it was whole when the engine stopped cleanly.
+func (l *Log) CleanStopCovers(id uint64) bool {
+	return l.Super.CleanStop != nil && id <= l.Super.CleanStop.LastID
 }
 
 // classifyTail tells a torn tail from mid-log corruption.
 func (l *Log) classifyTail() {
 	bad := l.Bad
+	if l.CleanStopCovers(bad.Header.ID) {
+		l.addProblem(Damage, bad, "segment %d in slot %d fails its checksum, but the engine stopped cleanly after segment %d: no power cut can have torn it; its data and the %d segments after it would be lost",
+			bad.Header.ID, bad.Slot, l.Super.CleanStop.LastID, len(l.Discarded))
+		return
+	}
 	var later []uint64
 	for _, s := range l.Discarded {
 		if s.ChecksumOK && s.Header.ID >= bad.Header.ID+TornWindow {

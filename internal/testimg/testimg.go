@@ -1,7 +1,7 @@
 // Package testimg generates cache device images for tests: the fixtures of
 // wb-check's tests and of the engine's compatibility tests.
 //
-// NB: the encoder here is written from ../shared/FORMAT.md directly, with its
+// NB: the encoder here is written from docs/format.md directly, with its
 // own constants and its own CRC-32C, and imports neither internal/layout nor
 // internal/replay nor the engine: an image it writes is a second opinion on
 // the format, not a copy of the code under test.
@@ -26,7 +26,7 @@ import (
 	"os"
 )
 
-// The format, from FORMAT.md.
+// The format, from docs/format.md.
 const (
 	sectorSize      = 512
 	blockSize       = 4096

@@ -10,7 +10,7 @@ import (
 )
 
 // naive is a deliberately simple reader of an image, written from
-// FORMAT.md and the kernel's replay (apply_valid_segments with
+// docs/format.md and the kernel's replay (apply_valid_segments with
 // invalidate_previous_cache writing an older dirty copy back before a
 // partial copy replaces it): it checks that what the generator claims
 // is what the bytes say.
