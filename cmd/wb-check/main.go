@@ -6,7 +6,7 @@
 // written back (offline recovery).
 //
 //	wb-check [--segments] [--segment ID] [--json] [--backing PATH|SIZE]
-//	         [--writeback BACKING [--force]] CACHE
+//	         [--writeback BACKING [--dry-run] [--force]] CACHE
 //
 // Exit status: 0 consistent; 1 only a torn tail, as a power cut leaves,
 // which replay discards safely; 4 damage that loses or risks data; 8 an
@@ -14,6 +14,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,6 +43,7 @@ type cli struct {
 	JSON      bool   `name:"json" help:"Print one JSON object instead of the human summary."`
 	Backing   string `help:"The backing device, by PATH or by SIZE in bytes (suffixes K, M, G, T, P; S for 512-byte sectors): every metablock must lie inside it." placeholder:"PATH|SIZE"`
 	Writeback string `help:"Offline recovery: write every dirty sector of the log to the backing device BACKING, sync it, then record the newest valid segment id in the superblock record, so that the cache holds no dirty block. Refused on damage unless --force." placeholder:"BACKING"`
+	DryRun    bool   `name:"dry-run" help:"With --writeback: say what would be written (cache blocks, sectors, merged writes, bytes) and write nothing."`
 	Force     bool   `help:"With --writeback: write back what the valid prefix of a damaged log holds, and say what is lost."`
 	Cache     string `arg:"" help:"The cache device: a block device or an image file." placeholder:"CACHE"`
 }
@@ -142,7 +144,10 @@ type output struct {
 
 type writebackOut struct {
 	Backing    string `json:"backing"`
+	DryRun     bool   `json:"dry_run"`
+	Blocks     int64  `json:"blocks"`
 	Sectors    int64  `json:"sectors"`
+	Bytes      int64  `json:"bytes"`
 	Writes     int    `json:"writes"`
 	Skipped    int64  `json:"skipped_sectors"`
 	RecordedID uint64 `json:"recorded_id"`
@@ -154,6 +159,9 @@ func (c *cli) Run(e *env) error {
 	if c.Force && c.Writeback == "" {
 		return &exitError{code: check.ExitUsage, msg: "--force needs --writeback"}
 	}
+	if c.DryRun && c.Writeback == "" {
+		return &exitError{code: check.ExitUsage, msg: "--dry-run needs --writeback"}
+	}
 	var opts check.Options
 	if c.Backing != "" {
 		size, err := backingSize(c.Backing)
@@ -162,7 +170,7 @@ func (c *cli) Run(e *env) error {
 		}
 		opts.BackingSize = size
 	}
-	writing := c.Writeback != ""
+	writing := c.Writeback != "" && !c.DryRun
 	cache, err := open(c.Cache, blockdev.FileOptions{ReadOnly: !writing, Direct: true, Exclusive: writing})
 	if err != nil {
 		return fail(check.ExitOperational, c.Cache, "%v", err)
@@ -170,8 +178,8 @@ func (c *cli) Run(e *env) error {
 	defer cache.Close()
 
 	var backing *blockdev.File
-	if writing {
-		backing, err = open(c.Writeback, blockdev.FileOptions{Exclusive: true})
+	if c.Writeback != "" {
+		backing, err = open(c.Writeback, blockdev.FileOptions{ReadOnly: !writing, Exclusive: writing})
 		if err != nil {
 			return fail(check.ExitOperational, c.Writeback, "%v", err)
 		}
@@ -199,7 +207,7 @@ func (c *cli) Run(e *env) error {
 	}
 
 	var wbErr error
-	if writing {
+	if c.Writeback != "" {
 		out.Writeback, wbErr = c.writeback(cache, backing, r)
 	}
 	if c.JSON {
@@ -228,11 +236,12 @@ func (c *cli) writeback(cache, backing *blockdev.File, r *check.Result) (*writeb
 	if r.Damaged() && !c.Force {
 		return nil, fail(check.ExitDamaged, c.Cache, "refusing to write back a damaged log: %s; --force writes back what its valid prefix holds", rep.Problems[0])
 	}
-	res, err := check.Writeback(cache, backing, r, check.WritebackOptions{Force: c.Force})
+	res, err := check.Writeback(cache, backing, r, check.WritebackOptions{Force: c.Force, DryRun: c.DryRun})
 	if err != nil {
 		return nil, fail(check.ExitOperational, c.Cache, "writeback to %s: %s", c.Writeback, fault(err))
 	}
-	return &writebackOut{Backing: c.Writeback, Sectors: res.Sectors, Writes: res.Writes, Skipped: res.Skipped,
+	return &writebackOut{Backing: c.Writeback, DryRun: c.DryRun, Blocks: res.Blocks, Sectors: res.Sectors,
+		Bytes: res.Sectors * layout.SectorSize, Writes: res.Writes, Skipped: res.Skipped,
 		RecordedID: res.RecordedID, Forced: c.Force && r.Damaged()}, nil
 }
 
@@ -275,6 +284,13 @@ func idList(ids []uint64) string {
 	return b.String()
 }
 
+func cleanStop(last *uint64) string {
+	if last == nil {
+		return "no (after a crash, a kernel run, or never started since the format)"
+	}
+	return fmt.Sprintf("yes, after segment %d: a checksum failure up to it is damage", *last)
+}
+
 func yesNo(b bool) string {
 	if b {
 		return "yes"
@@ -313,6 +329,8 @@ func printHuman(w io.Writer, o *output) error {
 			{"discarded_segment_ids", idList(r.DiscardedSegmentIDs)},
 			{"nr_dirty_blocks", strconv.Itoa(r.NrDirtyBlocks)},
 			{"nr_dirty_sectors", strconv.FormatInt(r.NrDirtySectors, 10)},
+			{"clean_stop", cleanStop(r.CleanStopLastID)},
+			{"binding", cmp.Or(r.Binding, "none (not bound: formatted, or run by the kernel target)")},
 		}...)
 		if r.NrLostDirtyBlocks > 0 {
 			lines = append(lines, [2]string{"nr_lost_dirty_blocks", strconv.Itoa(r.NrLostDirtyBlocks)})
@@ -326,9 +344,12 @@ func printHuman(w io.Writer, o *output) error {
 		}
 		lines = append(lines, [2]string{"problem", p})
 	}
-	if wb := o.Writeback; wb != nil {
+	if wb := o.Writeback; wb != nil && wb.DryRun {
+		lines = append(lines, [2]string{"writeback_dry_run", fmt.Sprintf("would write %d sectors (%d cache blocks, %s) in %d merged writes to %s; nothing written",
+			wb.Sectors, wb.Blocks, wbcli.HumanBytes(uint64(wb.Bytes)), wb.Writes, wb.Backing)})
+	} else if wb != nil {
 		lines = append(lines,
-			[2]string{"writeback", fmt.Sprintf("%d sectors in %d writes to %s", wb.Sectors, wb.Writes, wb.Backing)},
+			[2]string{"writeback", fmt.Sprintf("%d sectors (%d cache blocks, %s) in %d writes to %s", wb.Sectors, wb.Blocks, wbcli.HumanBytes(uint64(wb.Bytes)), wb.Writes, wb.Backing)},
 			[2]string{"writeback_recorded_id", strconv.FormatUint(wb.RecordedID, 10)})
 		if wb.Skipped > 0 {
 			lines = append(lines, [2]string{"writeback_skipped_sectors", fmt.Sprintf("%d (past the backing device's end)", wb.Skipped)})

@@ -138,9 +138,21 @@ func TestWritebackEqualsExpectedVolume(t *testing.T) {
 				t.Fatal(err)
 			}
 			back := memBacking(t, im.Backing)
+			// A dry run says what the writeback will do and writes nothing.
+			cacheBefore, backBefore := readAll(t, dev), readAll(t, back)
+			dry, err := Writeback(dev, back, r, WritebackOptions{DryRun: true})
+			if err != nil {
+				t.Fatalf("%v seed %d: dry run: %v", d, seed, err)
+			}
+			if !bytes.Equal(readAll(t, dev), cacheBefore) || !bytes.Equal(readAll(t, back), backBefore) {
+				t.Fatalf("%v seed %d: the dry run wrote", d, seed)
+			}
 			res, err := Writeback(dev, back, r, WritebackOptions{})
 			if err != nil {
 				t.Fatalf("%v seed %d: %v", d, seed, err)
+			}
+			if dry.Sectors != res.Sectors || dry.Writes != res.Writes || dry.Blocks != res.Blocks || dry.Blocks == 0 || dry.RecordedID != 0 {
+				t.Errorf("%v seed %d: dry run %+v, writeback %+v", d, seed, dry, res)
 			}
 			if !bytes.Equal(readAll(t, back.CrashClone()), im.Expected) {
 				t.Fatalf("%v seed %d: durable backing differs from the expected volume", d, seed)

@@ -40,10 +40,14 @@ type WritebackOptions struct {
 	// Progress, when set, is called after every round with the sectors
 	// written so far and the total.
 	Progress func(done, total int64)
+	// DryRun computes what would be written (blocks, sectors, merged
+	// writes) and writes nothing, to either device.
+	DryRun bool
 }
 
 // WritebackResult says what Writeback did.
 type WritebackResult struct {
+	Blocks     int64  // cache blocks the sectors belong to
 	Sectors    int64  // dirty sectors written to the backing device
 	Writes     int    // write requests (runs of consecutive sectors, merged)
 	Skipped    int64  // sectors past the backing device's end, not written (--force)
@@ -88,6 +92,22 @@ func Writeback(cache, backing blockdev.Device, r *Result, opts WritebackOptions)
 		srcs = srcs[:i]
 	}
 	total := int64(len(srcs))
+	for i := range srcs {
+		if i == 0 || srcs[i].sector/layout.SectorsPerBlock != srcs[i-1].sector/layout.SectorsPerBlock {
+			res.Blocks++
+		}
+	}
+	if opts.DryRun {
+		for len(srcs) > 0 {
+			win := srcs[:window(srcs)]
+			for _, r := range runs(win) {
+				res.Writes++
+				res.Sectors += int64(r[1] - r[0])
+			}
+			srcs = srcs[len(win):]
+		}
+		return res, nil
+	}
 	for len(srcs) > 0 {
 		n, err := writebackRound(cache, backing, srcs, res)
 		if err != nil {
@@ -161,18 +181,12 @@ func (r *Result) sources() ([]source, error) {
 // blocks merged, then writes runs of consecutive backing sectors. It
 // returns how many sources it consumed.
 func writebackRound(cache, backing blockdev.Device, srcs []source, res *WritebackResult) (int, error) {
-	blocks := make(map[int64]struct{})
-	n := 0
-	for ; n < len(srcs) && n < wbWindowSectors; n++ {
-		b := srcs[n].off &^ (layout.BlockSize - 1)
-		if _, ok := blocks[b]; !ok {
-			if len(blocks) == wbWindowBlocks {
-				break
-			}
-			blocks[b] = struct{}{}
-		}
-	}
+	n := window(srcs)
 	win := srcs[:n]
+	blocks := make(map[int64]struct{})
+	for _, s := range win {
+		blocks[s.off&^(layout.BlockSize-1)] = struct{}{}
+	}
 	sorted := make([]int64, 0, len(blocks))
 	for b := range blocks {
 		sorted = append(sorted, b)
@@ -212,20 +226,48 @@ func writebackRound(cache, backing blockdev.Device, srcs []source, res *Writebac
 		from := k*layout.BlockSize + int(s.off-b)
 		copy(stage[i*layout.SectorSize:(i+1)*layout.SectorSize], buf[from:from+layout.SectorSize])
 	}
-	for i := 0; i < len(win); {
-		j := i + 1
-		for j < len(win) && win[j].sector == win[j-1].sector+1 {
-			j++
-		}
+	for _, r := range runs(win) {
+		i, j := r[0], r[1]
 		off := int64(win[i].sector) << layout.SectorShift
 		if _, err := backing.WriteAt(stage[i*layout.SectorSize:j*layout.SectorSize], off); err != nil {
 			return 0, fmt.Errorf("write backing device: %w", err)
 		}
 		res.Writes++
 		res.Sectors += int64(j - i)
-		i = j
 	}
 	return n, nil
+}
+
+// window returns how many of the first sources one round stages: up to
+// wbWindowSectors sectors from up to wbWindowBlocks cache blocks.
+func window(srcs []source) int {
+	blocks := make(map[int64]struct{})
+	n := 0
+	for ; n < len(srcs) && n < wbWindowSectors; n++ {
+		b := srcs[n].off &^ (layout.BlockSize - 1)
+		if _, ok := blocks[b]; !ok {
+			if len(blocks) == wbWindowBlocks {
+				break
+			}
+			blocks[b] = struct{}{}
+		}
+	}
+	return n
+}
+
+// runs splits a window into runs [i, j) of consecutive backing sectors:
+// one merged write each.
+func runs(win []source) [][2]int {
+	var rs [][2]int
+	for i := 0; i < len(win); {
+		j := i + 1
+		for j < len(win) && win[j].sector == win[j-1].sector+1 {
+			j++
+		}
+		rs = append(rs, [2]int{i, j})
+		i = j
+	}
+	return rs
 }
 
 func readFull(dev blockdev.Device, p []byte, off int64) error {
