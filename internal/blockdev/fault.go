@@ -70,8 +70,11 @@ type RuleID int
 // faults it injected.
 type FaultStats struct {
 	Reads, Writes, Syncs, Discards int64
+	FUAWrites                      int64 // of Writes, the FUA writes
 	Faults                         int64
 }
+
+var _ FUAWriter = (*Faulty)(nil)
 
 // Faulty wraps a Device and fails chosen operations with an error wrapping
 // ErrInjected and syscall.EIO (cf. pebble vfs/errorfs). Safe for
@@ -239,9 +242,36 @@ func (f *Faulty) ReadAt(p []byte, off int64) (int, error) {
 // WriteAt fails (writing nothing, or the rule's torn prefix) or passes
 // through.
 func (f *Faulty) WriteAt(p []byte, off int64) (int, error) {
+	return f.write(p, off, false)
+}
+
+// WriteAtFUA is WriteAt, durable on return, so that a volume over a
+// Faulty takes the FUA path production takes: the rules see it as a write
+// (FaultStats.FUAWrites counts it too). The wrapped device's FUA write
+// carries it when it has one; else a write and a sync, and a rule that
+// fails syncs fails it too.
+func (f *Faulty) WriteAtFUA(p []byte, off int64) (int, error) {
+	f.mu.Lock()
+	f.stats.FUAWrites++
+	f.mu.Unlock()
+	return f.write(p, off, true)
+}
+
+func (f *Faulty) write(p []byte, off int64, fua bool) (int, error) {
 	r := f.check(OpWrite, off, int64(len(p)))
 	if r == nil {
-		return f.dev.WriteAt(p, off)
+		fw, ok := f.dev.(FUAWriter)
+		switch {
+		case !fua:
+			return f.dev.WriteAt(p, off)
+		case ok:
+			return fw.WriteAtFUA(p, off)
+		}
+		n, err := f.dev.WriteAt(p, off)
+		if err != nil {
+			return n, err
+		}
+		return n, f.Sync()
 	}
 	if r.Tear && r.TearAt > 0 {
 		keep := min(r.TearAt, int64(len(p)))

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // outcomes runs op n times and returns which attempts failed (1-based).
@@ -197,4 +198,56 @@ func TestFaultyDie(t *testing.T) {
 		t.Fatal("Clear did not revive the device")
 	}
 	mustWrite(t, f, 0, pattern(4, 512))
+}
+
+// plainDevice hides a device's WriteAtFUA.
+type plainDevice struct{ Device }
+
+func TestFaultyFUA(t *testing.T) {
+	m := NewMem(1 << 20)
+	f := NewFaulty(m)
+	p := bytes.Repeat([]byte{7}, 4096)
+	if _, err := f.WriteAtFUA(p, 8192); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 4096)
+	if _, err := m.CrashClone().ReadAt(got, 8192); err != nil || !bytes.Equal(got, p) {
+		t.Fatalf("a FUA write through Faulty is not durable: %v", err)
+	}
+	if st := f.Stats(); st.FUAWrites != 1 || st.Writes != 1 || st.Syncs != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	f.Inject(Rule{Ops: OpWrite, Times: 1})
+	if _, err := f.WriteAtFUA(p, 0); !errors.Is(err, ErrInjected) {
+		t.Fatalf("a write rule does not fail a FUA write: %v", err)
+	}
+	// Over a device without FUA: a write and a sync, which a sync rule fails.
+	g := NewFaulty(plainDevice{NewMem(1 << 20)})
+	g.Inject(Rule{Ops: OpSync, Times: 1})
+	if _, err := g.WriteAtFUA(p, 0); !errors.Is(err, ErrInjected) {
+		t.Fatalf("a sync rule does not fail an emulated FUA write: %v", err)
+	}
+	if _, err := g.WriteAtFUA(p, 0); err != nil {
+		t.Fatal(err)
+	}
+	if st := g.Stats(); st.FUAWrites != 2 || st.Syncs != 2 {
+		t.Fatalf("emulated FUA stats %+v", st)
+	}
+}
+
+func TestSlowFUA(t *testing.T) {
+	m := NewMem(1 << 20)
+	s := NewSlow(m, time.Millisecond, 0)
+	p := bytes.Repeat([]byte{9}, 4096)
+	start := time.Now()
+	if _, err := s.WriteAtFUA(p, 0); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < 2*time.Millisecond {
+		t.Fatalf("a FUA write on the slow disk took %v, want a write and a flush (2 ms)", d)
+	}
+	got := make([]byte, 4096)
+	if _, err := m.CrashClone().ReadAt(got, 0); err != nil || !bytes.Equal(got, p) {
+		t.Fatalf("a FUA write through Slow is not durable: %v", err)
+	}
 }

@@ -27,7 +27,10 @@ type Slow struct {
 	reads, writes, syncs, discards atomic.Int64
 }
 
-var _ Device = (*Slow)(nil)
+var (
+	_ Device    = (*Slow)(nil)
+	_ FUAWriter = (*Slow)(nil)
+)
 
 // NewSlow wraps dev. perOp is paid by every read, write, sync and discard;
 // bytesPerSec (0: unlimited) bounds reads and writes.
@@ -70,6 +73,23 @@ func (s *Slow) WriteAt(p []byte, off int64) (int, error) {
 	s.writes.Add(1)
 	n, err := s.dev.WriteAt(p, off)
 	s.wait(len(p))
+	return n, err
+}
+
+// WriteAtFUA is WriteAt, durable on return: the wrapped device's FUA write
+// (else a write and a sync), paid as the write plus one request's latency
+// for getting it to the media.
+func (s *Slow) WriteAtFUA(p []byte, off int64) (int, error) {
+	s.writes.Add(1)
+	var n int
+	var err error
+	if fw, ok := s.dev.(FUAWriter); ok {
+		n, err = fw.WriteAtFUA(p, off)
+	} else if n, err = s.dev.WriteAt(p, off); err == nil {
+		err = s.dev.Sync()
+	}
+	s.wait(len(p))
+	s.wait(0)
 	return n, err
 }
 

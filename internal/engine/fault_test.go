@@ -20,14 +20,26 @@ type faultRig struct {
 	v                 *Volume
 }
 
+// newFaultRig: the Faulty cache forwards FUA writes, so flushes take the
+// FUA path production takes (pwritev2 RWF_DSYNC).
 func newFaultRig(t *testing.T, nSeg int, tun map[string]int64) *faultRig {
+	return newFaultRigFUA(t, nSeg, tun, true)
+}
+
+// newFaultRigFUA is newFaultRig; with fua false the engine does not see
+// that the cache takes FUA writes, and every flush writes, then syncs.
+func newFaultRigFUA(t *testing.T, nSeg int, tun map[string]int64, fua bool) *faultRig {
 	t.Helper()
 	f := &faultRig{cacheMem: blockdev.NewMem(cacheSize(nSeg)), backMem: blockdev.NewMem(1 << 20)}
 	if err := Format(f.cacheMem); err != nil {
 		t.Fatal(err)
 	}
 	f.cache, f.back = blockdev.NewFaulty(f.cacheMem), blockdev.NewFaulty(f.backMem)
-	v, err := Open(Config{Backing: f.back, Cache: f.cache, Tunables: tun, Logger: testLogger(t)})
+	var cache blockdev.Device = f.cache
+	if !fua {
+		cache = noFUADevice{f.cache}
+	}
+	v, err := Open(Config{Backing: f.back, Cache: cache, Tunables: tun, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +141,7 @@ func TestDropCachesCancel(t *testing.T) {
 }
 
 func TestFlushSyncFailure(t *testing.T) {
-	f := newFaultRig(t, 4, nil)
+	f := newFaultRigFUA(t, 4, nil, false)
 	if err := f.v.WriteAt(fill(4096, 1), 0, false); err != nil {
 		t.Fatal(err)
 	}
@@ -140,6 +152,38 @@ func TestFlushSyncFailure(t *testing.T) {
 	f.cache.Remove(id)
 	if err := f.v.Flush(); err != nil {
 		t.Fatalf("flush after the fault: %v", err)
+	}
+}
+
+// TestFlushFUAWriteFailure: a flush whose segment goes out as a FUA write
+// retries a failed one, and a cache device that keeps failing them fails
+// the flush and the volume, as failed plain writes do.
+func TestFlushFUAWriteFailure(t *testing.T) {
+	f := newFaultRig(t, 4, nil)
+	if err := f.v.WriteAt(fill(4096, 1), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	r := segArea
+	r.Ops, r.Times = blockdev.OpWrite, 1
+	f.cache.Inject(r)
+	before := f.cache.Stats()
+	if err := f.v.Flush(); err != nil {
+		t.Fatalf("flush with one failed FUA write (retried): %v", err)
+	}
+	st := f.cache.Stats()
+	if st.FUAWrites-before.FUAWrites != 2 || st.Faults-before.Faults != 1 || st.Syncs != before.Syncs {
+		t.Fatalf("want the FUA write failed once and retried, no sync: before %+v after %+v", before, st)
+	}
+	if err := f.v.WriteAt(fill(4096, 2), 4096, false); err != nil {
+		t.Fatal(err)
+	}
+	r.Times = 0
+	f.cache.Inject(r)
+	if err := f.v.Flush(); !errors.Is(err, ErrFailed) {
+		t.Fatalf("flush with failing FUA writes: %v", err)
+	}
+	if st := f.cache.Stats(); st.FUAWrites-before.FUAWrites != 5 {
+		t.Fatalf("want 3 more FUA write attempts, stats %+v", st)
 	}
 }
 
