@@ -110,6 +110,7 @@ func (v *Volume) syncCacheLocked() error {
 		}
 		v.syncsDone = max(v.syncsDone, gen)
 		v.durable = max(v.durable, written)
+		v.checkInvariantsLocked()
 	}
 	return nil
 }

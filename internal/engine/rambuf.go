@@ -110,6 +110,7 @@ func (v *Volume) ensureOpenLocked(wait bool) (waited bool, ok bool, err error) {
 		v.slotRB[slot] = rb
 		v.open = rb
 		v.nextID++
+		v.checkInvariantsLocked()
 		return waited, true, nil
 	}
 }
@@ -126,6 +127,7 @@ func (v *Volume) sealLocked() {
 	rb.sealed = true
 	v.lastSealed = rb.id
 	v.flushQ = append(v.flushQ, rb)
+	v.checkInvariantsLocked()
 	v.cond.Broadcast()
 }
 
@@ -148,6 +150,7 @@ func (v *Volume) segmentWrittenLocked(rb *rambuf) {
 		v.free = append(v.free, r)
 		v.lastWritten = id
 	}
+	v.checkInvariantsLocked()
 	v.wakeWritersLocked()
 }
 

@@ -90,6 +90,9 @@ func (v *Volume) replay() error {
 	v.lastWB = max(l.LastWritebackID, l.SuperRecord.LastWritebackSegmentID)
 	v.recorded = l.SuperRecord.LastWritebackSegmentID
 	v.replayedLast = l.LastFlushedID
+	v.mu.Lock()
+	v.checkInvariantsLocked()
+	v.mu.Unlock()
 	v.log.Info("replayed cache log", "segments", len(l.Valid), "last_flushed_id", l.LastFlushedID,
 		"last_writeback_id", v.lastWB, "dirty_blocks", v.idx.nrDirty, "pieces_written_back", len(pieces))
 	return nil

@@ -59,6 +59,7 @@ func (v *Volume) writeRecord() error {
 		return err
 	}
 	v.recorded = max(v.recorded, r)
+	v.checkInvariantsLocked()
 	return nil
 }
 
@@ -93,5 +94,6 @@ func (v *Volume) writeCleanStop() error {
 		return err
 	}
 	v.recorded = max(v.recorded, r)
+	v.checkInvariantsLocked()
 	return nil
 }

@@ -204,6 +204,7 @@ func (v *Volume) supersedeLocked(pos uint32, dirty uint8, by uint64) {
 	slot := slotOfPos(pos)
 	v.idx.superseded[pos] = dirty
 	v.supersededBy[slot] = max(v.supersededBy[slot], by)
+	v.checkInvariantsLocked()
 }
 
 // unpinLocked drops a reader's pin on a ring slot.

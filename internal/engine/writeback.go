@@ -97,6 +97,7 @@ func (v *Volume) writebackDaemon(ctx context.Context) {
 			from = next
 			if from > v.lastWritten {
 				v.lastWB = v.lastWritten
+				v.checkInvariantsLocked()
 				v.wakeWritersLocked()
 				v.mu.Unlock()
 				continue
@@ -176,6 +177,7 @@ func (v *Volume) writebackDaemon(ctx context.Context) {
 			}
 		}
 		v.lastWB = to
+		v.checkInvariantsLocked()
 		v.wakeWritersLocked()
 		v.mu.Unlock()
 	}
