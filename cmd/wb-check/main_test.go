@@ -90,17 +90,6 @@ var wantExit = map[testimg.Damage]int{
 	testimg.TruncatedSmall: 4,
 }
 
-// oneErrorLine checks stderr: empty, or one line "wb-check: PATH: fault".
-func oneErrorLine(t *testing.T, stderr, path string) {
-	t.Helper()
-	if stderr == "" {
-		return
-	}
-	if strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, "wb-check: "+path+": ") {
-		t.Errorf("stderr is not one line naming %s: %q", path, stderr)
-	}
-}
-
 func TestFixturesJSON(t *testing.T) {
 	for _, d := range testimg.Damages() {
 		for seed := uint64(1); seed <= 2; seed++ {

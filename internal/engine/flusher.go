@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"context"
 	"fmt"
 	"time"
 
@@ -41,8 +40,10 @@ const zeroHeadersAhead = 32
 //
 // On exit (stopping, queue empty or the cache device failed) it has
 // started no write it does not track; Close waits for v.segWrites.
-func (v *Volume) flusher(ctx context.Context) {
-	_ = ctx // NB: stopping comes through v.stopping and a cond broadcast: the flusher waits on v.cond, not on channels
+//
+// NB: it takes no context: stopping comes through v.stopping and a cond
+// broadcast, since it waits on v.cond, not on channels.
+func (v *Volume) flusher() {
 	zero := blockdev.AlignedBuffer(layout.HeaderSize)
 	v.mu.Lock()
 	defer v.mu.Unlock()

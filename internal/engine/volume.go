@@ -210,7 +210,7 @@ func (v *Volume) start() {
 	v.cancel = cancel
 	g, ctx := errgroup.WithContext(ctx)
 	v.group = g
-	g.Go(func() error { v.flusher(ctx); return nil })
+	g.Go(func() error { v.flusher(); return nil })
 	g.Go(func() error { v.writebackDaemon(ctx); return nil })
 	g.Go(func() error { v.modulator(ctx); return nil })
 	g.Go(func() error { v.sbRecordUpdater(ctx); return nil })

@@ -147,9 +147,6 @@ func (g Geometry) NrCacheBlocks() uint64 { return g.NrSegments * NrCachesPerSegm
 // UsableBytes is the data capacity of the ring.
 func (g Geometry) UsableBytes() int64 { return int64(g.NrCacheBlocks()) * BlockSize }
 
-// SegmentAreaSize is the byte length of the ring (superblock and tail excluded).
-func (g Geometry) SegmentAreaSize() int64 { return int64(g.NrSegments) * SegmentSize }
-
 // SlotOf returns the ring index of segment id (id >= 1).
 func (g Geometry) SlotOf(id uint64) uint64 { return (id - 1) % g.NrSegments }
 

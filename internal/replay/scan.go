@@ -8,7 +8,6 @@
 package replay
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -31,10 +30,6 @@ const MaxSaneID = 1 << 62
 
 // chunkSegments is how many segments one sequential read covers (8 MiB).
 const chunkSegments = 16
-
-// ErrNotFormatted is returned by callers that need a formatted device; Scan
-// itself reports Formatted=false instead.
-var ErrNotFormatted = errors.New("replay: cache device is not formatted (no magic in sector 0)")
 
 // Segment is one segment header found on the device.
 type Segment struct {
