@@ -20,6 +20,14 @@ declare -A pkg=(
 	[mkfs.ext4]=e2fsprogs
 	[e2fsck]=e2fsprogs
 	[losetup]=mount
+	[wipefs]=util-linux
+	[mkswap]=util-linux
+	[flock]=util-linux
+	[mkfs.xfs]=xfsprogs
+	[mkfs.btrfs]=btrfs-progs
+	[sfdisk]=fdisk
+	[cryptsetup]=cryptsetup-bin
+	[make-bcache]=bcache-tools
 	[man]=man-db
 	[jq]=jq
 )

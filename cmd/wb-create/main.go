@@ -25,7 +25,6 @@ import (
 
 	wbcli "github.com/writeboost/writeboost/internal/cli"
 
-	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/control"
 	"github.com/writeboost/writeboost/internal/engine"
 	"github.com/writeboost/writeboost/internal/nbd"
@@ -38,7 +37,8 @@ type CLI struct {
 	Cache   string   `arg:"" help:"Cache device: the fast disk (a block device or a regular file) holding the log."`
 	Args    []string `arg:"" optional:"" help:"Optional KEY VALUE pairs, as the kernel target's optional args: writeback_threshold 0..100, nr_max_batched_writeback 1..32, update_sb_record_interval 0..3600, sync_data_interval 0..3600, read_cache_threshold 0..127, write_around_mode 0..1, nr_read_cache_cells 1..2048."`
 
-	Reformat bool     `help:"Format the cache device first (as wb-format-cache --force): every cached block is forgotten."`
+	Reformat bool     `help:"Format the cache device first: every cached block is forgotten, dirty or not. A CACHE holding a file system or other signature is refused (see --force)."`
+	Force    bool     `help:"Start even when CACHE is larger than BACKING or BACKING is a writeboost cache device (both hint at swapped arguments), and let --reformat format a CACHE holding a file system, partition table or other signature, or one it cannot probe (wipefs missing): that data is lost. BACKING and CACHE sharing storage is never allowed."`
 	Listen   []string `placeholder:"tcp://HOST:PORT" help:"Also serve NBD on this TCP address (repeatable). The unix socket RUNDIR/NAME.sock is always served."`
 	Attach   string   `placeholder:"/dev/nbdN" help:"Also connect the volume to the kernel nbd driver at this device (needs the nbd module)."`
 	NoDirect bool     `help:"Do not open the devices with O_DIRECT (use the page cache; for file systems without O_DIRECT support this is automatic)."`
@@ -123,28 +123,17 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 		return err
 	}
 
-	devOpts := blockdev.FileOptions{Direct: !cli.NoDirect, Exclusive: true, Logger: log}
-	backing, err := blockdev.OpenFile(cli.Backing, devOpts)
+	backing, cache, err := cli.openDevices(ctx, log) // devices.go: the refusals, --reformat
 	if err != nil {
-		return fmt.Errorf("backing device: %w", err)
+		return err
 	}
 	defer backing.Close() // after the volume closed: every path below stops it first
-	cache, err := blockdev.OpenFile(cli.Cache, devOpts)
-	if err != nil {
-		return fmt.Errorf("cache device: %w", err)
-	}
 	defer cache.Close()
-	if cli.Reformat {
-		log.Info("formatting the cache device", "cache", cli.Cache)
-		if err := engine.Format(cache); err != nil {
-			return fmt.Errorf("format %s: %w", cli.Cache, err)
-		}
-	}
 	start := time.Now()
 	vol, err := engine.Open(engine.Config{Backing: backing, Cache: cache, Logger: log, Tunables: tunables(opts)})
 	switch {
 	case errors.Is(err, engine.ErrNotFormatted):
-		return fmt.Errorf("cache device %s is not formatted: format it with wb-format-cache %s, or start with --reformat", cli.Cache, cli.Cache)
+		return cli.notFormatted(ctx, backing)
 	case err != nil:
 		return err
 	}

@@ -6,13 +6,18 @@
 //	wb-format-cache [--force] [--quiet] CACHE
 //
 // It refuses, with a one-line reason and the device untouched, a device
-// smaller than 1 MiB + 512 KiB, one it cannot open for writing, and,
-// unless --force, one that holds a cache log with dirty blocks or damage.
+// smaller than 1 MiB + 512 KiB, one it cannot open for writing, one in use
+// (under any name: a loop device over it, a partition of it), and, unless
+// --force, a device that is not a cache device and holds a file system,
+// partition table or other signature that util-linux's wipefs finds (or
+// when wipefs is missing), and a cache device whose log holds dirty blocks
+// or damage.
 //
 // Exit status: 0 formatted; 1 refused or failed; 2 a usage error.
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -30,6 +35,7 @@ import (
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/check"
 	"github.com/writeboost/writeboost/internal/layout"
+	"github.com/writeboost/writeboost/internal/probe"
 )
 
 const progName = "wb-format-cache"
@@ -43,7 +49,7 @@ const (
 )
 
 type cli struct {
-	Force bool   `help:"Format even a device whose cache log holds dirty blocks or damage: that data is lost (wb-check --writeback BACKING saves it first)."`
+	Force bool   `help:"Format even a device that holds a file system, partition table or other signature (as wipefs lists them), or without looking when wipefs (util-linux) is missing, or a cache device whose log holds dirty blocks or damage: that data is lost (wb-check --writeback BACKING saves a log's dirty blocks first)."`
 	Quiet bool   `short:"q" help:"Print nothing but errors: no geometry, no progress bar."`
 	Cache string `arg:"" help:"The device to format: a block device or a regular file (at least 1 MiB + 512 KiB)." placeholder:"CACHE"`
 }
@@ -91,6 +97,15 @@ func (c *cli) Run(e *env) error {
 	defer dev.Close()
 
 	opts := check.FormatOptions{Force: c.Force}
+	if !c.Force {
+		opts.Foreign = func() ([]probe.Signature, error) {
+			sigs, err := probe.Device(context.Background(), c.Cache)
+			if err != nil {
+				return nil, probeError{err}
+			}
+			return sigs, nil
+		}
+	}
 	var bar *progressbar.ProgressBar
 	if !c.Quiet && e.stderrTTY && dev.Size() >= progressMin {
 		if g, err := layout.NewGeometry(dev.Size()); err == nil {
@@ -105,6 +120,8 @@ func (c *cli) Run(e *env) error {
 		}
 	}
 	g, err := check.Format(dev, opts)
+	var foreign *check.ForeignError
+	var pe probeError
 	if bar != nil {
 		bar.Finish()
 	}
@@ -113,6 +130,13 @@ func (c *cli) Run(e *env) error {
 		return fmt.Errorf("too small: %d bytes, a cache device needs at least %d (1 MiB + 512 KiB)", dev.Size(), layout.MinDeviceSize)
 	case errors.Is(err, check.ErrDirty):
 		return fmt.Errorf("refusing to format: %s", strings.TrimPrefix(err.Error(), "check: "))
+	case errors.As(err, &foreign):
+		return fmt.Errorf("refusing to format: it holds %s; if that data is not needed, erase it first with wipefs -a %s, or pass --force",
+			probe.Describe(foreign.Signatures), c.Cache)
+	case errors.Is(err, probe.ErrNoTool):
+		return fmt.Errorf("refusing to format: cannot look for file systems and other signatures on it: wipefs not found (Debian package %s); install it, or pass --force", probe.Package)
+	case errors.As(err, &pe):
+		return fmt.Errorf("refusing to format: cannot look for file systems and other signatures on it (%v); pass --force to format without looking", pe.err)
 	case err != nil:
 		return errors.New(fault(err))
 	}
@@ -127,11 +151,18 @@ func (c *cli) Run(e *env) error {
 	return err
 }
 
+// probeError is an error of the signature probe: nothing was looked at.
+type probeError struct{ err error }
+
+func (e probeError) Error() string { return e.err.Error() }
+func (e probeError) Unwrap() error { return e.err }
+
 // fault names what went wrong in a few words: the errno of a failed open
 // ("permission denied" says the device is not writable), else the error.
 func fault(err error) string {
 	var errno syscall.Errno
 	var pe *fs.PathError
+	var busy *blockdev.BusyError
 	switch {
 	case errors.As(err, &pe) && errors.As(err, &errno):
 		switch errno {
@@ -139,6 +170,8 @@ func fault(err error) string {
 			return "not writable: " + errno.Error()
 		}
 		return errno.Error()
+	case errors.As(err, &busy):
+		return busy.Detail()
 	case errors.Is(err, blockdev.ErrBusy):
 		return "in use (held exclusively by another program, such as a running writeboost volume)"
 	case errors.Is(err, blockdev.ErrNotSupported):

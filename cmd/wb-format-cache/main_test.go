@@ -7,11 +7,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/layout"
+	"github.com/writeboost/writeboost/internal/probe"
 	"github.com/writeboost/writeboost/internal/testimg"
 )
 
@@ -200,4 +202,108 @@ func formattedMagic(t *testing.T, path string) bool {
 		t.Fatal(err)
 	}
 	return binary.LittleEndian.Uint32(b) == layout.Magic
+}
+
+// mkfs makes an ext4 file system on a fresh image of size bytes.
+func mkfs(t *testing.T, size int64) string {
+	t.Helper()
+	path := sparse(t, size)
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", path).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4 %s (e2fsprogs, installed by scripts/deps.sh): %v %s", path, err, out)
+	}
+	return path
+}
+
+// refused runs wb-format-cache with args and wants exit 1, one line
+// starting with want, and the image as it was.
+func refused(t *testing.T, path, want string, args ...string) {
+	t.Helper()
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runFormat(t, false, append(args, path)...)
+	if code != 1 || out != "" || strings.Count(errs, "\n") != 1 || !strings.HasPrefix(errs, progName+": "+path+": "+want) {
+		t.Errorf("exit %d stdout %q stderr %q, want exit 1 and %q", code, out, errs, want)
+	}
+	if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
+		t.Errorf("%s: refused, but written", path)
+	}
+}
+
+// TestForeignSignature: an ext4 image is refused, named with the offset of
+// its magic and both ways on; --force formats it, and so does wipefs -a
+// first.
+func TestForeignSignature(t *testing.T) {
+	fs := mkfs(t, 16<<20)
+	refused(t, fs, "refusing to format: it holds an ext4 signature at offset 0x438; if that data is not needed, erase it first with wipefs -a "+fs+", or pass --force\n")
+	refused(t, fs, "refusing to format: it holds an ext4 signature", "--quiet")
+	if code, _, errs := runFormat(t, false, "--force", fs); code != 0 || !formatted(t, fs) {
+		t.Fatalf("--force: exit %d %q", code, errs)
+	}
+	// Now a cache device: formatting it again needs nothing.
+	if code, _, errs := runFormat(t, false, fs); code != 0 {
+		t.Fatalf("a cache device formatted over an ext4: exit %d %q", code, errs)
+	}
+
+	fs = mkfs(t, 16<<20)
+	if out, err := exec.Command("wipefs", "-a", fs).CombinedOutput(); err != nil {
+		t.Fatalf("wipefs -a: %v %s", err, out)
+	}
+	if code, _, errs := runFormat(t, false, fs); code != 0 || !formatted(t, fs) {
+		t.Fatalf("after wipefs -a: exit %d %q", code, errs)
+	}
+}
+
+// TestProbeMissing: without wipefs nothing is formatted that is not a cache
+// device already, unless --force.
+func TestProbeMissing(t *testing.T) {
+	dir := t.TempDir()
+	failing := filepath.Join(dir, "wipefs")
+	if err := os.WriteFile(failing, []byte("#!/bin/sh\necho 'wipefs: cannot read' >&2\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ tool, want string }{
+		{"wipefs-not-installed", "refusing to format: cannot look for file systems and other signatures on it: wipefs not found (Debian package util-linux); install it, or pass --force\n"},
+		{failing, "refusing to format: cannot look for file systems and other signatures on it (probe: wipefs " + filepath.Join(dir, "x") + ": wipefs: cannot read); pass --force to format without looking\n"},
+	} {
+		old := probe.Tool
+		probe.Tool = tc.tool
+		path := filepath.Join(dir, "x")
+		os.Remove(path)
+		if err := os.WriteFile(path, make([]byte, 4<<20), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		refused(t, path, tc.want)
+		if code, _, errs := runFormat(t, false, "--force", path); code != 0 || !formatted(t, path) {
+			t.Errorf("--force without the probe: exit %d %q", code, errs)
+		}
+		if code, _, errs := runFormat(t, false, path); code != 0 {
+			t.Errorf("a cache device without the probe: exit %d %q", code, errs)
+		}
+		probe.Tool = old
+	}
+}
+
+// TestBusyThroughLoop: a loop device over a cache held by a volume is the
+// same cache.
+func TestBusyThroughLoop(t *testing.T) {
+	path := sparse(t, 4<<20)
+	out, err := exec.Command("losetup", "-f", "--show", path).CombinedOutput()
+	if err != nil {
+		t.Skipf("losetup: %v %s (loop devices need root)", err, out)
+	}
+	loop := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "-d", loop).Run() })
+	held, err := blockdev.OpenFile(path, blockdev.FileOptions{Exclusive: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	real, _ := filepath.EvalSymlinks(path)
+	code, _, errs := runFormat(t, false, loop)
+	want := progName + ": " + loop + ": in use by pid " + strconv.Itoa(os.Getpid())
+	if code != 1 || !strings.HasPrefix(errs, want) || !strings.HasSuffix(errs, " (through "+loop+" → "+real+")\n") || formattedMagic(t, path) {
+		t.Fatalf("format of a loop over a held file: exit %d %q, want %q...", code, errs, want)
+	}
 }

@@ -27,7 +27,10 @@ type FileOptions struct {
 	Direct bool
 	// Exclusive takes flock(LOCK_EX|LOCK_NB) on the file and, for a block
 	// device, opens it O_EXCL (which the kernel refuses while it is mounted
-	// or held by device-mapper). A second exclusive open fails with ErrBusy.
+	// or held by device-mapper), and locks the bytes of the storage below
+	// it, through loop devices and partitions (exclusive.go). A second
+	// exclusive open of the same storage, under whatever name, fails with a
+	// *BusyError, which wraps ErrBusy.
 	Exclusive bool
 	// Logger receives the O_DIRECT fallback line; nil means slog.Default().
 	Logger *slog.Logger
@@ -50,6 +53,10 @@ type File struct {
 	// and of file offset and length (statx STATX_DIOALIGN, else the
 	// logical block size, else 4096). Powers of two, at most Alignment.
 	memAlign, offAlign int64
+	// lockFile, when not nil, holds the byte-range lock on the storage
+	// below the device (a loop device's backing file, a partition's
+	// disk; exclusive.go); closed with the device.
+	lockFile *os.File
 
 	// rmwMu serialises unaligned O_DIRECT writes: two of them touching
 	// different bytes of one aligned block would otherwise each write back
@@ -81,6 +88,16 @@ func OpenFile(path string, opts FileOptions) (*File, error) {
 		return nil, fmt.Errorf("blockdev: open %s: not a regular file or block device (%s): %w", path, mode.Type(), ErrNotSupported)
 	}
 
+	// An exclusive open identifies the storage first, to lock it too
+	// (exclusive.go); init checks that the file opened is the one
+	// identified.
+	var id Identity
+	if opts.Exclusive {
+		if id, err = Identify(path); err != nil {
+			return nil, err
+		}
+	}
+
 	flag := os.O_RDWR
 	if opts.ReadOnly {
 		flag = os.O_RDONLY
@@ -106,27 +123,37 @@ func OpenFile(path string, opts FileOptions) (*File, error) {
 	}
 	if err != nil {
 		if errors.Is(err, unix.EBUSY) {
-			return nil, fmt.Errorf("blockdev: open %s: held by another user: %w", path, ErrBusy)
+			mounted, usedBy := claimedBy(id.Rdev)
+			return nil, &BusyError{Path: path, Claimed: true, MountedOn: mounted, UsedBy: usedBy}
 		}
 		return nil, fmt.Errorf("blockdev: open %s: %w", path, err)
 	}
 	d := &File{path: path, f: f, block: block, direct: direct, readOnly: opts.ReadOnly}
-	if err := d.init(opts, st, log); err != nil {
+	if err := d.init(opts, id, st, log); err != nil {
 		f.Close()
+		if d.lockFile != nil {
+			d.lockFile.Close()
+		}
 		return nil, err
 	}
 	return d, nil
 }
 
-// init takes the lock, learns the size and the direct I/O alignment.
-func (d *File) init(opts FileOptions, st fs.FileInfo, log *slog.Logger) error {
+// init takes the locks, learns the size and the direct I/O alignment.
+func (d *File) init(opts FileOptions, id Identity, st fs.FileInfo, log *slog.Logger) error {
 	if opts.Exclusive {
+		if err := matches(d.f, id); err != nil {
+			return fmt.Errorf("blockdev: open %s: %w", d.path, err)
+		}
 		err := d.control(func(fd int) error { return unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) })
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			return fmt.Errorf("blockdev: open %s: locked by another user: %w", d.path, ErrBusy)
+			return &BusyError{Path: d.path, Holders: lockHolders(d.f)}
 		}
 		if err != nil {
 			return fmt.Errorf("blockdev: lock %s: %w", d.path, err)
+		}
+		if err := d.lockStorage(id, opts.ReadOnly, log); err != nil {
+			return err
 		}
 	}
 	d.size = st.Size()
@@ -196,17 +223,7 @@ func (d *File) reopenBuffered() error {
 }
 
 // control runs fn on the file descriptor, safe against a concurrent Close.
-func (d *File) control(fn func(fd int) error) error {
-	rc, err := d.f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var ferr error
-	if err := rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
-		return err
-	}
-	return ferr
-}
+func (d *File) control(fn func(fd int) error) error { return fdControl(d.f, fn) }
 
 func ioctlPtr(fd int, req uint, arg unsafe.Pointer) error {
 	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uintptr(req), uintptr(arg))
@@ -433,7 +450,12 @@ func (d *File) Close() error {
 	if d.closed.Swap(true) {
 		return fmt.Errorf("blockdev: close %s: %w", d.path, ErrClosed)
 	}
-	if err := d.f.Close(); err != nil {
+	err := d.f.Close()
+	if d.lockFile != nil {
+		// After the device: its lock covers the storage until then.
+		err = errors.Join(err, d.lockFile.Close())
+	}
+	if err != nil {
 		return fmt.Errorf("blockdev: close %s: %w", d.path, err)
 	}
 	return nil

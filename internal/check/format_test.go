@@ -8,6 +8,7 @@ import (
 
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/layout"
+	"github.com/writeboost/writeboost/internal/probe"
 	"github.com/writeboost/writeboost/internal/testimg"
 )
 
@@ -150,6 +151,101 @@ func TestCheckReadError(t *testing.T) {
 	f := blockdev.NewFaulty(dev)
 	f.Inject(blockdev.Rule{Ops: blockdev.OpRead, Off: layout.SuperblockSize + 3*layout.SegmentSize, Len: 4096})
 	if _, err := Check(f, f.Size(), Options{}); !errors.Is(err, blockdev.ErrInjected) {
+		t.Fatalf("read error: %v", err)
+	}
+}
+
+// TestFormatForeign: the probe is asked about a device without the magic
+// only, before anything is written; what it finds, or its failure, refuses
+// the format with the device untouched.
+func TestFormatForeign(t *testing.T) {
+	size := int64(layout.MinDeviceSize + 4*layout.SegmentSize)
+	ext4 := []probe.Signature{{Type: "ext4", Offset: 0x438}}
+	probeFails := errors.New("probe: wipefs not found")
+	for _, tc := range []struct {
+		name   string
+		found  []probe.Signature
+		err    error
+		refuse error // nil: formats
+	}{
+		{"nothing found", nil, nil, nil},
+		{"ext4", ext4, nil, ErrForeign},
+		{"probe fails", nil, probeFails, probeFails},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dev := blockdev.NewMem(size)
+			dev.WriteAt(bytes.Repeat([]byte{0x5a}, int(size)), 0)
+			before := readAll(t, dev)
+			calls := 0
+			_, err := Format(dev, FormatOptions{Force: true, Foreign: func() ([]probe.Signature, error) {
+				calls++
+				if !bytes.Equal(readAll(t, dev), before) {
+					t.Error("written before the probe")
+				}
+				return tc.found, tc.err
+			}})
+			if calls != 1 {
+				t.Fatalf("probe called %d times", calls)
+			}
+			if tc.refuse == nil {
+				if err != nil {
+					t.Fatal(err)
+				}
+				checkFormatted(t, dev)
+				return
+			}
+			if !errors.Is(err, tc.refuse) {
+				t.Fatalf("Format: %v, want %v", err, tc.refuse)
+			}
+			if !bytes.Equal(readAll(t, dev), before) {
+				t.Fatal("a refused format wrote")
+			}
+		})
+	}
+	var fe *ForeignError
+	_, err := Format(blockdev.NewMem(size), FormatOptions{Foreign: func() ([]probe.Signature, error) { return ext4, nil }})
+	if !errors.As(err, &fe) || len(fe.Signatures) != 1 || err.Error() != "check: the device holds an ext4 signature at offset 0x438" {
+		t.Fatalf("error %v", err)
+	}
+
+	// A cache device is judged by its log, never probed: clean, it is
+	// formatted; dirty, ErrDirty (unless Force).
+	im, dev, _ := fixture(t, baseConfig(1, testimg.Clean))
+	foreign := func() ([]probe.Signature, error) {
+		t.Error("a cache device was probed")
+		return ext4, nil
+	}
+	if _, err := Format(dev, FormatOptions{Foreign: foreign}); !errors.Is(err, ErrDirty) {
+		t.Fatalf("%d dirty blocks: %v", im.NrDirtyBlocks, err)
+	}
+	if _, err := Format(dev, FormatOptions{Force: true, Foreign: foreign}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Format(dev, FormatOptions{Foreign: foreign}); err != nil {
+		t.Fatalf("format a fresh cache again: %v", err)
+	}
+	checkFormatted(t, dev)
+}
+
+func TestIsCache(t *testing.T) {
+	dev := blockdev.NewMem(layout.MinDeviceSize)
+	if ok, err := IsCache(dev); ok || err != nil {
+		t.Fatalf("zeroed device: %v %v", ok, err)
+	}
+	if _, err := Format(dev, FormatOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := IsCache(dev); !ok || err != nil {
+		t.Fatalf("formatted device: %v %v", ok, err)
+	}
+	short := blockdev.NewMem(100)
+	short.WriteAt([]byte{0x74, 0x73, 0x42, 0x57}, 0)
+	if ok, err := IsCache(short); !ok || err != nil {
+		t.Fatalf("100 bytes with the magic: %v %v", ok, err)
+	}
+	f := blockdev.NewFaulty(dev)
+	f.Inject(blockdev.Rule{Ops: blockdev.OpRead})
+	if _, err := IsCache(f); !errors.Is(err, blockdev.ErrInjected) {
 		t.Fatalf("read error: %v", err)
 	}
 }
