@@ -33,6 +33,7 @@ import (
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/check"
 	"github.com/writeboost/writeboost/internal/layout"
+	"github.com/writeboost/writeboost/internal/superblock"
 )
 
 const progName = "wb-check"
@@ -44,7 +45,7 @@ type cli struct {
 	Backing   string `help:"The backing device, by PATH or by SIZE in bytes (suffixes K, M, G, T, P; S for 512-byte sectors): every metablock must lie inside it." placeholder:"PATH|SIZE"`
 	Writeback string `help:"Offline recovery: write every dirty sector of the log to the backing device BACKING, sync it, then record the newest valid segment id in the superblock record, so that the cache holds no dirty block. Refused on damage unless --force." placeholder:"BACKING"`
 	DryRun    bool   `name:"dry-run" help:"With --writeback: say what would be written (cache blocks, sectors, merged writes, bytes) and write nothing."`
-	Force     bool   `help:"With --writeback: write back what the valid prefix of a damaged log holds, and say what is lost."`
+	Force     bool   `help:"With --writeback: write back what the valid prefix of a damaged log holds, and say what is lost; and write back to a backing device the cache is not bound to."`
 	Cache     string `arg:"" help:"The cache device: a block device or an image file." placeholder:"CACHE"`
 }
 
@@ -235,6 +236,18 @@ func (c *cli) writeback(cache, backing *blockdev.File, r *check.Result) (*writeb
 	}
 	if r.Damaged() && !c.Force {
 		return nil, fail(check.ExitDamaged, c.Cache, "refusing to write back a damaged log: %s; --force writes back what its valid prefix holds", rep.Problems[0])
+	}
+	// The dirty blocks belong to the backing device the cache is bound to:
+	// written to another, they corrupt it and the right one can never be
+	// rescued.
+	if b := r.Log.Super.Binding; b != nil && !c.Force {
+		id, err := blockdev.Identify(c.Writeback)
+		if err != nil {
+			return nil, fail(check.ExitOperational, c.Writeback, "%v", err)
+		}
+		if ok, why := b.Matches(superblock.BindingOf(id)); !ok {
+			return nil, fail(check.ExitUsage, c.Cache, "belongs to %s, not to %s: %s; write it back to its own backing device, or add --force", b, c.Writeback, why)
+		}
 	}
 	res, err := check.Writeback(cache, backing, r, check.WritebackOptions{Force: c.Force, DryRun: c.DryRun})
 	if err != nil {

@@ -165,7 +165,12 @@ func TestInUseThroughLoop(t *testing.T) {
 		t.Fatalf("exit %d %q, want %q", code, stderr, want)
 	}
 	r.stop(t)
-	r = start(t, "vb", b2, loop)
+	// The cache belongs to b now: another backing device rebinds it only
+	// with --force.
+	if code, _, stderr := runOnce(t, "vb", b2, loop); code != 1 || !strings.Contains(stderr, "belongs to file "+b) {
+		t.Fatalf("a cache bound to %s started over %s: exit %d %q", b, b2, code, stderr)
+	}
+	r = start(t, "--force", "vb", b2, loop)
 	if code, _, stderr := runOnce(t, "va", b, c); code != 1 || !strings.Contains(stderr, "in use by writeboost volume vb") {
 		t.Fatalf("the file under a running loop: exit %d %q", code, stderr)
 	}

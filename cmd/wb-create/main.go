@@ -28,6 +28,7 @@ import (
 	"github.com/writeboost/writeboost/internal/control"
 	"github.com/writeboost/writeboost/internal/engine"
 	"github.com/writeboost/writeboost/internal/nbd"
+	"github.com/writeboost/writeboost/internal/superblock"
 )
 
 // CLI is wb-create's command line.
@@ -38,7 +39,7 @@ type CLI struct {
 	Args    []string `arg:"" optional:"" help:"Optional KEY VALUE pairs, as the kernel target's optional args: writeback_threshold 0..100, nr_max_batched_writeback 1..32, update_sb_record_interval 0..3600, sync_data_interval 0..3600, read_cache_threshold 0..127, write_around_mode 0..1, nr_read_cache_cells 1..2048."`
 
 	Reformat bool     `help:"Format the cache device first: every cached block is forgotten, dirty or not. A CACHE holding a file system or other signature is refused (see --force)."`
-	Force    bool     `help:"Start even when CACHE is larger than BACKING or BACKING is a writeboost cache device (both hint at swapped arguments), and let --reformat format a CACHE holding a file system, partition table or other signature, or one it cannot probe (wipefs missing): that data is lost. BACKING and CACHE sharing storage is never allowed."`
+	Force    bool     `help:"Start even when CACHE is larger than BACKING or BACKING is a writeboost cache device (both hint at swapped arguments), and let --reformat format a CACHE holding a file system, partition table or other signature, or one it cannot probe (wipefs missing): that data is lost; and start a CACHE bound to another backing device (or whose binding record is damaged), replaying its dirty blocks onto BACKING and binding it there. BACKING and CACHE sharing storage is never allowed."`
 	Listen   []string `placeholder:"tcp://HOST:PORT" help:"Also serve NBD on this TCP address (repeatable). The unix socket RUNDIR/NAME.sock is always served."`
 	Attach   string   `placeholder:"/dev/nbdN" help:"Also connect the volume to the kernel nbd driver at this device (needs the nbd module)."`
 	NoDirect bool     `help:"Do not open the devices with O_DIRECT (use the page cache; for file systems without O_DIRECT support this is automatic)."`
@@ -130,12 +131,26 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 	defer backing.Close() // after the volume closed: every path below stops it first
 	defer cache.Close()
 	start := time.Now()
+	bind, err := cli.binding(cache) // binding.go: CACHE must belong to BACKING
+	if err != nil {
+		return err
+	}
 	vol, err := engine.Open(engine.Config{Backing: backing, Cache: cache, Logger: log, Tunables: tunables(opts)})
 	switch {
 	case errors.Is(err, engine.ErrNotFormatted):
 		return cli.notFormatted(ctx, backing)
+	case errors.Is(err, engine.ErrDamaged):
+		return fmt.Errorf("%w; nothing was written. wb-check %s shows the log; wb-check --writeback %s --force %s writes back what its valid prefix holds",
+			err, cli.Cache, cli.Backing, cli.Cache)
 	case err != nil:
 		return err
+	}
+	if bind != nil {
+		if err := superblock.WriteBinding(cache, *bind); err != nil {
+			vol.Close()
+			return fmt.Errorf("cache device %s: record its backing device: %w", cli.Cache, err)
+		}
+		log.Info("cache bound to its backing device", "binding", bind.String())
 	}
 	log.Info("volume opened", "name", cli.Name, "size", vol.Size(), "replay", time.Since(start).Round(time.Millisecond))
 	v := &volume{Volume: vol, name: cli.Name, backing: cli.Backing, cache: cli.Cache, args: opts.Args, start: time.Now(), removed: make(chan bool, 1)}

@@ -3,7 +3,7 @@
 // it zeroes the superblock and every segment header, syncs, then writes
 // the magic into sector 0 and syncs again. It prints the geometry.
 //
-//	wb-format-cache [--force] [--quiet] CACHE
+//	wb-format-cache [--force] [--quiet] [--backing BACKING] CACHE
 //
 // It refuses, with a one-line reason and the device untouched, a device
 // smaller than 1 MiB + 512 KiB, one it cannot open for writing, one in use
@@ -36,6 +36,7 @@ import (
 	"github.com/writeboost/writeboost/internal/check"
 	"github.com/writeboost/writeboost/internal/layout"
 	"github.com/writeboost/writeboost/internal/probe"
+	"github.com/writeboost/writeboost/internal/superblock"
 )
 
 const progName = "wb-format-cache"
@@ -50,8 +51,9 @@ const (
 
 type cli struct {
 	Force bool   `help:"Format even a device that holds a file system, partition table or other signature (as wipefs lists them), or without looking when wipefs (util-linux) is missing, or a cache device whose log holds dirty blocks or damage: that data is lost (wb-check --writeback BACKING saves a log's dirty blocks first)."`
-	Quiet bool   `short:"q" help:"Print nothing but errors: no geometry, no progress bar."`
-	Cache string `arg:"" help:"The device to format: a block device or a regular file (at least 1 MiB + 512 KiB)." placeholder:"CACHE"`
+	Quiet   bool   `short:"q" help:"Print nothing but errors: no geometry, no progress bar."`
+	Backing string `help:"Bind the cache to this backing device (recorded in the superblock area; without it, the first wb-create binds it): a start or an offline writeback with another backing device is then refused. It must exist and must not share storage with CACHE." placeholder:"BACKING"`
+	Cache   string `arg:"" help:"The device to format: a block device or a regular file (at least 1 MiB + 512 KiB)." placeholder:"CACHE"`
 }
 
 // env carries the process's streams into Run; stderrTTY says whether
@@ -89,6 +91,22 @@ func (c *cli) Run(e *env) error {
 	}
 	if st.IsDir() {
 		return errors.New("is a directory")
+	}
+	var bind *superblock.Binding
+	if c.Backing != "" {
+		bid, err := blockdev.Identify(c.Backing)
+		if err != nil {
+			return fmt.Errorf("--backing: %w", err)
+		}
+		cid, err := blockdev.Identify(c.Cache)
+		if err != nil {
+			return err
+		}
+		if ok, why := blockdev.Overlap(bid, cid); ok {
+			return fmt.Errorf("--backing %s shares storage with the cache (%s): the cache must be another device", c.Backing, why)
+		}
+		b := superblock.BindingOf(bid)
+		bind = &b
 	}
 	dev, err := blockdev.OpenFile(c.Cache, blockdev.FileOptions{Direct: true, Exclusive: true, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -140,6 +158,11 @@ func (c *cli) Run(e *env) error {
 	case err != nil:
 		return errors.New(fault(err))
 	}
+	if bind != nil {
+		if err := superblock.WriteBinding(dev, *bind); err != nil {
+			return errors.New(fault(err))
+		}
+	}
 	if err := dev.Close(); err != nil {
 		return errors.New(fault(err))
 	}
@@ -148,6 +171,9 @@ func (c *cli) Run(e *env) error {
 	}
 	_, err = fmt.Fprintf(e.stdout, "formatted: %s\nsegments: %d\ncache_blocks: %d\nusable_bytes: %d (%s)\n",
 		c.Cache, g.NrSegments, g.NrCacheBlocks(), g.UsableBytes(), wbcli.HumanBytes(uint64(g.UsableBytes())))
+	if err == nil && bind != nil {
+		_, err = fmt.Fprintf(e.stdout, "bound_to: %s\n", bind)
+	}
 	return err
 }
 

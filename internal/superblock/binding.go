@@ -2,6 +2,10 @@ package superblock
 
 import (
 	"fmt"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/writeboost/writeboost/internal/blockdev"
 )
 
 // Binding names the backing device a cache belongs to (the binding
@@ -76,4 +80,20 @@ func (b Binding) Matches(other Binding) (bool, string) {
 		return false, "another URI"
 	}
 	return false, fmt.Sprintf("unknown kind %q", b.Kind)
+}
+
+// BindingOf is the binding naming the storage id identifies. A loop
+// device is bound through the file it shows (its number changes from boot
+// to boot); its size is the loop device's.
+func BindingOf(id blockdev.Identity) Binding {
+	if id.Loop != nil && id.Loop.Kind == blockdev.KindFile && id.Offset == 0 {
+		b := BindingOf(*id.Loop)
+		b.Size = id.Size
+		return b
+	}
+	if id.Kind == blockdev.KindFile {
+		return Binding{Kind: "file", Size: id.Size, Path: id.Path, Dev: id.Dev, Ino: id.Ino}
+	}
+	return Binding{Kind: "block", Size: id.Size, Path: id.Path, StableID: id.StableID,
+		Rdev: fmt.Sprintf("%d:%d", unix.Major(id.Rdev), unix.Minor(id.Rdev))}
 }
