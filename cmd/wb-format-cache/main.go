@@ -50,7 +50,7 @@ const (
 )
 
 type cli struct {
-	Force bool   `help:"Format even a device that holds a file system, partition table or other signature (as wipefs lists them), or without looking when wipefs (util-linux) is missing, or a cache device whose log holds dirty blocks or damage: that data is lost (wb-check --writeback BACKING saves a log's dirty blocks first)."`
+	Force   bool   `help:"Format even a device that holds a file system, partition table or other signature (as wipefs lists them), or without looking when wipefs (util-linux) is missing, or a cache device whose log holds dirty blocks or damage: that data is lost (wb-check --writeback BACKING saves a log's dirty blocks first)."`
 	Quiet   bool   `short:"q" help:"Print nothing but errors: no geometry, no progress bar."`
 	Backing string `help:"Bind the cache to this backing device (recorded in the superblock area; without it, the first wb-create binds it): a start or an offline writeback with another backing device is then refused. It must exist and must not share storage with CACHE." placeholder:"BACKING"`
 	Cache   string `arg:"" help:"The device to format: a block device or a regular file (at least 1 MiB + 512 KiB)." placeholder:"CACHE"`
