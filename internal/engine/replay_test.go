@@ -11,7 +11,7 @@ import (
 
 // putSegment writes a segment as the kernel would: header with checksum,
 // then the data slots.
-func putSegment(t *testing.T, dev blockdev.Device, geo layout.Geometry, id uint64, mbs []layout.Metablock, data [][]byte) {
+func putSegment(t testing.TB, dev blockdev.Device, geo layout.Geometry, id uint64, mbs []layout.Metablock, data [][]byte) {
 	t.Helper()
 	seg := make([]byte, layout.SegmentSize)
 	h := layout.SegmentHeader{ID: id, Length: uint8(len(mbs))}
