@@ -9,6 +9,7 @@ import (
 
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/layout"
+	"github.com/writeboost/writeboost/internal/sectorio"
 	"github.com/writeboost/writeboost/internal/superblock"
 )
 
@@ -62,11 +63,14 @@ type source struct {
 }
 
 // Writeback writes every dirty sector the valid log holds (the newest dirty
-// copies and the Pieces under partial copies) to backing, in ascending
-// sector order with runs of consecutive sectors merged into one write,
-// syncs backing, and then records the newest valid id in the superblock
-// record, durably: afterwards the cache holds no dirty block and the
-// backing device alone holds the volume. r must come from Check on cache.
+// copies and the Pieces under partial copies) to backing, a window at a
+// time, as the engine's writeback does (sectorio.Stage: ascending sector
+// order, runs of consecutive sectors merged into one write, up to
+// sectorio.InFlight in flight), syncs backing, and then records the
+// newest valid id in the superblock record, durably: afterwards the cache
+// holds no dirty block and the backing device alone holds the volume. r
+// must come from Check on cache. A dry run counts what the same rounds
+// would write and writes nothing.
 //
 // NB: the order matters for a power cut. The record is written only after
 // the backing device is synced: a cut before it leaves the log dirty, and
@@ -97,26 +101,18 @@ func Writeback(cache, backing blockdev.Device, r *Result, opts WritebackOptions)
 			res.Blocks++
 		}
 	}
-	if opts.DryRun {
-		for len(srcs) > 0 {
-			win := srcs[:window(srcs)]
-			for _, r := range runs(win) {
-				res.Writes++
-				res.Sectors += int64(r[1] - r[0])
-			}
-			srcs = srcs[len(win):]
-		}
-		return res, nil
-	}
 	for len(srcs) > 0 {
-		n, err := writebackRound(cache, backing, srcs, res)
+		n, err := writebackRound(cache, backing, srcs, res, opts.DryRun)
 		if err != nil {
 			return res, err
 		}
 		srcs = srcs[n:]
-		if opts.Progress != nil {
+		if opts.Progress != nil && !opts.DryRun {
 			opts.Progress(res.Sectors, total)
 		}
+	}
+	if opts.DryRun {
+		return res, nil
 	}
 	if err := backing.Sync(); err != nil {
 		return res, fmt.Errorf("sync backing device: %w", err)
@@ -176,15 +172,57 @@ func (r *Result) sources() ([]source, error) {
 	return slices.CompactFunc(srcs, func(a, b source) bool { return a.sector == b.sector }), nil
 }
 
-// writebackRound stages the data of the first sources (up to a window),
-// reading the cache blocks they need in ascending order with adjacent
-// blocks merged, then writes runs of consecutive backing sectors. It
-// returns how many sources it consumed.
-func writebackRound(cache, backing blockdev.Device, srcs []source, res *WritebackResult) (int, error) {
-	n := window(srcs)
-	win := srcs[:n]
-	blocks := make(map[int64]struct{})
+// writebackRound stages the sectors of the first sources (up to a window)
+// in a sectorio.Stage, which merges consecutive backing sectors into one
+// write, and writes them. The cache blocks they come from are read first,
+// in ascending order with neighbours merged (readBlocks). A dry run reads
+// and writes nothing, and counts the writes of the same merge in a
+// counting Stage. It returns how many sources it consumed.
+func writebackRound(cache, backing blockdev.Device, srcs []source, res *WritebackResult, dryRun bool) (int, error) {
+	win := srcs[:window(srcs)]
+	stage := sectorio.NewCount()
+	var blocks *cacheBlocks
+	if !dryRun {
+		var err error
+		if blocks, err = readBlocks(cache, win); err != nil {
+			return 0, fmt.Errorf("read cache device: %w", err)
+		}
+		stage = sectorio.NewStage(len(win))
+	}
 	for _, s := range win {
+		if p := stage.Add(int64(s.sector), 1); p != nil {
+			copy(p, blocks.sector(s.off))
+		}
+	}
+	if err := stage.Write(backing); err != nil {
+		return 0, fmt.Errorf("write backing device: %w", err)
+	}
+	res.Writes += stage.Runs()
+	res.Sectors += stage.Sectors()
+	return len(win), nil
+}
+
+// cacheBlocks holds cache blocks read from the cache device: the one at
+// byte offset offs[k] in buf[k*BlockSize:], offs ascending.
+type cacheBlocks struct {
+	offs []int64
+	buf  []byte
+}
+
+// sector returns the cached sector at cache offset off.
+func (c *cacheBlocks) sector(off int64) []byte {
+	b := off &^ (layout.BlockSize - 1)
+	k, _ := slices.BinarySearch(c.offs, b)
+	from := k*layout.BlockSize + int(off-b)
+	return c.buf[from : from+layout.SectorSize]
+}
+
+// readBlocks reads the cache blocks that srcs need, in ascending order:
+// adjacent blocks in one request, and blocks closer than wbMaxGap in one
+// request with the gap, up to wbMaxRead bytes.
+func readBlocks(cache blockdev.Device, srcs []source) (*cacheBlocks, error) {
+	blocks := make(map[int64]struct{})
+	for _, s := range srcs {
 		blocks[s.off&^(layout.BlockSize-1)] = struct{}{}
 	}
 	sorted := make([]int64, 0, len(blocks))
@@ -201,16 +239,16 @@ func writebackRound(cache, backing blockdev.Device, srcs []source, res *Writebac
 		}
 		if j == i+1 || sorted[j-1]-sorted[i] == int64(j-i-1)*layout.BlockSize {
 			// Adjacent blocks: straight into place.
-			if err := readFull(cache, buf[i*layout.BlockSize:j*layout.BlockSize], sorted[i]); err != nil {
-				return 0, fmt.Errorf("read cache device: %w", err)
+			if err := sectorio.ReadFull(cache, buf[i*layout.BlockSize:j*layout.BlockSize], sorted[i]); err != nil {
+				return nil, err
 			}
 		} else {
 			n := sorted[j-1] + layout.BlockSize - sorted[i]
 			if sweep == nil {
 				sweep = blockdev.AlignedBuffer(int(wbMaxRead))
 			}
-			if err := readFull(cache, sweep[:n], sorted[i]); err != nil {
-				return 0, fmt.Errorf("read cache device: %w", err)
+			if err := sectorio.ReadFull(cache, sweep[:n], sorted[i]); err != nil {
+				return nil, err
 			}
 			for k := i; k < j; k++ {
 				from := sorted[k] - sorted[i]
@@ -219,23 +257,7 @@ func writebackRound(cache, backing blockdev.Device, srcs []source, res *Writebac
 		}
 		i = j
 	}
-	stage := blockdev.AlignedBuffer(len(win) * layout.SectorSize)
-	for i, s := range win {
-		b := s.off &^ (layout.BlockSize - 1)
-		k, _ := slices.BinarySearch(sorted, b)
-		from := k*layout.BlockSize + int(s.off-b)
-		copy(stage[i*layout.SectorSize:(i+1)*layout.SectorSize], buf[from:from+layout.SectorSize])
-	}
-	for _, r := range runs(win) {
-		i, j := r[0], r[1]
-		off := int64(win[i].sector) << layout.SectorShift
-		if _, err := backing.WriteAt(stage[i*layout.SectorSize:j*layout.SectorSize], off); err != nil {
-			return 0, fmt.Errorf("write backing device: %w", err)
-		}
-		res.Writes++
-		res.Sectors += int64(j - i)
-	}
-	return n, nil
+	return &cacheBlocks{offs: sorted, buf: buf}, nil
 }
 
 // window returns how many of the first sources one round stages: up to
@@ -253,30 +275,4 @@ func window(srcs []source) int {
 		}
 	}
 	return n
-}
-
-// runs splits a window into runs [i, j) of consecutive backing sectors:
-// one merged write each.
-func runs(win []source) [][2]int {
-	var rs [][2]int
-	for i := 0; i < len(win); {
-		j := i + 1
-		for j < len(win) && win[j].sector == win[j-1].sector+1 {
-			j++
-		}
-		rs = append(rs, [2]int{i, j})
-		i = j
-	}
-	return rs
-}
-
-func readFull(dev blockdev.Device, p []byte, off int64) error {
-	n, err := dev.ReadAt(p, off)
-	if n == len(p) {
-		return nil
-	}
-	if err == nil {
-		err = errors.New("short read")
-	}
-	return fmt.Errorf("%d bytes at %d: %w", len(p), off, err)
 }

@@ -2,10 +2,12 @@ package engine
 
 import (
 	"fmt"
+	"math/bits"
 
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/layout"
 	"github.com/writeboost/writeboost/internal/replay"
+	"github.com/writeboost/writeboost/internal/sectorio"
 	"github.com/writeboost/writeboost/internal/superblock"
 )
 
@@ -98,33 +100,78 @@ func (v *Volume) replay() error {
 	return nil
 }
 
+// piecesWindow bounds the sectors of pieces staged at once (32 MiB): a
+// log full of partial chains must not stage them all. A variable so that
+// tests can make window boundaries happen on a small log.
+var piecesWindow = 65536
+
 // writebackPieces writes the sectors of older dirty copies that no newer
-// copy covers to the backing device, then syncs it.
+// copy covers to the backing device, then syncs it. The pieces come in
+// block order (replay.Apply), so their sectors are staged in ascending
+// order, a window at a time, and neighbouring sectors become one write
+// (sectorio.Stage), as in a writeback batch.
 func (v *Volume) writebackPieces(pieces []replay.Piece) error {
 	if len(pieces) == 0 {
 		return nil
 	}
-	buf := blockdev.AlignedBuffer(layout.BlockSize)
-	for _, p := range pieces {
-		slot := v.geo.SlotOf(p.Copy.SegmentID)
-		if err := v.readCacheBlocks(buf, slot, int(p.Copy.Index)); err != nil {
-			return fmt.Errorf("write back piece of block %d from segment %d: %w", p.Block, p.Copy.SegmentID, err)
-		}
-		for j := range layout.SectorsPerBlock {
-			if p.Mask&(1<<j) == 0 {
-				continue
+	var buf []byte // the cache blocks of one block's pieces
+	for len(pieces) > 0 {
+		// Whole blocks, up to the window (at least one block).
+		n, sectors := 0, 0
+		for n < len(pieces) {
+			j, s := n, 0
+			for ; j < len(pieces) && pieces[j].Block == pieces[n].Block; j++ {
+				s += bits.OnesCount8(pieces[j].Mask)
 			}
-			o := j << layout.SectorShift
-			at := int64(p.Block)*layout.BlockSize + int64(o)
-			if _, err := v.backing.WriteAt(buf[o:o+layout.SectorSize], at); err != nil {
-				v.stats.backingWriteErrors.Add(1)
-				return fmt.Errorf("write back piece of block %d (segment %d) at %d: %w", p.Block, p.Copy.SegmentID, at, err)
+			if n > 0 && sectors+s > piecesWindow {
+				break
 			}
+			n, sectors = j, sectors+s
 		}
+		stage := sectorio.NewStage(sectors)
+		for i := 0; i < n; {
+			j := i + 1
+			for j < n && pieces[j].Block == pieces[i].Block {
+				j++
+			}
+			if len(buf) < (j-i)*layout.BlockSize {
+				buf = blockdev.AlignedBuffer((j - i) * layout.BlockSize)
+			}
+			if err := v.stagePieces(stage, pieces[i:j], buf); err != nil {
+				return err
+			}
+			i = j
+		}
+		if err := v.writeStage(stage); err != nil {
+			return err
+		}
+		pieces = pieces[n:]
 	}
 	if err := v.backing.Sync(); err != nil {
 		v.stats.backingWriteErrors.Add(1)
 		return fmt.Errorf("sync backing device after writing back pieces: %w", err)
+	}
+	return nil
+}
+
+// stagePieces reads the cache blocks of one block's pieces into buf and
+// stages their sectors in ascending order. The masks of one block's
+// pieces are disjoint (replay.Apply); were they not, the newest copy of a
+// sector would win, as if the pieces were written one after another.
+func (v *Volume) stagePieces(stage *sectorio.Stage, ps []replay.Piece, buf []byte) error {
+	for k, p := range ps {
+		if err := v.readCacheBlocks(buf[k*layout.BlockSize:(k+1)*layout.BlockSize], v.geo.SlotOf(p.Copy.SegmentID), int(p.Copy.Index)); err != nil {
+			return fmt.Errorf("write back piece of block %d from segment %d: %w", p.Block, p.Copy.SegmentID, err)
+		}
+	}
+	for j := range layout.SectorsPerBlock {
+		for k := len(ps) - 1; k >= 0; k-- {
+			if ps[k].Mask&(1<<j) != 0 {
+				o := k*layout.BlockSize + j*layout.SectorSize
+				copy(stage.Add(int64(ps[k].Block)*layout.SectorsPerBlock+int64(j), 1), buf[o:o+layout.SectorSize])
+				break
+			}
+		}
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/writeboost/writeboost/internal/blockdev"
@@ -11,7 +12,7 @@ import (
 
 // putSegment writes a segment as the kernel would: header with checksum,
 // then the data slots.
-func putSegment(t *testing.T, dev blockdev.Device, geo layout.Geometry, id uint64, mbs []layout.Metablock, data [][]byte) {
+func putSegment(t testing.TB, dev blockdev.Device, geo layout.Geometry, id uint64, mbs []layout.Metablock, data [][]byte) {
 	t.Helper()
 	seg := make([]byte, layout.SegmentSize)
 	h := layout.SegmentHeader{ID: id, Length: uint8(len(mbs))}
@@ -99,5 +100,68 @@ func TestFormat(t *testing.T) {
 	}
 	if got := r.read(0, 4096); !bytes.Equal(got, make([]byte, 4096)) {
 		t.Fatal("old cached data survived a format")
+	}
+}
+
+// TestReplayPiecesMerged: replay writes the pieces of a kernel log back as
+// merged writes (sectorio's tests check their order), one per run of adjacent sectors even
+// across blocks, and window by window when the pieces exceed one.
+func TestReplayPiecesMerged(t *testing.T) {
+	defer func(w int) { piecesWindow = w }(piecesWindow)
+	const n = layout.NrCachesPerSegment
+	full := make([]layout.Metablock, n)
+	half := make([]layout.Metablock, n)
+	older, newer := make([][]byte, n), make([][]byte, n)
+	for k := range n {
+		full[k] = layout.Metablock{Sector: uint64(k) * layout.SectorsPerBlock, DirtyBits: layout.DirtyFull}
+		// Sectors 0-3 of even blocks, 4-7 of odd ones: the pieces left
+		// (4-7 of an even block, 0-3 of the next) are adjacent in pairs.
+		half[k] = layout.Metablock{Sector: uint64(k) * layout.SectorsPerBlock, DirtyBits: 0x0F << (4 * (k % 2))}
+		older[k], newer[k] = fill(layout.BlockSize, byte(k+1)), fill(layout.BlockSize, 0xEE)
+	}
+	for _, tc := range []struct {
+		window, writes int
+	}{
+		{65536, n/2 + 1}, // one stage: 63 pairs and block 126 alone
+		{4, n},           // a stage per block: nothing merges across blocks
+		{8, n/2 + 1},     // a stage per pair of blocks
+	} {
+		t.Run(fmt.Sprint("window", tc.window), func(t *testing.T) {
+			piecesWindow = tc.window
+			cache := blockdev.NewMem(cacheSize(4))
+			if err := Format(cache); err != nil {
+				t.Fatal(err)
+			}
+			geo, _ := layout.NewGeometry(cache.Size())
+			putSegment(t, cache, geo, 1, full, older)
+			putSegment(t, cache, geo, 2, half, newer)
+			backMem := blockdev.NewMem(n * layout.BlockSize)
+			back := &slowBacking{Device: backMem}
+			v, err := Open(Config{Backing: back, Cache: cache, Logger: testLogger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer v.Close()
+			back.mu.Lock()
+			batches := back.batches
+			back.mu.Unlock()
+			if len(batches) != 1 || len(batches[0]) != tc.writes {
+				t.Fatalf("replay wrote %v (per sync), want one sync after %d writes", batches, tc.writes)
+			}
+			got := make([]byte, n*layout.BlockSize)
+			if _, err := backMem.ReadAt(got, 0); err != nil {
+				t.Fatal(err)
+			}
+			for k := range n {
+				blk := got[k*layout.BlockSize : (k+1)*layout.BlockSize]
+				lo, hi := fill(layout.BlockSize/2, 0), fill(layout.BlockSize/2, byte(k+1))
+				if k%2 == 1 {
+					lo, hi = hi, lo
+				}
+				if !bytes.Equal(blk, append(lo, hi...)) {
+					t.Fatalf("backing block %d: %s", k, sectorSummary(blk))
+				}
+			}
+		})
 	}
 }

@@ -3,15 +3,15 @@ package engine
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"math/bits"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/layout"
+	"github.com/writeboost/writeboost/internal/sectorio"
 )
 
 // maxWritebackBackoff caps the delay between retries of a failed batch.
@@ -42,9 +42,10 @@ type wbEntry struct {
 //
 // A batch is up to nr_max_batched_writeback segments: their dirty blocks
 // are read from the cache device (one sequential read per run of adjacent
-// ring slots), sorted by backing sector, adjacent sectors merged into
-// large writes, issued in ascending order with up to wbInFlight in flight,
-// and the backing device synced; only then does last_writeback_id advance.
+// ring slots), sorted by backing sector and staged in a sectorio.Stage
+// (adjacent sectors merged into large writes, issued in ascending order
+// with up to sectorio.InFlight in flight), and the backing device synced;
+// only then does last_writeback_id advance.
 // A failed batch is retried with backoff, logged once per burst of
 // failures, and never advances last_writeback_id.
 //
@@ -183,18 +184,6 @@ func (v *Volume) writebackDaemon(ctx context.Context) {
 	}
 }
 
-// wbInFlight bounds the backing writes of one batch in flight at once. A
-// disk with a queue (NCQ, a RAID, a network disk) overlaps them; one at a
-// time left the backing device idle between requests.
-const wbInFlight = 16
-
-// wbRun is one merged backing write of a batch: stage[start:end] to
-// backing sector sector.
-type wbRun struct {
-	sector     int64
-	start, end int
-}
-
 // writebackBatch copies the dirty sectors of ents to the backing device
 // and syncs it; it returns the entries written (in block order, one per
 // block) and the bytes written. segBuf holds the batch's segments,
@@ -235,46 +224,27 @@ func (v *Volume) writebackBatch(ents []wbEntry, from uint64, segBuf []byte) ([]w
 	for _, e := range ents {
 		total += bits.OnesCount8(e.dirty)
 	}
-	stage := blockdev.AlignedBuffer(total * layout.SectorSize)
-	var runs []wbRun
-	at := 0
+	stage := sectorio.NewStage(total)
 	for _, e := range ents {
 		src := segBuf[e.seg*layout.SegmentSize+(e.i+1)*layout.BlockSize:]
 		if e.dirty == layout.DirtyFull {
-			sector := int64(e.block) * layout.SectorsPerBlock
-			copy(stage[at:at+layout.BlockSize], src[:layout.BlockSize])
-			runs = appendRun(runs, sector, at, layout.BlockSize)
-			at += layout.BlockSize
+			copy(stage.Add(int64(e.block)*layout.SectorsPerBlock, layout.SectorsPerBlock), src[:layout.BlockSize])
 			continue
 		}
 		for j := range layout.SectorsPerBlock {
-			if e.dirty&(1<<j) == 0 {
-				continue
+			if e.dirty&(1<<j) != 0 {
+				copy(stage.Add(int64(e.block)*layout.SectorsPerBlock+int64(j), 1), src[j*layout.SectorSize:])
 			}
-			sector := int64(e.block)*layout.SectorsPerBlock + int64(j)
-			copy(stage[at:at+layout.SectorSize], src[j*layout.SectorSize:])
-			runs = appendRun(runs, sector, at, layout.SectorSize)
-			at += layout.SectorSize
 		}
 	}
-	if err := v.writeRuns(stage, runs); err != nil {
+	if err := v.writeStage(stage); err != nil {
 		return nil, 0, err
 	}
 	if err := v.backing.Sync(); err != nil {
 		v.stats.backingWriteErrors.Add(1)
 		return nil, 0, fmt.Errorf("sync backing device after writeback: %w", err)
 	}
-	return ents, int64(at), nil
-}
-
-// appendRun adds n staged bytes at stage offset at for backing sector
-// sector, extending the last run when it ends right there.
-func appendRun(runs []wbRun, sector int64, at, n int) []wbRun {
-	if k := len(runs) - 1; k >= 0 && runs[k].sector+int64((runs[k].end-runs[k].start)>>layout.SectorShift) == sector {
-		runs[k].end += n
-		return runs
-	}
-	return append(runs, wbRun{sector: sector, start: at, end: at + n})
+	return ents, stage.Sectors() << layout.SectorShift, nil
 }
 
 // readBatchSegments reads the segments of a batch that hold entries into
@@ -312,44 +282,17 @@ func (v *Volume) readBatchSegments(ents []wbEntry, from uint64, segBuf []byte) e
 	return nil
 }
 
-// writeRuns writes the runs (ascending backing sectors) with up to
-// wbInFlight in flight, submitted in ascending order. On the first error
-// it submits no more, waits for those in flight and returns the error of
-// the lowest failed run; the caller then neither syncs nor advances
-// last_writeback_id, and retries the whole batch.
-func (v *Volume) writeRuns(stage []byte, runs []wbRun) error {
-	if len(runs) == 1 {
-		return v.writeRun(stage, runs[0])
+// writeStage writes a stage's runs to the backing device (sectorio.Stage.Write:
+// ascending, up to sectorio.InFlight in flight, no new submission after the
+// first error) and counts each failed write. On error the caller neither
+// syncs nor advances last_writeback_id; a batch is retried whole.
+func (v *Volume) writeStage(stage *sectorio.Stage) error {
+	err := stage.Write(v.backing)
+	if we, ok := errors.AsType[*sectorio.WriteError](err); ok {
+		v.stats.backingWriteErrors.Add(uint64(we.Failed))
 	}
-	errs := make([]error, len(runs))
-	var wg sync.WaitGroup
-	var failed atomic.Bool
-	sem := make(chan struct{}, wbInFlight)
-	for k, r := range runs {
-		sem <- struct{}{}
-		if failed.Load() {
-			<-sem
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			if err := v.writeRun(stage, r); err != nil {
-				errs[k] = err
-				failed.Store(true)
-			}
-		}()
-	}
-	wg.Wait()
-	return firstErr(errs...)
-}
-
-func (v *Volume) writeRun(stage []byte, r wbRun) error {
-	off := r.sector << layout.SectorShift
-	if _, err := v.backing.WriteAt(stage[r.start:r.end], off); err != nil {
-		v.stats.backingWriteErrors.Add(1)
-		return fmt.Errorf("write back %d bytes at backing offset %d: %w", r.end-r.start, off, err)
+	if err != nil {
+		return fmt.Errorf("write back to the backing device: %w", err)
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/layout"
+	"github.com/writeboost/writeboost/internal/sectorio"
 )
 
 // slowBacking is a backing device whose writes take a while, and which
@@ -56,8 +57,8 @@ func (s *slowBacking) Sync() error {
 }
 
 // TestWritebackWritesInFlight: the merged writes of a batch overlap (up to
-// wbInFlight), each batch submits them in ascending backing order, and the
-// backing sync comes only after all of them completed.
+// sectorio.InFlight), each batch submits them in ascending backing order,
+// and the backing sync comes only after all of them completed.
 func TestWritebackWritesInFlight(t *testing.T) {
 	const nBlocks = 200 // every other block: 200 runs that cannot merge
 	backMem := blockdev.NewMem(2 * nBlocks * layout.BlockSize)
@@ -83,8 +84,8 @@ func TestWritebackWritesInFlight(t *testing.T) {
 	}
 	back.mu.Lock()
 	defer back.mu.Unlock()
-	if back.maxInFlight < 2 || back.maxInFlight > wbInFlight {
-		t.Fatalf("writeback had at most %d writes in flight, want 2..%d", back.maxInFlight, wbInFlight)
+	if back.maxInFlight < 2 || back.maxInFlight > sectorio.InFlight {
+		t.Fatalf("writeback had at most %d writes in flight, want 2..%d", back.maxInFlight, sectorio.InFlight)
 	}
 	if back.syncOverlaps != 0 {
 		t.Fatalf("%d backing syncs overlapped a writeback write", back.syncOverlaps)
@@ -97,12 +98,12 @@ func TestWritebackWritesInFlight(t *testing.T) {
 		total += len(b)
 		// Goroutines may reach the device out of order by a little; the
 		// submission order is ascending, so no write can come more than
-		// wbInFlight places after a write of a higher offset.
+		// sectorio.InFlight places after a write of a higher offset.
 		sorted := slices.Clone(b)
 		slices.Sort(sorted)
 		for j, off := range b {
 			k, _ := slices.BinarySearch(sorted, off)
-			if d := j - k; d > wbInFlight || d < -wbInFlight {
+			if d := j - k; d > sectorio.InFlight || d < -sectorio.InFlight {
 				t.Fatalf("batch %d: write %d at offset %d is %d places from its sorted position", i, j, off, d)
 			}
 		}
