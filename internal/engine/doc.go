@@ -20,6 +20,7 @@
 //	    │ writeback daemon (writeback.go): oldest segments first, batches of
 //	    │ nr_max_batched_writeback, sorted by backing sector, merged, backing synced,
 //	    │ then last_writeback_id advances; forced when the ring needs a slot
+//	    │ (the merged writes go through internal/sectorio, as wb-check's do)
 //	    ▼
 //	backing device (blockdev)
 //

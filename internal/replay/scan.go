@@ -14,6 +14,7 @@ import (
 
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/layout"
+	"github.com/writeboost/writeboost/internal/sectorio"
 	"github.com/writeboost/writeboost/internal/superblock"
 )
 
@@ -326,7 +327,7 @@ func readSegments(dev io.ReaderAt, g layout.Geometry, fn func(slot uint64, seg [
 			}
 			n := min(chunkSegments, g.NrSegments-first)
 			c := chunk{first: first, n: n, buf: buf}
-			if err := readFull(dev, buf[:n*layout.SegmentSize], g.SegmentOffset(first)); err != nil {
+			if err := sectorio.ReadFull(dev, buf[:n*layout.SegmentSize], g.SegmentOffset(first)); err != nil {
 				c.err = fmt.Errorf("replay: read segments %d..%d: %w", first, first+n-1, err)
 			}
 			select {
@@ -350,15 +351,4 @@ func readSegments(dev io.ReaderAt, g layout.Geometry, fn func(slot uint64, seg [
 		free <- c.buf
 	}
 	return nil
-}
-
-func readFull(dev io.ReaderAt, p []byte, off int64) error {
-	n, err := dev.ReadAt(p, off)
-	if n == len(p) {
-		return nil
-	}
-	if err == nil || err == io.EOF {
-		err = io.ErrUnexpectedEOF
-	}
-	return fmt.Errorf("at byte %d: %w", off+int64(n), err)
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/layout"
+	"github.com/writeboost/writeboost/internal/sectorio"
 )
 
 // Area is what the superblock area holds.
@@ -34,14 +35,14 @@ type Area struct {
 func Read(dev io.ReaderAt) (Area, error) {
 	var a Area
 	sb := blockdev.AlignedBuffer(layout.SectorSize)
-	if err := readFull(dev, sb, 0); err != nil {
+	if err := sectorio.ReadFull(dev, sb, 0); err != nil {
 		return a, fmt.Errorf("superblock: read sector 0: %w", err)
 	}
 	if a.Formatted = layout.IsFormatted(sb); !a.Formatted {
 		return a, nil
 	}
 	blk := blockdev.AlignedBuffer(layout.BlockSize)
-	if err := readFull(dev, blk, layout.RecordBlockOffset); err != nil {
+	if err := sectorio.ReadFull(dev, blk, layout.RecordBlockOffset); err != nil {
 		return a, fmt.Errorf("superblock: read the record block: %w", err)
 	}
 	var err error
@@ -53,7 +54,7 @@ func Read(dev io.ReaderAt) (Area, error) {
 	} else if ok {
 		a.CleanStop = &c
 	}
-	if err := readFull(dev, sb, layout.BindingOffset); err != nil {
+	if err := sectorio.ReadFull(dev, sb, layout.BindingOffset); err != nil {
 		return a, fmt.Errorf("superblock: read the binding record: %w", err)
 	}
 	if p, ok, err := layout.DecodeBinding(sb); err != nil {
@@ -152,14 +153,3 @@ func Format(dev blockdev.Device, progress func(done, total int64)) (layout.Geome
 // progressEvery is how many segment headers Format zeroes between two
 // progress calls.
 const progressEvery = 256
-
-func readFull(dev io.ReaderAt, p []byte, off int64) error {
-	n, err := dev.ReadAt(p, off)
-	if n == len(p) {
-		return nil
-	}
-	if err == nil || err == io.EOF {
-		err = io.ErrUnexpectedEOF
-	}
-	return fmt.Errorf("at byte %d: %w", off+int64(n), err)
-}
