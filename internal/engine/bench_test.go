@@ -298,7 +298,7 @@ func BenchmarkOpenIndexMemory16GiB(b *testing.B) {
 		runtime.ReadMemStats(&after)
 		n := v.Status().NrCacheBlocks
 		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(n), "heap_bytes/block")
-		b.ReportMetric(float64(v.idx.bytes())/float64(n), "index_bytes/block")
+		b.ReportMetric(float64(v.mu.idx.bytes())/float64(n), "index_bytes/block")
 		b.ReportMetric(float64(n), "cache_blocks")
 		if err := v.Close(); err != nil {
 			b.Fatal(err)

@@ -47,10 +47,16 @@
 //
 // # Locking
 //
-// One mutex, Volume.mu, guards the metadata (index, per-slot state, rambufs,
-// ids); it is never held across device I/O. A reader that needs a block on
-// the cache device pins its ring slot, so the flusher does not overwrite the
-// slot before the read is done. Tunables are atomics read at each use.
+// One mutex, Volume.mu, guards the metadata; the fields it guards live in
+// the mu struct itself, grouped by concern (index and ring slots, RAM
+// buffers, ids, flushes and syncs, daemon conditions, read cache), so
+// every use reads v.mu.X and the lock shows. It is never held across
+// device I/O. The ids' ordering is stated once in invariants.go and
+// checked after every change in tests. A reader that needs a block on
+// the cache device pins its ring slot, so the flusher does not overwrite
+// the slot before the read is done. Tunables are atomics read at each
+// use; opsMu tracks requests in flight for Close; rmwMu serialises
+// unaligned read-modify-writes.
 //
 // # Durability and crash semantics
 //

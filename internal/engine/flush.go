@@ -29,42 +29,42 @@ func (v *Volume) flush() error {
 	v.mu.Lock()
 	// target is the newest segment holding a write acknowledged before
 	// this call: the open one if it has data, else the last sealed one.
-	target := v.lastSealed
-	if v.open != nil && v.open.length > 0 {
-		target = v.open.id
+	target := v.mu.lastSealed
+	if v.mu.open != nil && v.mu.open.length > 0 {
+		target = v.mu.open.id
 	}
 	var err error
-	for v.durable < target && err == nil {
-		if v.failErr != nil {
-			err = v.failErr
+	for v.mu.durable < target && err == nil {
+		if v.mu.failErr != nil {
+			err = v.mu.failErr
 			break
 		}
-		if v.flushLeader {
+		if v.mu.flushLeader {
 			// Someone is sealing and syncing; wait, then see whether it
 			// covered us or we lead the next round, which then seals
 			// everything that arrived meanwhile in one segment.
 			v.cond.Wait()
 			continue
 		}
-		v.flushLeader = true
-		if v.open != nil && v.open.length > 0 {
+		v.mu.flushLeader = true
+		if v.mu.open != nil && v.mu.open.length > 0 {
 			v.sealLocked()
 		}
-		sealed := v.lastSealed
-		v.fuaTarget = max(v.fuaTarget, sealed)
-		for v.lastWritten < sealed && v.failErr == nil {
+		sealed := v.mu.lastSealed
+		v.mu.fuaTarget = max(v.mu.fuaTarget, sealed)
+		for v.mu.lastWritten < sealed && v.mu.failErr == nil {
 			v.cond.Wait()
 		}
-		if v.failErr != nil {
-			err = v.failErr
-		} else if v.durable < sealed {
+		if v.mu.failErr != nil {
+			err = v.mu.failErr
+		} else if v.mu.durable < sealed {
 			err = v.syncCacheLocked()
 		}
-		v.flushLeader = false
+		v.mu.flushLeader = false
 		v.cond.Broadcast()
 	}
-	needBacking := v.backingUnsynced
-	v.backingUnsynced = false
+	needBacking := v.mu.backingUnsynced
+	v.mu.backingUnsynced = false
 	v.mu.Unlock()
 	if err != nil {
 		return err
@@ -73,7 +73,7 @@ func (v *Volume) flush() error {
 		if err := v.backing.Sync(); err != nil {
 			v.stats.backingWriteErrors.Add(1)
 			v.mu.Lock()
-			v.backingUnsynced = true
+			v.mu.backingUnsynced = true
 			v.mu.Unlock()
 			return fmt.Errorf("engine: flush: sync backing device: %w", err)
 		}
@@ -86,30 +86,30 @@ func (v *Volume) flush() error {
 // while a sync runs wait for it and share the next one (group commit).
 // Caller holds mu; it is released during the sync.
 func (v *Volume) syncCacheLocked() error {
-	want := v.syncsStarted + 1
-	for v.syncsDone < want {
-		if v.syncing {
+	want := v.mu.syncsStarted + 1
+	for v.mu.syncsDone < want {
+		if v.mu.syncing {
 			v.cond.Wait()
 			continue
 		}
-		v.syncing = true
-		v.syncsStarted++
-		gen := v.syncsStarted
-		written := v.lastWritten
+		v.mu.syncing = true
+		v.mu.syncsStarted++
+		gen := v.mu.syncsStarted
+		written := v.mu.lastWritten
 		v.mu.Unlock()
 		start := time.Now()
 		err := v.cache.Sync()
 		v.stats.cacheSyncs.Add(1)
 		v.stats.cacheSyncNanos.Add(int64(time.Since(start)))
 		v.mu.Lock()
-		v.syncing = false
+		v.mu.syncing = false
 		v.cond.Broadcast()
 		if err != nil {
 			v.stats.cacheWriteErrors.Add(1)
 			return fmt.Errorf("engine: sync cache device: %w", err)
 		}
-		v.syncsDone = max(v.syncsDone, gen)
-		v.durable = max(v.durable, written)
+		v.mu.syncsDone = max(v.mu.syncsDone, gen)
+		v.mu.durable = max(v.mu.durable, written)
 		v.checkInvariantsLocked()
 	}
 	return nil

@@ -41,38 +41,38 @@ const zeroHeadersAhead = 32
 // On exit (stopping, queue empty or the cache device failed) it has
 // started no write it does not track; Close waits for v.segWrites.
 //
-// NB: it takes no context: stopping comes through v.stopping and a cond
+// NB: it takes no context: stopping comes through v.mu.stopping and a cond
 // broadcast, since it waits on v.cond, not on channels.
 func (v *Volume) flusher() {
 	zero := blockdev.AlignedBuffer(layout.HeaderSize)
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	for {
-		if v.stopping && (len(v.flushQ) == 0 || v.failErr != nil) {
+		if v.mu.stopping && (len(v.mu.flushQ) == 0 || v.mu.failErr != nil) {
 			return
 		}
-		if len(v.flushQ) == 0 || v.failErr != nil {
+		if len(v.mu.flushQ) == 0 || v.mu.failErr != nil {
 			v.cond.Wait()
 			continue
 		}
-		rb := v.flushQ[0]
-		if !v.syncing && !v.bgSync && v.lastWritten >= v.durable+syncAhead {
+		rb := v.mu.flushQ[0]
+		if !v.mu.syncing && !v.mu.bgSync && v.mu.lastWritten >= v.mu.durable+syncAhead {
 			// Keep a sync running in the background whenever a few written
 			// segments are not yet durable: the window then rarely stops
 			// dispatch, and a flush finds most of its work done. (Measured:
 			// syncing every 2 segments this way beats waiting for 5.)
-			v.bgSync = true
+			v.mu.bgSync = true
 			v.segWrites.Add(1)
 			go v.backgroundSync()
 		}
-		if rb.id > v.durable+tornWindow {
-			if v.syncing {
+		if rb.id > v.mu.durable+tornWindow {
+			if v.mu.syncing {
 				v.cond.Wait()
 				continue
 			}
 			// Let most earlier writes complete first, so that this sync
 			// frees most of the window, not a single segment.
-			if v.lastWritten+1 < rb.id && v.lastWritten < v.durable+tornWindow*5/8 {
+			if v.mu.lastWritten+1 < rb.id && v.mu.lastWritten < v.mu.durable+tornWindow*5/8 {
 				v.cond.Wait()
 				continue
 			}
@@ -82,19 +82,19 @@ func (v *Volume) flusher() {
 			continue
 		}
 		slot := v.geo.SlotOf(rb.id)
-		if v.hdrLive[slot] {
+		if v.mu.hdrLive[slot] {
 			old := rb.id - v.nrSeg // written back, as ensureOpenLocked made sure
 			switch {
 			case v.nrSeg == 1:
 				// No other slot: a torn write here is the only segment of
 				// the walk, a torn tail, and the old one is written back.
-				v.hdrLive[slot] = false
-			case old >= v.durable:
+				v.mu.hdrLive[slot] = false
+			case old >= v.mu.durable:
 				// Zero a header only while a newer segment is durable, so
 				// the device always shows an id at least as high as the
 				// superblock record (replay refuses a record above every
 				// id): wait for the next write, then sync.
-				if v.lastWritten <= old {
+				if v.mu.lastWritten <= old {
 					v.cond.Wait()
 					continue
 				}
@@ -106,19 +106,19 @@ func (v *Volume) flusher() {
 			}
 			continue
 		}
-		if v.pins[slot] > 0 {
+		if v.mu.pins[slot] > 0 {
 			v.cond.Wait()
 			continue
 		}
-		v.flushQ = v.flushQ[1:]
+		v.mu.flushQ = v.mu.flushQ[1:]
 		zeroHeader := v.tun.writeAroundMode()
 		// Set before the write starts: from now on the slot may hold a good
 		// header.
-		v.hdrLive[slot] = !zeroHeader
+		v.mu.hdrLive[slot] = !zeroHeader
 		// A Flush waits for this very segment and everything before it is
 		// durable: a FUA write makes it durable in one round trip, where a
 		// write and a sync take two.
-		fua := v.fuaDev != nil && rb.id <= v.fuaTarget && v.durable+1 == rb.id
+		fua := v.fuaDev != nil && rb.id <= v.mu.fuaTarget && v.mu.durable+1 == rb.id
 		v.segWrites.Add(1)
 		go v.writeSegment(rb, slot, zeroHeader, fua)
 	}
@@ -130,7 +130,7 @@ func (v *Volume) backgroundSync() {
 	defer v.segWrites.Done()
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	defer func() { v.bgSync = false }()
+	defer func() { v.mu.bgSync = false }()
 	if err := v.syncCacheLocked(); err != nil {
 		v.failLocked(err)
 	}
@@ -144,10 +144,10 @@ func (v *Volume) zeroHeadersLocked(id uint64, zero []byte) {
 	// next ones are cleared too while their old segment is written back.
 	slots := []uint64{v.geo.SlotOf(id)}
 	for n := id + 1; n < id+zeroHeadersAhead; n++ {
-		if n <= v.nrSeg || n-v.nrSeg > v.lastWB || n-v.nrSeg >= v.durable {
+		if n <= v.nrSeg || n-v.nrSeg > v.mu.lastWB || n-v.nrSeg >= v.mu.durable {
 			break
 		}
-		if s := v.geo.SlotOf(n); v.hdrLive[s] {
+		if s := v.geo.SlotOf(n); v.mu.hdrLive[s] {
 			slots = append(slots, s)
 		}
 	}
@@ -169,7 +169,7 @@ func (v *Volume) zeroHeadersLocked(id uint64, zero []byte) {
 		return
 	}
 	for _, s := range slots {
-		v.hdrLive[s] = false
+		v.mu.hdrLive[s] = false
 	}
 }
 
@@ -207,7 +207,7 @@ func (v *Volume) writeSegment(rb *rambuf, slot uint64, zeroHeader, fua bool) {
 	v.mu.Lock()
 	if fua {
 		// durable was rb.id-1 at dispatch and never decreases.
-		v.durable = max(v.durable, rb.id)
+		v.mu.durable = max(v.mu.durable, rb.id)
 	}
 	v.segmentWrittenLocked(rb)
 	v.mu.Unlock()

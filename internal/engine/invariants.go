@@ -30,24 +30,24 @@ func (v *Volume) checkInvariantsLocked() {
 
 func (v *Volume) invariantsLocked() error {
 	ids := fmt.Sprintf("next %d sealed %d written %d durable %d written back %d recorded %d",
-		v.nextID, v.lastSealed, v.lastWritten, v.durable, v.lastWB, v.recorded)
+		v.mu.nextID, v.mu.lastSealed, v.mu.lastWritten, v.mu.durable, v.mu.lastWB, v.mu.recorded)
 	switch {
-	case !(v.nextID > v.lastSealed && v.lastSealed >= v.lastWritten && v.lastWritten >= v.durable):
+	case !(v.mu.nextID > v.mu.lastSealed && v.mu.lastSealed >= v.mu.lastWritten && v.mu.lastWritten >= v.mu.durable):
 		return fmt.Errorf("want next > sealed >= written >= durable: %s", ids)
-	case v.lastWB > v.lastWritten:
+	case v.mu.lastWB > v.mu.lastWritten:
 		return fmt.Errorf("want written back <= written: %s", ids)
-	case v.recorded > min(v.lastWB, v.durable):
+	case v.mu.recorded > min(v.mu.lastWB, v.mu.durable):
 		return fmt.Errorf("want recorded <= min(written back, durable): %s", ids)
-	case v.open != nil && (v.open.id != v.nextID-1 || v.open.sealed):
-		return fmt.Errorf("open rambuf id %d (sealed %v): %s", v.open.id, v.open.sealed, ids)
+	case v.mu.open != nil && (v.mu.open.id != v.mu.nextID-1 || v.mu.open.sealed):
+		return fmt.Errorf("open rambuf id %d (sealed %v): %s", v.mu.open.id, v.mu.open.sealed, ids)
 	}
 	if v.nrSeg > 64 {
 		return nil // the per-slot walk is for the small caches of tests
 	}
 	for slot := range v.nrSeg {
 		for i := range 127 {
-			if v.idx.superseded[posOf(slot, i)] != 0 && v.supersededBy[slot] <= v.segIDs[slot] {
-				return fmt.Errorf("slot %d (segment %d) keeps a superseded copy at data slot %d, but supersededBy is %d", slot, v.segIDs[slot], i, v.supersededBy[slot])
+			if v.mu.idx.superseded[posOf(slot, i)] != 0 && v.mu.supersededBy[slot] <= v.mu.segIDs[slot] {
+				return fmt.Errorf("slot %d (segment %d) keeps a superseded copy at data slot %d, but supersededBy is %d", slot, v.mu.segIDs[slot], i, v.mu.supersededBy[slot])
 			}
 		}
 	}

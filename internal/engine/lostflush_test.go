@@ -16,13 +16,13 @@ import (
 func (v *Volume) writebackWritten() error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	target := v.lastWritten
-	v.urgentWB++
-	defer func() { v.urgentWB-- }()
+	target := v.mu.lastWritten
+	v.mu.urgentWB++
+	defer func() { v.mu.urgentWB-- }()
 	v.cond.Broadcast()
-	for v.lastWB < target {
-		if v.failErr != nil {
-			return v.failErr
+	for v.mu.lastWB < target {
+		if v.mu.failErr != nil {
+			return v.mu.failErr
 		}
 		v.cond.Wait()
 	}

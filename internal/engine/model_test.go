@@ -163,14 +163,14 @@ func TestModel(t *testing.T) {
 func exposedLocked(v *Volume, cache *blockdev.Mem) (int, error) {
 	n := 0
 	hdr := make([]byte, layout.HeaderSize)
-	for slot, id := range v.segIDs {
-		if id == 0 || id > v.recorded {
+	for slot, id := range v.mu.segIDs {
+		if id == 0 || id > v.mu.recorded {
 			continue
 		}
 		read := false
 		for i := range layout.NrCachesPerSegment {
 			pos := posOf(uint64(slot), i)
-			if v.idx.superseded[pos] == 0 {
+			if v.mu.idx.superseded[pos] == 0 {
 				continue
 			}
 			if !read {
@@ -180,7 +180,7 @@ func exposedLocked(v *Volume, cache *blockdev.Mem) (int, error) {
 				read = true
 			}
 			block := layout.MetablockAt(hdr, i).Sector / layout.SectorsPerBlock
-			if q, ok := v.idx.lookup(block); ok && v.segIDs[slotOfPos(q)] > v.durable {
+			if q, ok := v.mu.idx.lookup(block); ok && v.mu.segIDs[slotOfPos(q)] > v.mu.durable {
 				n++
 			}
 		}

@@ -12,7 +12,7 @@ import (
 // allows it (writeback then runs only when forced: a full ring, or
 // drop_caches). It also samples the writeback rate for Status.
 //
-// Owns: v.allowWB, v.utilPercent, v.wbRate. Woken by: its ticker.
+// Owns: v.mu.allowWB, v.utilPercent, v.wbRate. Woken by: its ticker.
 // Promises on exit (ctx cancelled): nothing pending.
 func (v *Volume) modulator(ctx context.Context) {
 	t := time.NewTicker(v.modulatorInterval)
@@ -41,8 +41,8 @@ func (v *Volume) modulator(ctx context.Context) {
 		v.stats.utilPercent.Store(min(util, 100))
 		v.stats.writebackRate.Store(rate)
 		v.mu.Lock()
-		if allow != v.allowWB {
-			v.allowWB = allow
+		if allow != v.mu.allowWB {
+			v.mu.allowWB = allow
 			v.cond.Broadcast()
 		}
 		v.mu.Unlock()

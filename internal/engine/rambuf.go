@@ -49,43 +49,43 @@ func (rb *rambuf) image(zeroHeader bool) []byte {
 	return rb.buf[:n]
 }
 
-// ensureOpenLocked makes v.open a segment with a free data slot. It may
+// ensureOpenLocked makes v.mu.open a segment with a free data slot. It may
 // wait (releasing mu) for a free rambuf or for the writeback that frees the
 // ring slot; it reports whether it waited, since the caller's lookups are
 // then stale. With wait false it gives up instead (read caching is best
 // effort). Caller holds mu.
 func (v *Volume) ensureOpenLocked(wait bool) (waited bool, ok bool, err error) {
 	for {
-		if v.failErr != nil {
-			return waited, false, v.failErr
+		if v.mu.failErr != nil {
+			return waited, false, v.mu.failErr
 		}
-		if v.open != nil && v.open.length < layout.NrCachesPerSegment {
+		if v.mu.open != nil && v.mu.open.length < layout.NrCachesPerSegment {
 			return waited, true, nil
 		}
-		if v.open != nil {
+		if v.mu.open != nil {
 			v.sealLocked()
 		}
-		id := v.nextID
-		if id > v.nrSeg && v.lastWB < id-v.nrSeg {
+		id := v.mu.nextID
+		if id > v.nrSeg && v.mu.lastWB < id-v.nrSeg {
 			// The ring is full: the segment in this slot is still dirty.
 			// Force writeback (cf. wait_for_writeback in
 			// prepare_new_seg) and wait.
 			if !wait {
 				return waited, false, nil
 			}
-			if v.closing && v.wbFailing {
+			if v.mu.closing && v.mu.wbFailing {
 				// Close must not hang on a dead backing device; this
 				// write was not acknowledged.
 				return waited, false, fmt.Errorf("%w: writeback is failing, no free segment", ErrClosed)
 			}
-			v.urgentWB++
+			v.mu.urgentWB++
 			v.cond.Broadcast() // the writeback daemon
 			v.spaceCond.Wait()
-			v.urgentWB--
+			v.mu.urgentWB--
 			waited = true
 			continue
 		}
-		if len(v.free) == 0 {
+		if len(v.mu.free) == 0 {
 			if !wait {
 				return waited, false, nil
 			}
@@ -98,18 +98,18 @@ func (v *Volume) ensureOpenLocked(wait bool) (waited bool, ok bool, err error) {
 		// the index forgets them (cf. discard_caches_inseg). Readers that
 		// pinned the slot finish before the flusher overwrites it.
 		for i := range layout.NrCachesPerSegment {
-			v.idx.removePos(posOf(slot, i))
-			v.idx.superseded[posOf(slot, i)] = 0
+			v.mu.idx.removePos(posOf(slot, i))
+			v.mu.idx.superseded[posOf(slot, i)] = 0
 		}
-		v.supersededBy[slot] = 0
-		rb := v.free[len(v.free)-1]
-		v.free = v.free[:len(v.free)-1]
+		v.mu.supersededBy[slot] = 0
+		rb := v.mu.free[len(v.mu.free)-1]
+		v.mu.free = v.mu.free[:len(v.mu.free)-1]
 		rb.id, rb.length, rb.sealed, rb.written = id, 0, false, false
 		clear(rb.mbs[:])
-		v.segIDs[slot] = id
-		v.slotRB[slot] = rb
-		v.open = rb
-		v.nextID++
+		v.mu.segIDs[slot] = id
+		v.mu.slotRB[slot] = rb
+		v.mu.open = rb
+		v.mu.nextID++
 		v.checkInvariantsLocked()
 		return waited, true, nil
 	}
@@ -117,16 +117,16 @@ func (v *Volume) ensureOpenLocked(wait bool) (waited bool, ok bool, err error) {
 
 // sealLocked queues the open segment for the flusher (cf.
 // queue_current_buffer). A segment sealed before it is full counts as a
-// partial flush. Caller holds mu; v.open must hold at least one block.
+// partial flush. Caller holds mu; v.mu.open must hold at least one block.
 func (v *Volume) sealLocked() {
-	rb := v.open
-	v.open = nil
+	rb := v.mu.open
+	v.mu.open = nil
 	if rb.length < layout.NrCachesPerSegment {
-		v.partialFlushed++
+		v.mu.partialFlushed++
 	}
 	rb.sealed = true
-	v.lastSealed = rb.id
-	v.flushQ = append(v.flushQ, rb)
+	v.mu.lastSealed = rb.id
+	v.mu.flushQ = append(v.mu.flushQ, rb)
 	v.checkInvariantsLocked()
 	v.cond.Broadcast()
 }
@@ -137,18 +137,18 @@ func (v *Volume) sealLocked() {
 func (v *Volume) segmentWrittenLocked(rb *rambuf) {
 	rb.written = true
 	for {
-		id := v.lastWritten + 1
-		if id >= v.nextID {
+		id := v.mu.lastWritten + 1
+		if id >= v.mu.nextID {
 			break
 		}
 		slot := v.geo.SlotOf(id)
-		r := v.slotRB[slot]
+		r := v.mu.slotRB[slot]
 		if r == nil || r.id != id || !r.written {
 			break
 		}
-		v.slotRB[slot] = nil
-		v.free = append(v.free, r)
-		v.lastWritten = id
+		v.mu.slotRB[slot] = nil
+		v.mu.free = append(v.mu.free, r)
+		v.mu.lastWritten = id
 	}
 	v.checkInvariantsLocked()
 	v.wakeWritersLocked()
@@ -157,8 +157,8 @@ func (v *Volume) segmentWrittenLocked(rb *rambuf) {
 // ramBytesLocked is the data held in rambufs (status).
 func (v *Volume) ramBytesLocked() int64 {
 	var n int64
-	for _, rb := range v.rambufs {
-		if v.slotRB[v.geo.SlotOf(max(rb.id, 1))] == rb {
+	for _, rb := range v.mu.rambufs {
+		if v.mu.slotRB[v.geo.SlotOf(max(rb.id, 1))] == rb {
 			n += int64(rb.length) * layout.BlockSize
 		}
 	}

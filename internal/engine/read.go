@@ -110,21 +110,21 @@ func (v *Volume) readSectors(p []byte, off int64) error {
 		mask := sectorMask(first, n)
 		chunk := q[:n<<layout.SectorShift]
 		base := int64(block) * layout.SectorsPerBlock
-		pos, found := v.idx.lookup(block)
+		pos, found := v.mu.idx.lookup(block)
 		if !found {
 			v.stats.inc(false, false, false, mask == layout.DirtyFull)
 			pl.addBacking(base+int64(first), n)
 			if mask == layout.DirtyFull && threshold > 0 {
-				if c := v.rc.reserveLocked(block, threshold); c != nil {
+				if c := v.mu.rc.reserveLocked(block, threshold); c != nil {
 					c.dst = chunk
 					pl.cells = append(pl.cells, c)
 				}
 			}
 		} else {
 			slot := slotOfPos(pos)
-			rb := v.slotRB[slot]
-			v.stats.inc(false, true, rb != nil && rb == v.open, mask == layout.DirtyFull)
-			valid := v.idx.dirty[pos]
+			rb := v.mu.slotRB[slot]
+			v.stats.inc(false, true, rb != nil && rb == v.mu.open, mask == layout.DirtyFull)
+			valid := v.mu.idx.dirty[pos]
 			if valid == 0 {
 				valid = layout.DirtyFull // a clean copy is a full block
 			}
@@ -133,7 +133,7 @@ func (v *Volume) readSectors(p []byte, off int64) error {
 				src := rb.data(idxOfPos(pos))
 				copyBlockSectors(chunk, first, src, fromCache)
 			} else if fromCache != 0 {
-				v.pins[slot]++
+				v.mu.pins[slot]++
 				pl.creads = append(pl.creads, cacheRead{slot: slot, i: idxOfPos(pos), mask: fromCache, first: first, at: int(o - off), dst: chunk})
 			}
 			// The other sectors are not in the cache: the backing device
@@ -161,7 +161,7 @@ func (v *Volume) readSectors(p []byte, off int64) error {
 		v.mu.Unlock()
 	}
 	if len(pl.cells) > 0 {
-		v.rc.fill(v, pl.cells, err == nil)
+		v.mu.rc.fill(v, pl.cells, err == nil)
 	}
 	return err
 }

@@ -107,7 +107,7 @@ func (rc *readCache) fill(v *Volume, cells []*rcCell, ok bool) {
 // clean blocks (cf. read_cache_proc, inject_read_cache). It never waits:
 // when no segment is free the rest of the batch is dropped.
 func (v *Volume) injectReadCacheLocked() {
-	rc := &v.rc
+	rc := &v.mu.rc
 	threshold := v.tun.readCacheThreshold()
 	sorted := slices.Clone(rc.order)
 	slices.SortFunc(sorted, func(a, b *rcCell) int { return cmp.Compare(a.block, b.block) })
@@ -128,18 +128,18 @@ func (v *Volume) injectReadCacheLocked() {
 		if c.cancelled || c.data == nil {
 			continue
 		}
-		if _, found := v.idx.lookup(c.block); found {
+		if _, found := v.mu.idx.lookup(c.block); found {
 			continue
 		}
 		if _, ok, _ := v.ensureOpenLocked(false); !ok {
 			break
 		}
-		rb := v.open
+		rb := v.mu.open
 		i := rb.length
 		copy(rb.data(i), c.data)
 		rb.mbs[i] = layout.Metablock{Sector: c.block * layout.SectorsPerBlock, DirtyBits: 0}
 		rb.length++
-		v.idx.insert(c.block, posOf(v.geo.SlotOf(rb.id), i), 0)
+		v.mu.idx.insert(c.block, posOf(v.geo.SlotOf(rb.id), i), 0)
 		v.stats.readCacheStaged.Add(1)
 		if rb.length == layout.NrCachesPerSegment {
 			v.sealLocked()

@@ -60,10 +60,10 @@ func (v *Volume) replay() error {
 		}
 	}
 	for _, s := range l.Valid {
-		v.segIDs[s.Slot] = s.Header.ID
-		v.hdrLive[s.Slot] = true
+		v.mu.segIDs[s.Slot] = s.Header.ID
+		v.mu.hdrLive[s.Slot] = true
 	}
-	pieces, err := l.Apply(replayIndex{x: v.idx, geo: v.geo, segIDs: v.segIDs})
+	pieces, err := l.Apply(replayIndex{x: v.mu.idx, geo: v.geo, segIDs: v.mu.segIDs})
 	if err != nil {
 		return fmt.Errorf("engine: replay: %w", err)
 	}
@@ -87,16 +87,16 @@ func (v *Volume) replay() error {
 	if err := v.cache.Sync(); err != nil {
 		return fmt.Errorf("engine: replay: sync cache device: %w", err)
 	}
-	v.nextID = last + 1
-	v.lastSealed, v.lastWritten, v.durable = last, last, last
-	v.lastWB = max(l.LastWritebackID, l.SuperRecord.LastWritebackSegmentID)
-	v.recorded = l.SuperRecord.LastWritebackSegmentID
-	v.replayedLast = l.LastFlushedID
+	v.mu.nextID = last + 1
+	v.mu.lastSealed, v.mu.lastWritten, v.mu.durable = last, last, last
+	v.mu.lastWB = max(l.LastWritebackID, l.SuperRecord.LastWritebackSegmentID)
+	v.mu.recorded = l.SuperRecord.LastWritebackSegmentID
+	v.mu.replayedLast = l.LastFlushedID
 	v.mu.Lock()
 	v.checkInvariantsLocked()
 	v.mu.Unlock()
 	v.log.Info("replayed cache log", "segments", len(l.Valid), "last_flushed_id", l.LastFlushedID,
-		"last_writeback_id", v.lastWB, "dirty_blocks", v.idx.nrDirty, "pieces_written_back", len(pieces))
+		"last_writeback_id", v.mu.lastWB, "dirty_blocks", v.mu.idx.nrDirty, "pieces_written_back", len(pieces))
 	return nil
 }
 

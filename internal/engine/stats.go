@@ -124,24 +124,24 @@ func (v *Volume) Status() Status {
 
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	s.CurrentID = v.nextID - 1
-	if v.open != nil && v.open.length > 0 {
-		s.CursorPos = uint64(posOf(v.geo.SlotOf(v.open.id), v.open.length-1))
+	s.CurrentID = v.mu.nextID - 1
+	if v.mu.open != nil && v.mu.open.length > 0 {
+		s.CursorPos = uint64(posOf(v.geo.SlotOf(v.mu.open.id), v.mu.open.length-1))
 	} else if s.CurrentID > 0 {
 		s.CursorPos = uint64(posOf(v.geo.SlotOf(s.CurrentID), layout.NrCachesPerSegment-1))
 	}
-	s.LastFlushedID = v.lastWritten
-	s.LastWritebackID = v.lastWB
-	s.NrDirtyCacheBlocks = v.idx.nrDirty
-	s.NrPartialFlushed = v.partialFlushed
-	s.LastDurableID = v.durable
-	s.SuperblockRecordID = v.recorded
-	s.NrRAMBuffers = len(v.rambufs)
+	s.LastFlushedID = v.mu.lastWritten
+	s.LastWritebackID = v.mu.lastWB
+	s.NrDirtyCacheBlocks = v.mu.idx.nrDirty
+	s.NrPartialFlushed = v.mu.partialFlushed
+	s.LastDurableID = v.mu.durable
+	s.SuperblockRecordID = v.mu.recorded
+	s.NrRAMBuffers = len(v.mu.rambufs)
 	s.RAMBufferBytes = v.ramBytesLocked()
-	s.WritebackAllowed = v.allowWB
-	s.IndexBytes = v.idx.bytes()
-	if v.failErr != nil {
-		s.Failed = v.failErr.Error()
+	s.WritebackAllowed = v.mu.allowWB
+	s.IndexBytes = v.mu.idx.bytes()
+	if v.mu.failErr != nil {
+		s.Failed = v.mu.failErr.Error()
 	}
 	return s
 }
@@ -153,6 +153,6 @@ func (v *Volume) ClearStat() {
 		v.stats.stat[i].Store(0)
 	}
 	v.mu.Lock()
-	v.partialFlushed = 0
+	v.mu.partialFlushed = 0
 	v.mu.Unlock()
 }

@@ -31,11 +31,11 @@ func (v *Volume) writeRecord() error {
 		return nil
 	}
 	v.mu.Lock()
-	if v.failErr != nil {
+	if v.mu.failErr != nil {
 		v.mu.Unlock()
 		return nil
 	}
-	if min(v.lastWB, v.lastWritten) <= v.recorded {
+	if min(v.mu.lastWB, v.mu.lastWritten) <= v.mu.recorded {
 		v.mu.Unlock()
 		return nil
 	}
@@ -43,8 +43,8 @@ func (v *Volume) writeRecord() error {
 		v.mu.Unlock()
 		return err
 	}
-	r := min(v.lastWB, v.durable)
-	if r <= v.recorded {
+	r := min(v.mu.lastWB, v.mu.durable)
+	if r <= v.mu.recorded {
 		v.mu.Unlock()
 		return nil
 	}
@@ -58,7 +58,7 @@ func (v *Volume) writeRecord() error {
 	if err := v.syncCacheLocked(); err != nil {
 		return err
 	}
-	v.recorded = max(v.recorded, r)
+	v.mu.recorded = max(v.mu.recorded, r)
 	v.checkInvariantsLocked()
 	return nil
 }
@@ -78,10 +78,10 @@ func (v *Volume) writeCleanStop() error {
 		v.mu.Unlock()
 		return err
 	}
-	r := max(v.recorded, min(v.lastWB, v.durable))
-	last := v.replayedLast // no segment written since Open
-	if v.lastWritten > v.replayedLast {
-		last = v.lastWritten
+	r := max(v.mu.recorded, min(v.mu.lastWB, v.mu.durable))
+	last := v.mu.replayedLast // no segment written since Open
+	if v.mu.lastWritten > v.mu.replayedLast {
+		last = v.mu.lastWritten
 	}
 	v.mu.Unlock()
 	if err := superblock.WriteRecord(v.cache, layout.SuperRecord{LastWritebackSegmentID: r}, &layout.CleanStop{LastID: last}); err != nil {
@@ -93,7 +93,7 @@ func (v *Volume) writeCleanStop() error {
 	if err := v.syncCacheLocked(); err != nil {
 		return err
 	}
-	v.recorded = max(v.recorded, r)
+	v.mu.recorded = max(v.mu.recorded, r)
 	v.checkInvariantsLocked()
 	return nil
 }

@@ -24,8 +24,8 @@ func (v *Volume) Trim(off, length int64) error {
 	endBlock := (off + length) >> layout.BlockShift
 	v.mu.Lock()
 	for b := firstBlock; b < endBlock; b++ {
-		v.rc.cancelLocked(uint64(b))
-		v.idx.remove(uint64(b))
+		v.mu.rc.cancelLocked(uint64(b))
+		v.mu.idx.remove(uint64(b))
 	}
 	v.mu.Unlock()
 	start := (off + layout.SectorSize - 1) &^ (layout.SectorSize - 1)

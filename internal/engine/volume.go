@@ -54,78 +54,83 @@ type Volume struct {
 	tun     tunables
 	stats   stats
 
-	// mu protects everything below up to the daemon fields: the index, the
-	// per-slot state, the rambufs, the ids, the read cache cells and the
-	// sync bookkeeping. It is never held across device I/O; cond (on mu) is
-	// broadcast whenever a daemon's or a flush's condition may have
-	// changed: a segment sealed, written or written back, a sync done, a
-	// pin dropped, a failure, a tunable changed, closing.
-	//
-	// spaceCond (on mu) is where writers wait for a free rambuf or ring
-	// slot (ensureOpenLocked), broadcast only when one may have been freed
-	// (wakeWritersLocked). NB: with 32 requests in flight, waking every
-	// blocked writer for every seal and sync, as one shared cond did, made
-	// the scheduler and the lock the bottleneck.
-	mu        sync.Mutex
+	// mu guards the metadata, grouped by concern below; every use reads
+	// v.mu.X, so the lock shows where it is needed. It is never held
+	// across device I/O. The ordering of the id counters is written in
+	// invariants.go and checked there in tests.
+	mu struct {
+		sync.Mutex
+
+		// The index, and per ring slot: the id of the segment that owns
+		// it (0: none), its rambuf while the segment is in RAM, readers
+		// pinning its data on the cache device, whether a header with a
+		// good checksum may sit there on the device (so it must be
+		// zeroed before the slot is rewritten), and the newest segment
+		// holding a copy that replaced one kept in idx.superseded (once
+		// that segment is durable, none of them is owed any more: the
+		// durable-copy rule, writeback.go; 0: none).
+		idx          *index
+		segIDs       []uint64
+		slotRB       []*rambuf
+		pins         []int32
+		hdrLive      []bool
+		supersededBy []uint64
+
+		// The RAM buffers.
+		rambufs []*rambuf // all of them, for status
+		free    []*rambuf // rambufs not holding a segment
+		open    *rambuf   // the segment accepting writes (nil: none yet)
+		flushQ  []*rambuf // sealed segments, id order, not yet handed to a write
+
+		// The ids (invariants.go).
+		nextID         uint64 // id the next opened segment gets
+		lastSealed     uint64 // newest sealed segment
+		lastWritten    uint64 // every segment up to this id is written to the cache device
+		durable        uint64 // every segment up to this id is synced on the cache device
+		lastWB         uint64 // every segment up to this id is written back (last_writeback_id)
+		recorded       uint64 // superblock record last written
+		replayedLast   uint64 // newest segment of the log replay found (its last_flushed_id)
+		partialFlushed uint64
+
+		// Flushes and cache syncs (group commit, syncCacheLocked).
+		// fuaTarget is the newest segment a Flush waits to be durable:
+		// when it goes to the device with every earlier segment durable,
+		// one FUA write replaces the write and the sync.
+		fuaTarget       uint64
+		syncing         bool
+		flushLeader     bool // a Flush is sealing and syncing for everyone
+		bgSync          bool // the flusher started a backgroundSync that has not finished
+		syncsStarted    uint64
+		syncsDone       uint64
+		backingUnsynced bool // write-around writes since the last backing sync
+
+		// The daemons' conditions and the volume's state.
+		urgentWB  int  // writers waiting for a free slot, DropCaches callers
+		allowWB   bool // the modulator's verdict
+		wbFailing bool // the last writeback batch failed
+		failErr   error
+		closing   bool
+		stopping  bool // daemons must exit
+
+		// The read cache cells (readcache.go).
+		rc readCache
+	}
+	// cond (on mu) is broadcast whenever a daemon's or a flush's
+	// condition may have changed: a segment sealed, written or written
+	// back, a sync done, a pin dropped, a failure, a tunable changed,
+	// closing. spaceCond (on mu) is where writers wait for a free rambuf
+	// or ring slot (ensureOpenLocked), broadcast only when one may have
+	// been freed (wakeWritersLocked). NB: with 32 requests in flight,
+	// waking every blocked writer for every seal and sync, as one shared
+	// cond did, made the scheduler and the lock the bottleneck.
 	cond      *sync.Cond
 	spaceCond *sync.Cond
-	idx       *index
-	// Per ring slot: the id of the segment that owns it (0: none), its
-	// rambuf while the segment is in RAM, readers pinning its data on the
-	// cache device, and whether a header with a good checksum may sit there
-	// on the device (so it must be zeroed before the slot is rewritten).
-	segIDs  []uint64
-	slotRB  []*rambuf
-	pins    []int32
-	hdrLive []bool
-	// supersededBy is, per ring slot, the newest segment holding a copy
-	// that replaced one of the slot's copies kept in idx.superseded:
-	// once that segment is durable, none of them is owed any more (the
-	// durable-copy rule, writeback.go). 0: none.
-	supersededBy []uint64
-
-	rambufs []*rambuf // all of them, for status
-	free    []*rambuf // rambufs not holding a segment
-	open    *rambuf   // the segment accepting writes (nil: none yet)
-	flushQ  []*rambuf // sealed segments, id order, not yet handed to a write
-
-	nextID         uint64 // id the next opened segment gets
-	lastSealed     uint64 // newest sealed segment
-	lastWritten    uint64 // every segment up to this id is written to the cache device
-	durable        uint64 // every segment up to this id is synced on the cache device
-	lastWB         uint64 // every segment up to this id is written back (last_writeback_id)
-	recorded       uint64 // superblock record last written
-	replayedLast   uint64 // newest segment of the log replay found (its last_flushed_id)
-	partialFlushed uint64
-
-	// fuaTarget is the newest segment a Flush waits to be durable: when it
-	// goes to the device with every earlier segment durable, one FUA
-	// write replaces the write and the sync.
-	fuaTarget uint64
-
-	// group commit of cache syncs (see syncCache)
-	syncing      bool
-	flushLeader  bool // a Flush is sealing and syncing for everyone (group commit)
-	bgSync       bool // the flusher started a backgroundSync that has not finished
-	syncsStarted uint64
-	syncsDone    uint64
-
-	backingUnsynced bool // write-around writes since the last backing sync
-
-	urgentWB  int  // writers waiting for a free slot, DropCaches callers
-	allowWB   bool // the modulator's verdict
-	wbFailing bool // the last writeback batch failed
-	failErr   error
-	closing   bool
-	stopping  bool // daemons must exit
 
 	// opsMu is read-held by every request in flight (cheap atomics); Close
 	// write-locks it to wait for them, after setting closed so that no new
 	// one starts.
 	opsMu  sync.RWMutex
 	closed atomic.Bool
-
-	rc readCache
 
 	rmwMu sync.Mutex // serialises unaligned read-modify-write requests
 
@@ -157,8 +162,8 @@ func Open(cfg Config) (*Volume, error) {
 	if v.log == nil {
 		v.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	v.cond = sync.NewCond(&v.mu)
-	v.spaceCond = sync.NewCond(&v.mu)
+	v.cond = sync.NewCond(&v.mu.Mutex)
+	v.spaceCond = sync.NewCond(&v.mu.Mutex)
 	if err := v.tun.init(cfg.Tunables); err != nil {
 		return nil, fmt.Errorf("engine: open: %w", err)
 	}
@@ -174,12 +179,12 @@ func Open(cfg Config) (*Volume, error) {
 		return nil, fmt.Errorf("%w: %d cache blocks", ErrTooLarge, geo.NrCacheBlocks())
 	}
 	v.geo, v.nrSeg = geo, geo.NrSegments
-	v.idx = newIndex(geo.NrCacheBlocks())
-	v.segIDs = make([]uint64, v.nrSeg)
-	v.slotRB = make([]*rambuf, v.nrSeg)
-	v.pins = make([]int32, v.nrSeg)
-	v.hdrLive = make([]bool, v.nrSeg)
-	v.supersededBy = make([]uint64, v.nrSeg)
+	v.mu.idx = newIndex(geo.NrCacheBlocks())
+	v.mu.segIDs = make([]uint64, v.nrSeg)
+	v.mu.slotRB = make([]*rambuf, v.nrSeg)
+	v.mu.pins = make([]int32, v.nrSeg)
+	v.mu.hdrLive = make([]bool, v.nrSeg)
+	v.mu.supersededBy = make([]uint64, v.nrSeg)
 	if err := v.replay(); err != nil {
 		return nil, err
 	}
@@ -193,10 +198,10 @@ func Open(cfg Config) (*Volume, error) {
 	n = min(n, maxRAMBuffers)
 	for range n {
 		rb := newRambuf()
-		v.rambufs = append(v.rambufs, rb)
-		v.free = append(v.free, rb)
+		v.mu.rambufs = append(v.mu.rambufs, rb)
+		v.mu.free = append(v.mu.free, rb)
 	}
-	v.rc.init(int(v.tun.nrReadCacheCells()))
+	v.mu.rc.init(int(v.tun.nrReadCacheCells()))
 	v.start()
 	return v, nil
 }
@@ -234,11 +239,11 @@ func (v *Volume) endOp() { v.opsMu.RUnlock() }
 // the devices: they belong to the caller.
 func (v *Volume) Close() error {
 	v.mu.Lock()
-	if v.closing {
+	if v.mu.closing {
 		v.mu.Unlock()
 		return ErrClosed
 	}
-	v.closing = true
+	v.mu.closing = true
 	v.closed.Store(true)
 	v.wakeWritersLocked()
 	v.mu.Unlock()
@@ -248,7 +253,7 @@ func (v *Volume) Close() error {
 	ferr := v.flush()
 
 	v.mu.Lock()
-	v.stopping = true
+	v.mu.stopping = true
 	v.wakeWritersLocked()
 	v.mu.Unlock()
 	v.cancel()
@@ -256,7 +261,7 @@ func (v *Volume) Close() error {
 	v.segWrites.Wait()
 
 	v.mu.Lock()
-	failed := v.failErr
+	failed := v.mu.failErr
 	v.mu.Unlock()
 	if ferr != nil || failed != nil {
 		// Record nothing: the log is what it is; replay will sort it out.
@@ -284,8 +289,8 @@ func firstErr(errs ...error) error {
 // fail makes err sticky: the cache device lost a segment write, so no
 // later FLUSH can be honoured. Caller holds mu.
 func (v *Volume) failLocked(err error) {
-	if v.failErr == nil {
-		v.failErr = fmt.Errorf("%w: %w", ErrFailed, err)
+	if v.mu.failErr == nil {
+		v.mu.failErr = fmt.Errorf("%w: %w", ErrFailed, err)
 		v.log.Error("cache device failed; the volume refuses further writes", "err", err)
 	}
 	v.wakeWritersLocked()

@@ -123,21 +123,21 @@ func (v *Volume) writeBlockLocked(block uint64, first int, mask uint8, data []by
 		if _, _, err := v.ensureOpenLocked(true); err != nil {
 			return err
 		}
-		v.rc.cancelLocked(block)
-		pos, found := v.idx.lookup(block)
+		v.mu.rc.cancelLocked(block)
+		pos, found := v.mu.idx.lookup(block)
 		var rb *rambuf
 		if found {
-			rb = v.slotRB[slotOfPos(pos)]
+			rb = v.mu.slotRB[slotOfPos(pos)]
 		}
 		if !counted {
-			v.stats.inc(true, found, found && rb == v.open, mask == layout.DirtyFull)
+			v.stats.inc(true, found, found && rb == v.mu.open, mask == layout.DirtyFull)
 			counted = true
 		}
-		if found && rb == v.open {
+		if found && rb == v.mu.open {
 			i := idxOfPos(pos)
 			copy(rb.data(i)[first<<layout.SectorShift:], data)
-			d := v.idx.dirty[pos] | mask
-			v.idx.setDirty(pos, d)
+			d := v.mu.idx.dirty[pos] | mask
+			v.mu.idx.setDirty(pos, d)
 			rb.mbs[i].DirtyBits = d
 			return nil
 		}
@@ -145,7 +145,7 @@ func (v *Volume) writeBlockLocked(block uint64, first int, mask uint8, data []by
 		var src []byte
 		var oldDirty uint8
 		if found {
-			oldDirty = v.idx.dirty[pos]
+			oldDirty = v.mu.idx.dirty[pos]
 			carry = oldDirty &^ mask
 		}
 		if carry != 0 {
@@ -153,11 +153,11 @@ func (v *Volume) writeBlockLocked(block uint64, first int, mask uint8, data []by
 			switch {
 			case rb != nil: // sealed, still in RAM
 				src = rb.data(idxOfPos(pos))
-			case old != nil && oldPos == pos && oldID == v.segIDs[slot]:
+			case old != nil && oldPos == pos && oldID == v.mu.segIDs[slot]:
 				src = old
 			default:
-				id := v.segIDs[slot]
-				v.pins[slot]++
+				id := v.mu.segIDs[slot]
+				v.mu.pins[slot]++
 				v.mu.Unlock()
 				buf := blockdev.AlignedBuffer(layout.BlockSize)
 				err := v.readCacheBlocks(buf, slot, idxOfPos(pos))
@@ -170,7 +170,7 @@ func (v *Volume) writeBlockLocked(block uint64, first int, mask uint8, data []by
 				continue // the world may have moved while unlocked
 			}
 		}
-		rb = v.open
+		rb = v.mu.open
 		i := rb.length
 		dst := rb.data(i)
 		if carry != 0 {
@@ -179,12 +179,12 @@ func (v *Volume) writeBlockLocked(block uint64, first int, mask uint8, data []by
 		copy(dst[first<<layout.SectorShift:], data)
 		if found {
 			v.supersedeLocked(pos, oldDirty, rb.id)
-			v.idx.remove(block)
+			v.mu.idx.remove(block)
 		}
 		d := mask | carry
 		rb.mbs[i] = layout.Metablock{Sector: block * layout.SectorsPerBlock, DirtyBits: d}
 		rb.length++
-		v.idx.insert(block, posOf(v.geo.SlotOf(rb.id), i), d)
+		v.mu.idx.insert(block, posOf(v.geo.SlotOf(rb.id), i), d)
 		if rb.length == layout.NrCachesPerSegment {
 			v.sealLocked()
 		}
@@ -202,15 +202,15 @@ func (v *Volume) supersedeLocked(pos uint32, dirty uint8, by uint64) {
 		return
 	}
 	slot := slotOfPos(pos)
-	v.idx.superseded[pos] = dirty
-	v.supersededBy[slot] = max(v.supersededBy[slot], by)
+	v.mu.idx.superseded[pos] = dirty
+	v.mu.supersededBy[slot] = max(v.mu.supersededBy[slot], by)
 	v.checkInvariantsLocked()
 }
 
 // unpinLocked drops a reader's pin on a ring slot.
 func (v *Volume) unpinLocked(slot uint64) {
-	v.pins[slot]--
-	if v.pins[slot] == 0 {
+	v.mu.pins[slot]--
+	if v.mu.pins[slot] == 0 {
 		v.cond.Broadcast()
 	}
 }
@@ -241,25 +241,25 @@ func (v *Volume) writeAround(p []byte, off int64) error {
 	o := off
 	for b := first; b <= last; b++ {
 		end := min(int64(b+1)<<layout.BlockShift, off+int64(len(p)))
-		pos, found := v.idx.lookup(b)
-		onBuf := found && v.slotRB[slotOfPos(pos)] == v.open && v.open != nil
+		pos, found := v.mu.idx.lookup(b)
+		onBuf := found && v.mu.slotRB[slotOfPos(pos)] == v.mu.open && v.mu.open != nil
 		v.stats.inc(true, found, onBuf, end-o == layout.BlockSize)
 		o = end
-		v.rc.cancelLocked(b)
-		v.idx.remove(b)
+		v.mu.rc.cancelLocked(b)
+		v.mu.idx.remove(b)
 	}
 	v.mu.Unlock()
 	_, err := v.backing.WriteAt(p, off)
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	for b := first; b <= last; b++ {
-		v.rc.cancelLocked(b)
-		v.idx.remove(b)
+		v.mu.rc.cancelLocked(b)
+		v.mu.idx.remove(b)
 	}
 	if err != nil {
 		v.stats.backingWriteErrors.Add(1)
 		return fmt.Errorf("engine: write-around to backing device at %d: %w", off, err)
 	}
-	v.backingUnsynced = true
+	v.mu.backingUnsynced = true
 	return nil
 }

@@ -33,11 +33,11 @@ type wbEntry struct {
 // writebackDaemon writes dirty blocks back to the backing device, oldest
 // segments first (cf. writeback_proc, writeback_segs).
 //
-// Owns: last_writeback_id (v.lastWB) and all writes of cache data to the
+// Owns: last_writeback_id (v.mu.lastWB) and all writes of cache data to the
 // backing device, so they happen in segment order.
 //
 // Woken by: v.cond, when a segment is written to the cache device, when a
-// writer needs a ring slot or DropCaches waits (v.urgentWB), when the
+// writer needs a ring slot or DropCaches waits (v.mu.urgentWB), when the
 // modulator allows writeback, or when stopping.
 //
 // A batch is up to nr_max_batched_writeback segments: their dirty blocks
@@ -78,49 +78,49 @@ func (v *Volume) writebackDaemon(ctx context.Context) {
 	backoff := v.writebackBackoff
 	for {
 		v.mu.Lock()
-		for !v.stopping && !(v.lastWB < v.lastWritten && (v.urgentWB > 0 || v.allowWB)) {
+		for !v.mu.stopping && !(v.mu.lastWB < v.mu.lastWritten && (v.mu.urgentWB > 0 || v.mu.allowWB)) {
 			v.cond.Wait()
 		}
-		if v.stopping {
+		if v.mu.stopping {
 			v.mu.Unlock()
 			return
 		}
-		from := v.lastWB + 1
-		if v.segIDs[v.geo.SlotOf(from)] != from {
+		from := v.mu.lastWB + 1
+		if v.mu.segIDs[v.geo.SlotOf(from)] != from {
 			// An id gap (ids the replay of a torn tail left unused): jump
 			// to the oldest segment still in the ring.
-			next := v.lastWritten + 1
-			for _, id := range v.segIDs {
+			next := v.mu.lastWritten + 1
+			for _, id := range v.mu.segIDs {
 				if id >= from && id < next {
 					next = id
 				}
 			}
 			from = next
-			if from > v.lastWritten {
-				v.lastWB = v.lastWritten
+			if from > v.mu.lastWritten {
+				v.mu.lastWB = v.mu.lastWritten
 				v.checkInvariantsLocked()
 				v.wakeWritersLocked()
 				v.mu.Unlock()
 				continue
 			}
 		}
-		to := min(from-1+uint64(v.tun.nrMaxBatchedWriteback()), v.lastWritten)
+		to := min(from-1+uint64(v.tun.nrMaxBatchedWriteback()), v.mu.lastWritten)
 		var ents []wbEntry
 		for id := from; id <= to; id++ {
 			slot := v.geo.SlotOf(id)
-			if v.segIDs[slot] != id {
+			if v.mu.segIDs[slot] != id {
 				continue // an id never written (skipped at replay)
 			}
 			// The durable-copy rule: superseded copies are owed while
 			// their replacement is not durable.
-			owed := v.supersededBy[slot] > v.durable
+			owed := v.mu.supersededBy[slot] > v.mu.durable
 			for i := range layout.NrCachesPerSegment {
 				pos := posOf(slot, i)
 				switch {
-				case v.idx.keys[pos] != noBlock && v.idx.dirty[pos] != 0:
-					ents = append(ents, wbEntry{block: v.idx.keys[pos], pos: pos, dirty: v.idx.dirty[pos], seg: int(id - from), i: i})
-				case owed && v.idx.superseded[pos] != 0:
-					ents = append(ents, wbEntry{pos: pos, dirty: v.idx.superseded[pos], seg: int(id - from), i: i, superseded: true})
+				case v.mu.idx.keys[pos] != noBlock && v.mu.idx.dirty[pos] != 0:
+					ents = append(ents, wbEntry{block: v.mu.idx.keys[pos], pos: pos, dirty: v.mu.idx.dirty[pos], seg: int(id - from), i: i})
+				case owed && v.mu.idx.superseded[pos] != 0:
+					ents = append(ents, wbEntry{pos: pos, dirty: v.mu.idx.superseded[pos], seg: int(id - from), i: i, superseded: true})
 				}
 			}
 		}
@@ -137,7 +137,7 @@ func (v *Volume) writebackDaemon(ctx context.Context) {
 				v.log.Warn("writeback failed, will retry", "segments", fmt.Sprintf("%d..%d", from, to), "err", err)
 				failing = true
 				v.mu.Lock()
-				v.wbFailing = true
+				v.mu.wbFailing = true
 				v.wakeWritersLocked()
 				v.mu.Unlock()
 			}
@@ -153,7 +153,7 @@ func (v *Volume) writebackDaemon(ctx context.Context) {
 			v.log.Info("writeback recovered", "segments", fmt.Sprintf("%d..%d", from, to))
 			failing = false
 			v.mu.Lock()
-			v.wbFailing = false
+			v.mu.wbFailing = false
 			v.mu.Unlock()
 		}
 		backoff = v.writebackBackoff
@@ -166,18 +166,18 @@ func (v *Volume) writebackDaemon(ctx context.Context) {
 				v.stats.supersededWritebacks.Add(1)
 				continue
 			}
-			if v.idx.keys[e.pos] != e.block {
+			if v.mu.idx.keys[e.pos] != e.block {
 				continue // trimmed or superseded meanwhile
 			}
-			if v.idx.dirty[e.pos] == layout.DirtyFull {
-				v.idx.setDirty(e.pos, 0) // a clean full block: still a read hit
+			if v.mu.idx.dirty[e.pos] == layout.DirtyFull {
+				v.mu.idx.setDirty(e.pos, 0) // a clean full block: still a read hit
 			} else {
 				// A clean partial copy is useless: its other sectors are
 				// not in the slot. The backing device has it all now.
-				v.idx.remove(e.block)
+				v.mu.idx.remove(e.block)
 			}
 		}
-		v.lastWB = to
+		v.mu.lastWB = to
 		v.checkInvariantsLocked()
 		v.wakeWritersLocked()
 		v.mu.Unlock()
@@ -310,13 +310,13 @@ func (v *Volume) DropCaches(ctx context.Context) error {
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	target := v.lastSealed
-	v.urgentWB++
-	defer func() { v.urgentWB-- }()
+	target := v.mu.lastSealed
+	v.mu.urgentWB++
+	defer func() { v.mu.urgentWB-- }()
 	v.cond.Broadcast()
-	for v.lastWB < target {
-		if v.failErr != nil {
-			return v.failErr
+	for v.mu.lastWB < target {
+		if v.mu.failErr != nil {
+			return v.mu.failErr
 		}
 		if err := v.waitCtx(ctx); err != nil {
 			return fmt.Errorf("engine: drop_caches: %w", err)
