@@ -16,17 +16,7 @@ import (
 func (v *Volume) writebackWritten() error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	target := v.mu.lastWritten
-	v.mu.urgentWB++
-	defer func() { v.mu.urgentWB-- }()
-	v.cond.Broadcast()
-	for v.mu.lastWB < target {
-		if v.mu.failErr != nil {
-			return v.mu.failErr
-		}
-		v.cond.Wait()
-	}
-	return nil
+	return v.forceWritebackLocked(context.Background(), v.mu.lastWritten)
 }
 
 // writebackWritten is Volume.writebackWritten followed by the superblock

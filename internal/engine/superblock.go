@@ -49,7 +49,13 @@ func (v *Volume) writeRecord() error {
 		return nil
 	}
 	v.mu.Unlock()
-	if err := superblock.WriteRecord(v.cache, layout.SuperRecord{LastWritebackSegmentID: r}, nil); err != nil {
+	return v.recordBlock(r, nil)
+}
+
+// recordBlock writes the record block (record r, and clean when not nil),
+// syncs the cache device and notes r as recorded. Caller does not hold mu.
+func (v *Volume) recordBlock(r uint64, clean *layout.CleanStop) error {
+	if err := superblock.WriteRecord(v.cache, layout.SuperRecord{LastWritebackSegmentID: r}, clean); err != nil {
 		v.stats.cacheWriteErrors.Add(1)
 		return err
 	}
@@ -84,16 +90,5 @@ func (v *Volume) writeCleanStop() error {
 		last = v.mu.lastWritten
 	}
 	v.mu.Unlock()
-	if err := superblock.WriteRecord(v.cache, layout.SuperRecord{LastWritebackSegmentID: r}, &layout.CleanStop{LastID: last}); err != nil {
-		v.stats.cacheWriteErrors.Add(1)
-		return err
-	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if err := v.syncCacheLocked(); err != nil {
-		return err
-	}
-	v.mu.recorded = max(v.mu.recorded, r)
-	v.checkInvariantsLocked()
-	return nil
+	return v.recordBlock(r, &layout.CleanStop{LastID: last})
 }

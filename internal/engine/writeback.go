@@ -310,7 +310,16 @@ func (v *Volume) DropCaches(ctx context.Context) error {
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	target := v.mu.lastSealed
+	if err := v.forceWritebackLocked(ctx, v.mu.lastSealed); err != nil {
+		return fmt.Errorf("engine: drop_caches: %w", err)
+	}
+	return nil
+}
+
+// forceWritebackLocked makes the writeback daemon run, allowed or not,
+// until every segment up to target is written back, the volume fails, or
+// ctx is done. Caller holds mu.
+func (v *Volume) forceWritebackLocked(ctx context.Context, target uint64) error {
 	v.mu.urgentWB++
 	defer func() { v.mu.urgentWB-- }()
 	v.cond.Broadcast()
@@ -319,7 +328,7 @@ func (v *Volume) DropCaches(ctx context.Context) error {
 			return v.mu.failErr
 		}
 		if err := v.waitCtx(ctx); err != nil {
-			return fmt.Errorf("engine: drop_caches: %w", err)
+			return err
 		}
 	}
 	return nil
