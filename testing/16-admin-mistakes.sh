@@ -116,7 +116,11 @@ refuse "format a loop over it" "$loop: in use by pid $WB_PID \(wb-create\) \(thr
 	-- wb-format-cache --force "$loop"
 qemu-io -f raw "$(wb_uri va)" -c "read -P 0 0 1M" >/dev/null || fail "va stopped serving"
 wb_stop
-wb_start vb b2.img "$loop"
+# The cache belongs to b1.img now: over b2.img only with --force (rebinds).
+refuse "bound to another backing" "cache device $loop belongs to file $WB_WORK/b1\.img" \
+	b2.img c.img -- wb-create vb b2.img "$loop"
+wb_start vb b2.img "$loop" --force
+forced=$((forced + 1))
 refuse "file under a held loop" "cache device c\.img: in use by writeboost volume vb" \
 	b1.img -- wb-create va b1.img c.img
 wb_stop
