@@ -157,6 +157,7 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 		return err
 	}
 	s := newServices(log)
+	v.clients = func() int { return s.clients(srv) }
 	// From here on, every exit path goes through stop.
 	stopErr := func(cause error) error {
 		return errors.Join(cause, s.stop(srv, vol, dir, cli.Name))
@@ -191,7 +192,7 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 		if err != nil {
 			return stopErr(fmt.Errorf("attach %s: %w", cli.Attach, err))
 		}
-		s.attachment = att
+		s.attachment.Store(att)
 	}
 	st := control.State{
 		Name: cli.Name, PID: os.Getpid(), Backing: cli.Backing, Cache: cli.Cache,
