@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"net"
 	"os"
@@ -83,6 +84,20 @@ func TestHelp(t *testing.T) {
 		if !bytes.Contains(page, []byte(flag)) {
 			t.Errorf("man page lacks %s", flag)
 		}
+	}
+	// Both say which signals stop it and which are ignored; the man page
+	// states the second-signal grace this binary uses.
+	for _, want := range []string{"SIGTERM", "SIGINT", "SIGHUP", "SIGPIPE", "second signal"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("--help lacks %q", want)
+		}
+		if !bytes.Contains(page, []byte(want)) {
+			t.Errorf("man page lacks %q", want)
+		}
+	}
+	grace := fmt.Sprintf(".B %d second or more after", int(secondSignalGrace/time.Second))
+	if !bytes.Contains(page, []byte(".SH SIGNALS")) || !bytes.Contains(page, []byte(grace)) {
+		t.Errorf("man page lacks a SIGNALS section stating the grace (%q)", grace)
 	}
 }
 
