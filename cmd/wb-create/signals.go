@@ -96,6 +96,11 @@ func watchStop(sig <-chan os.Signal, w stopWatch, now func() time.Time, on func(
 		for {
 			select {
 			case s := <-sig:
+				select {
+				case <-quit: // the stop is over: nothing left to cut short
+					return
+				default:
+				}
 				on(s, w.second(now()))
 			case <-quit:
 				return

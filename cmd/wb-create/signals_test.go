@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strings"
 	"sync"
@@ -101,12 +103,12 @@ func TestWatchStop(t *testing.T) {
 	}
 }
 
-// TestNotifySignals: SIGTERM, SIGINT and SIGHUP reach the channel, SIGPIPE
-// is ignored; under nohup (SIGHUP ignored at start) SIGHUP stays ignored.
-// Real signals to the test process.
+// TestNotifySignals: SIGTERM, SIGINT and SIGHUP reach the channel, and
+// SIGPIPE is ignored. Real signals to the test process.
 func TestNotifySignals(t *testing.T) {
-	defer signal.Reset(syscall.SIGPIPE, syscall.SIGHUP)
+	defer signal.Reset(syscall.SIGPIPE)
 	sig, stop := notifySignals()
+	defer stop()
 	for _, s := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP} {
 		if err := syscall.Kill(os.Getpid(), s); err != nil {
 			t.Fatal(err)
@@ -127,13 +129,36 @@ func TestNotifySignals(t *testing.T) {
 	if err := syscall.Kill(os.Getpid(), syscall.SIGPIPE); err != nil {
 		t.Fatal(err)
 	}
-	stop()
+}
 
-	signal.Ignore(syscall.SIGHUP) // as nohup(1) leaves it
-	_, stop = notifySignals()
-	defer stop()
-	if !signal.Ignored(syscall.SIGHUP) {
-		t.Error("notifySignals took SIGHUP over although it was ignored (nohup)")
+// TestNotifySignalsNohup: a process started with SIGHUP ignored, as
+// nohup(1) starts it, keeps it ignored. The check runs in a child started
+// through env --ignore-signal=HUP, since a disposition inherited at exec
+// cannot be set up inside this process.
+func TestNotifySignalsNohup(t *testing.T) {
+	if os.Getenv("WB_TEST_NOHUP_CHILD") == "1" {
+		if !signal.Ignored(syscall.SIGHUP) {
+			fmt.Println("precondition: SIGHUP not ignored at start")
+			os.Exit(3)
+		}
+		_, stop := notifySignals()
+		defer stop()
+		if !signal.Ignored(syscall.SIGHUP) {
+			fmt.Println("notifySignals took SIGHUP over")
+			os.Exit(4)
+		}
+		// Ignored: delivering it does nothing.
+		if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Println("nohup kept")
+		return
+	}
+	cmd := exec.Command("env", "--ignore-signal=HUP", os.Args[0], "-test.run=^TestNotifySignalsNohup$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "WB_TEST_NOHUP_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "nohup kept") {
+		t.Fatalf("child under env --ignore-signal=HUP: %v\n%s", err, out)
 	}
 }
 
