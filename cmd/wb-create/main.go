@@ -2,11 +2,12 @@
 // device and a cache device, served over NBD. It is the user-space
 // `dmsetup create NAME --table "0 SECTORS writeboost BACKING CACHE [N k v ...]"`.
 //
-// It runs in the foreground until SIGTERM or SIGINT (or a `remove` message),
-// then stops cleanly: stop accepting, finish in-flight requests, seal and
-// write the RAM buffer, record the superblock, sync both devices, remove the
-// sockets and the state file. A second signal exits at once; the log
-// replays at the next start.
+// It runs in the foreground until SIGTERM, SIGINT or SIGHUP (or a `remove`
+// message), then stops cleanly: stop accepting, finish in-flight requests,
+// seal and write the RAM buffer, record the superblock, sync both devices,
+// remove the sockets and the state file. A second signal a second or more
+// after the stop was logged exits at once (earlier ones are duplicates);
+// the log replays at the next start. SIGPIPE is ignored. See signals.go.
 package main
 
 import (
@@ -18,9 +19,7 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"os/signal"
 	"runtime"
-	"syscall"
 	"time"
 
 	wbcli "github.com/writeboost/writeboost/internal/cli"
@@ -51,8 +50,9 @@ served over NBD at RUNDIR/NAME.sock (RUNDIR is $WB_RUN_DIR, else /run/writeboost
 
 It stays in the foreground and logs to stderr; "ready" is logged once NBD
 clients can connect, e.g. nbdinfo 'nbd+unix:///NAME?socket=RUNDIR/NAME.sock'.
-SIGTERM or SIGINT stops it cleanly; a second signal exits at once (the log
-replays at the next start). Manage it with wb-status and wb-message.`
+SIGTERM, SIGINT or SIGHUP stops it cleanly; a second signal 1s or more after
+"stopping cleanly" is logged exits at once (the log replays at the next
+start); SIGPIPE is ignored. Manage it with wb-status and wb-message.`
 
 func main() {
 	setMaxProcs()
@@ -73,7 +73,7 @@ func setMaxProcs() {
 }
 
 // run parses args and runs the volume until a signal; sig, if not nil,
-// replaces the process's SIGTERM/SIGINT (for tests).
+// replaces the process's SIGTERM/SIGINT/SIGHUP (for tests).
 func run(args []string, stdout, stderr io.Writer, sig <-chan os.Signal) int {
 	var cli CLI
 	if _, code, done := wbcli.Parse("wb-create", description, &cli, args, stdout, stderr, 2); done {
@@ -85,9 +85,8 @@ func run(args []string, stdout, stderr io.Writer, sig <-chan os.Signal) int {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	if sig == nil {
-		c := make(chan os.Signal, 2)
-		signal.Notify(c, syscall.SIGTERM, syscall.SIGINT)
-		defer signal.Stop(c)
+		c, stop := notifySignals()
+		defer stop()
 		sig = c
 	}
 	if err := cli.run(log, sig); err != nil {
@@ -161,6 +160,7 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 		return err
 	}
 	s := newServices(log)
+	v.clients = func() int { return s.clients(srv) }
 	// From here on, every exit path goes through stop.
 	stopErr := func(cause error) error {
 		return errors.Join(cause, s.stop(srv, vol, dir, cli.Name))
@@ -195,7 +195,7 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 		if err != nil {
 			return stopErr(fmt.Errorf("attach %s: %w", cli.Attach, err))
 		}
-		s.attachment = att
+		s.attachment.Store(att)
 	}
 	st := control.State{
 		Name: cli.Name, PID: os.Getpid(), Backing: cli.Backing, Cache: cli.Cache,
@@ -213,24 +213,15 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 	var noWriteback bool
 	select {
 	case s := <-sig:
-		log.Info("stopping", "signal", s.String())
+		log.Info("stopping cleanly"+stopHint, "signal", s.String())
 	case noWriteback = <-v.removed:
-		log.Info("stopping: remove message", "writeback", !noWriteback)
+		log.Info("stopping cleanly: remove message"+stopHint, "writeback", !noWriteback)
 	case err := <-s.errc:
-		log.Error("serving failed; stopping", "err", err)
+		log.Error("serving failed; stopping cleanly"+stopHint, "err", err)
 	}
-	// A second signal during the stop exits at once: the log replays at
-	// the next start. The watcher ends with run.
-	stopped := make(chan struct{})
-	defer close(stopped)
-	go func() {
-		select {
-		case s := <-sig:
-			log.Warn("second signal: exiting without a clean stop; the log replays at the next start", "signal", s.String())
-			os.Exit(1)
-		case <-stopped:
-		}
-	}()
+	// A second signal during the stop exits at once, a duplicate of the
+	// first is ignored (signals.go). The watch ends with run.
+	defer watchStop(sig, stopWatch{acked: time.Now(), grace: secondSignalGrace}, time.Now, onStopSignal(log))()
 	return s.stop(srv, vol, dir, cli.Name)
 }
 

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -82,6 +84,20 @@ func TestHelp(t *testing.T) {
 		if !bytes.Contains(page, []byte(flag)) {
 			t.Errorf("man page lacks %s", flag)
 		}
+	}
+	// Both say which signals stop it and which are ignored; the man page
+	// states the second-signal grace this binary uses.
+	for _, want := range []string{"SIGTERM", "SIGINT", "SIGHUP", "SIGPIPE", "second signal"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("--help lacks %q", want)
+		}
+		if !bytes.Contains(page, []byte(want)) {
+			t.Errorf("man page lacks %q", want)
+		}
+	}
+	grace := fmt.Sprintf(".B %d second or more after", int(secondSignalGrace/time.Second))
+	if !bytes.Contains(page, []byte(".SH SIGNALS")) || !bytes.Contains(page, []byte(grace)) {
+		t.Errorf("man page lacks a SIGNALS section stating the grace (%q)", grace)
 	}
 }
 
@@ -303,5 +319,116 @@ func TestRemoveMessage(t *testing.T) {
 			t.Errorf("%d dirty blocks after remove", n)
 		}
 		v.Close()
+	}
+}
+
+// clientsOf reads nr_clients from the volume's status.
+func clientsOf(t *testing.T, cl *control.Client) uint64 {
+	t.Helper()
+	s, err := cl.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.NrClients == nil {
+		t.Fatal("status without nr_clients")
+	}
+	return *s.NrClients
+}
+
+// waitClients waits up to 10 s for the status to count want NBD clients:
+// the server sees a client that hung up a moment later.
+func waitClients(t *testing.T, cl *control.Client, want uint64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for clientsOf(t, cl) != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("nr_clients = %d after 10s, want %d", clientsOf(t, cl), want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestRemoveRefusedWhileConnected: with NBD clients connected (unix and
+// TCP) the status counts them and remove is refused with the count, the
+// volume serving on untouched; once they leave, remove stops it. remove
+// --force stops a volume with a client connected.
+func TestRemoveRefusedWhileConnected(t *testing.T) {
+	_, b, c := images(t, 16<<20, 8<<20)
+	// A free port: the state file records the address as given.
+	pl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := pl.Addr().String()
+	pl.Close()
+	r := start(t, "--reformat", "--listen", "tcp://"+addr, "busy", b, c)
+	cl, err := control.Dial("busy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if n := clientsOf(t, cl); n != 0 {
+		t.Fatalf("nr_clients = %d before any client", n)
+	}
+	nc := dial(t, "busy")
+	tc, err := nbdclient.Dial(context.Background(), "nbd://"+addr+"/busy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := clientsOf(t, cl); n != 2 {
+		t.Fatalf("nr_clients = %d with a unix and a TCP client", n)
+	}
+	data := bytes.Repeat([]byte{0xa5}, 4096)
+	if err := nc.WriteAt(data, 8192, true); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"remove"}, {"remove", "--no-writeback"}} {
+		_, err := cl.Message(context.Background(), args)
+		want := "remove refused: 2 NBD clients are connected to busy; disconnect them first, or remove --force"
+		if err == nil || err.Error() != want {
+			t.Fatalf("%q with 2 clients: %v, want %q", args, err, want)
+		}
+	}
+	select {
+	case code := <-r.done:
+		r.exited = true
+		t.Fatalf("wb-create exited %d after a refused remove", code)
+	default:
+	}
+	got := make([]byte, len(data))
+	if err := tc.ReadAt(got, 8192); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("the volume does not serve its data after a refused remove: %v", err)
+	}
+	tc.Close()
+	waitClients(t, cl, 1)
+	if _, err := cl.Message(context.Background(), []string{"remove"}); err == nil || !strings.Contains(err.Error(), "1 NBD client is connected") {
+		t.Fatalf("remove with 1 client: %v", err)
+	}
+	nc.Close()
+	waitClients(t, cl, 0)
+	if _, err := cl.Message(context.Background(), []string{"remove"}); err != nil {
+		t.Fatalf("remove with no clients: %v", err)
+	}
+	r.waitExit(t, "remove")
+
+	// --force: stops with a client connected, which is disconnected.
+	r = start(t, "busy", b, c)
+	nc = dial(t, "busy")
+	defer nc.Close()
+	cl2, err := control.Dial("busy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl2.Close()
+	if _, err := cl2.Message(context.Background(), []string{"remove", "--force"}); err != nil {
+		t.Fatalf("remove --force with a client: %v", err)
+	}
+	r.waitExit(t, "remove --force")
+	if err := nc.ReadAt(got, 8192); err == nil {
+		t.Error("the client still reads after remove --force stopped the volume")
+	}
+	raw, err := os.ReadFile(b)
+	if err != nil || !bytes.Equal(raw[8192:8192+4096], data) {
+		t.Fatalf("backing file lacks the data after remove --force: %v", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/writeboost/writeboost/internal/control"
@@ -21,16 +22,28 @@ const shutdownTimeout = 5 * time.Second
 // services owns the goroutines that serve the volume: one per NBD listener
 // and one for the control socket. stop ends them all and waits.
 type services struct {
-	log        *slog.Logger
-	wg         sync.WaitGroup
-	errc       chan error // the first serving failure; buffered
-	ctlCancel  context.CancelFunc
-	attachment *nbd.Attachment
+	log       *slog.Logger
+	wg        sync.WaitGroup
+	errc      chan error // the first serving failure; buffered
+	ctlCancel context.CancelFunc
+	// attachment is the --attach device, if any; an atomic because the
+	// control goroutine counts its client while run attaches it.
+	attachment atomic.Pointer[nbd.Attachment]
 	stopped    bool
 }
 
 func newServices(log *slog.Logger) *services {
 	return &services{log: log, errc: make(chan error, 1)}
+}
+
+// clients counts the NBD connections open now: srv's on every listener,
+// and the kernel's of the --attach device.
+func (s *services) clients(srv *nbd.Server) int {
+	n := srv.Clients()
+	if a := s.attachment.Load(); a != nil {
+		n += a.Clients()
+	}
+	return n
 }
 
 func (s *services) fail(err error) {
@@ -73,8 +86,8 @@ func (s *services) stop(srv *nbd.Server, vol *engine.Volume, dir, name string) e
 	}
 	s.stopped = true
 	var errs []error
-	if s.attachment != nil {
-		if err := s.attachment.Detach(); err != nil {
+	if a := s.attachment.Load(); a != nil {
+		if err := a.Detach(); err != nil {
 			errs = append(errs, fmt.Errorf("detach: %w", err))
 		}
 	}

@@ -15,7 +15,8 @@ type volume struct {
 	name, backing, cache string
 	args                 []string // the optional KEY VALUE args as given
 	start                time.Time
-	removed              chan bool // a remove message: true = without writeback
+	removed              chan bool  // a remove message: true = without writeback
+	clients              func() int // NBD connections open now (services.clients)
 }
 
 // Table is the table line, as `dmsetup table` prints it.
@@ -47,6 +48,13 @@ func (v *volume) Message(ctx context.Context, args []string) (string, error) {
 			}
 		} else if err := v.FlushBuffer(); err != nil {
 			return "", fmt.Errorf("remove: flush: %w", err)
+		}
+		// The control server refused it if clients were connected when it
+		// arrived; one may have connected during the writeback. NB: one
+		// that connects between here and the stop is disconnected by it,
+		// as by SIGTERM.
+		if err := control.RefuseRemove(m, v.name, uint64(v.clients())); err != nil {
+			return "", err
 		}
 		select {
 		case v.removed <- m.NoWriteback:
@@ -97,5 +105,7 @@ func (v *volume) Status() control.Status {
 		Failed:        e.Failed,
 		UptimeSeconds: time.Since(v.start).Seconds(),
 	}
+	n := uint64(v.clients())
+	s.NrClients = &n
 	return s
 }

@@ -8,8 +8,11 @@
 // read_cache_threshold) with a value in the kernel's range; clear_stat;
 // drop_caches, which waits until no cache block is dirty and shows
 // progress; flush, which seals and writes the RAM buffer; remove
-// [--no-writeback], which stops the volume cleanly. SECTOR, if given, must
-// be 0, as dmsetup requires it and the kernel target ignores it.
+// [--no-writeback] [--force], which stops the volume cleanly. A remove
+// without --force is refused while NBD clients are connected, as dmsetup
+// remove refuses an open device; the volume decides, and says how many.
+// SECTOR, if given, must be 0, as dmsetup requires it and the kernel target
+// ignores it.
 package main
 
 import (
@@ -20,6 +23,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -45,7 +49,7 @@ var (
 type cli struct {
 	Quiet   bool     `short:"q" help:"Print no progress while drop_caches waits."`
 	Name    string   `arg:"" help:"Volume name."`
-	Message []string `arg:"" passthrough:"" help:"[SECTOR] MESSAGE [ARGS...]: one of writeback_threshold N (0..100), nr_max_batched_writeback N (1..32), update_sb_record_interval N (0..3600), sync_data_interval N (0..3600), read_cache_threshold N (0..127), clear_stat, drop_caches, flush, remove [--no-writeback]. SECTOR must be 0 if given."`
+	Message []string `arg:"" passthrough:"" help:"[SECTOR] MESSAGE [ARGS...]: one of writeback_threshold N (0..100), nr_max_batched_writeback N (1..32), update_sb_record_interval N (0..3600), sync_data_interval N (0..3600), read_cache_threshold N (0..127), clear_stat, drop_caches, flush, remove [--no-writeback] [--force] (refused while NBD clients are connected, unless --force). SECTOR must be 0 if given."`
 }
 
 type env struct {
@@ -114,12 +118,21 @@ func (c *cli) Run(e *env) error {
 		if e.ctx.Err() != nil {
 			return fmt.Errorf("%w: stopped waiting for %s", errInterrupted, m.Args()[0])
 		}
-		return fmt.Errorf("%s: %w", m.Args()[0], err)
+		return withVerb(m.Args()[0], err)
 	}
 	if res != "" {
 		_, err = fmt.Fprintln(e.stdout, res)
 	}
 	return err
+}
+
+// withVerb prefixes err with the message's verb, unless the volume's
+// answer already starts with it ("remove refused: ...").
+func withVerb(verb string, err error) error {
+	if msg := err.Error(); strings.HasPrefix(msg, verb+" ") || strings.HasPrefix(msg, verb+":") {
+		return err
+	}
+	return fmt.Errorf("%s: %w", verb, err)
 }
 
 // dropCaches sends drop_caches on cl and, until it returns, polls status

@@ -27,6 +27,7 @@ type fakeVolume struct {
 	dropping  bool
 	stuck     bool // drop_caches never finishes by itself
 	messages  []string
+	clients   *uint64    // NBD clients the status reports; nil: none reported
 	cancelled chan error // drop_caches's context error when cancelled
 }
 
@@ -36,7 +37,7 @@ func (v *fakeVolume) Status() control.Status {
 	if v.dropping && !v.stuck {
 		v.dirty -= min(v.step, v.dirty)
 	}
-	return control.Status{Name: "vol", NrDirtyCacheBlocks: v.dirty, NrCacheBlocks: 1270}
+	return control.Status{Name: "vol", NrDirtyCacheBlocks: v.dirty, NrCacheBlocks: 1270, NrClients: v.clients}
 }
 
 func (v *fakeVolume) Table() string { return "0 8 writeboost /b /c" }
@@ -68,6 +69,8 @@ func (v *fakeVolume) Message(ctx context.Context, args []string) (string, error)
 		}
 	case "remove":
 		return "vol removed: flushed, written back, stopped", nil
+	case "flush":
+		return "", errors.New("flush: engine: cache device failed")
 	case "sync_data_interval":
 		return "", errors.New("engine: cannot start the data syncer")
 	}
@@ -121,7 +124,7 @@ func TestMessages(t *testing.T) {
 		{[]string{"vol", "0", "Read_Cache_Threshold", "127"}, 0, "", ""},
 		{[]string{"vol", "update_sb_record_interval", "3600"}, 0, "", ""},
 		{[]string{"vol", "clear_stat"}, 0, "", ""},
-		{[]string{"vol", "flush"}, 0, "", ""},
+
 		{[]string{"vol", "remove", "--no-writeback"}, 0, "vol removed: flushed, written back, stopped\n", ""},
 		{[]string{"vol", "0", "remove"}, 0, "vol removed: flushed, written back, stopped\n", ""},
 		// Refused before reaching the volume.
@@ -135,8 +138,10 @@ func TestMessages(t *testing.T) {
 		{[]string{"vol", "0"}, 1, "", "empty message"},
 		{[]string{"other", "flush"}, 1, "", "no such volume: other"},
 		{[]string{"a/b", "flush"}, 1, "", "bad volume name"},
-		// Refused by the volume.
+		// Refused by the volume; the verb is not repeated when the
+		// volume's answer starts with it.
 		{[]string{"vol", "sync_data_interval", "5"}, 1, "", "sync_data_interval: engine: cannot start the data syncer"},
+		{[]string{"vol", "flush"}, 1, "", "wb-message: flush: engine: cache device failed\n"},
 		// Usage errors.
 		{[]string{"vol"}, 2, "", "expected"},
 		{[]string{}, 2, "", "expected"},
@@ -156,9 +161,36 @@ func TestMessages(t *testing.T) {
 		}
 	}
 	want := []string{"writeback_threshold 70", "nr_max_batched_writeback 8", "read_cache_threshold 127",
-		"update_sb_record_interval 3600", "clear_stat", "flush", "remove --no-writeback", "remove", "sync_data_interval 5"}
+		"update_sb_record_interval 3600", "clear_stat", "remove --no-writeback", "remove", "sync_data_interval 5", "flush"}
 	if got := v.recorded(); strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("the volume received %q\nwant %q", got, want)
+	}
+}
+
+// TestRemoveRefused: while the volume counts NBD clients, remove is
+// refused by the volume with one line naming the count and --force, exit
+// 1; remove --force goes through.
+func TestRemoveRefused(t *testing.T) {
+	two := uint64(2)
+	v := &fakeVolume{clients: &two}
+	serve(t, v)
+	ctx := context.Background()
+	for _, args := range [][]string{{"vol", "remove"}, {"vol", "0", "remove", "--no-writeback"}} {
+		out, errOut, code := runCmd(ctx, args...)
+		want := "wb-message: remove refused: 2 NBD clients are connected to vol; disconnect them first, or remove --force\n"
+		if code != 1 || out != "" || errOut != want {
+			t.Errorf("%q with 2 clients: exit %d, stdout %q, stderr %q; want exit 1 and %q", args, code, out, errOut, want)
+		}
+	}
+	if got := v.recorded(); len(got) != 0 {
+		t.Fatalf("the volume received %q", got)
+	}
+	out, errOut, code := runCmd(ctx, "vol", "remove", "--force")
+	if code != 0 || out != "vol removed: flushed, written back, stopped\n" || errOut != "" {
+		t.Errorf("remove --force: exit %d, %q, %q", code, out, errOut)
+	}
+	if got := v.recorded(); len(got) != 1 || got[0] != "remove --force" {
+		t.Errorf("the volume received %q, want [remove --force]", got)
 	}
 }
 

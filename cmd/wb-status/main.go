@@ -335,6 +335,9 @@ func renderHuman(w io.Writer, s control.Status) error {
 	if s.SizeBytes != 0 {
 		add("size", fmt.Sprintf("%s (%d sectors)", wbcli.HumanBytes(s.SizeBytes), s.Sectors()))
 	}
+	if s.NrClients != nil {
+		add("NBD clients", u(*s.NrClients))
+	}
 	add("segments", fmt.Sprintf("%d (%d cache blocks, %s)", s.NrSegments, s.NrCacheBlocks, wbcli.HumanBytes(s.NrCacheBlocks*4096)))
 	add("current id", fmt.Sprintf("%d (cursor %d)", s.CurrentID, s.CursorPos))
 	add("last flushed id", u(s.LastFlushedID))
@@ -438,10 +441,14 @@ func renderHuman(w io.Writer, s control.Status) error {
 
 // renderList writes one row per volume.
 func renderList(w io.Writer, vols []control.Status) error {
-	t := wbcli.NewTable(w, tw.AlignLeft, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignLeft, tw.AlignLeft)
-	t.Header("Name", "Size", "Dirty", "Dirty %", "Current id", "Last flushed", "Last written back", "Backing", "Cache")
+	t := wbcli.NewTable(w, tw.AlignLeft, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignLeft, tw.AlignLeft)
+	t.Header("Name", "Size", "Clients", "Dirty", "Dirty %", "Current id", "Last flushed", "Last written back", "Backing", "Cache")
 	for _, s := range vols {
-		t.Append(s.Name, wbcli.HumanBytes(s.SizeBytes), u(s.NrDirtyCacheBlocks), pct(s.NrDirtyCacheBlocks, s.NrCacheBlocks),
+		clients := "-"
+		if s.NrClients != nil {
+			clients = u(*s.NrClients)
+		}
+		t.Append(s.Name, wbcli.HumanBytes(s.SizeBytes), clients, u(s.NrDirtyCacheBlocks), pct(s.NrDirtyCacheBlocks, s.NrCacheBlocks),
 			u(s.CurrentID), u(s.LastFlushedID), u(s.LastWritebackID), s.Backing, s.Cache)
 	}
 	return t.Render()

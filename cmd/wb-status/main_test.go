@@ -46,6 +46,16 @@ func serveVolume(t *testing.T, dir, name string) control.Status {
 	s.ReadCacheStaged, s.IndexBytes = 127, 96<<10
 	s.Errors.BackingWrite, s.Errors.Writeback = 2, 1
 	s.UptimeSeconds = 3725
+	clients := uint64(2)
+	s.NrClients = &clients
+	serveStatus(t, dir, name, s)
+	return s
+}
+
+// serveStatus runs a control server for the volume name answering s, and
+// writes its state file.
+func serveStatus(t *testing.T, dir, name string, s control.Status) {
+	t.Helper()
 	l, err := control.Listen(dir, name)
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +75,6 @@ func serveVolume(t *testing.T, dir, name string) control.Status {
 	if err := control.WriteState(dir, st); err != nil {
 		t.Fatal(err)
 	}
-	return s
 }
 
 func runCmd(t *testing.T, ctx context.Context, stdin string, args ...string) (stdout, stderr string, code int) {
@@ -166,6 +175,45 @@ func TestRawIsTheKernelLine(t *testing.T) {
 		if _, ok := tun[k]; !ok {
 			t.Errorf("tunables has no key %q", k)
 		}
+	}
+}
+
+// TestClientsShown: a running volume's client count is in the JSON and
+// the tables, 0 included, and never in the kernel's line.
+func TestClientsShown(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv(control.RunDirEnv, dir)
+	s, err := control.ParseStatusLine(sampleLine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Name = "idle"
+	var zero uint64
+	s.NrClients = &zero
+	serveStatus(t, dir, "idle", s)
+	ctx := context.Background()
+	check := func(args []string, want string) {
+		t.Helper()
+		out, errOut, code := runCmd(t, ctx, "", args...)
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("%q: exit %d, stderr %q, output lacks %q:\n%s", args, code, errOut, want, out)
+		}
+	}
+	check([]string{"--json", "idle"}, `"nr_clients":0`)
+	check([]string{"idle"}, "| NBD clients          | 0 ")
+	check([]string{}, "| idle | 100.0 MiB |       0 |")
+	out, _, code := runCmd(t, ctx, "", "--raw", "idle")
+	if code != 0 || out != sampleLine+"\n" {
+		t.Errorf("--raw = %q, want the kernel's line", out)
+	}
+	// A kernel line read from stdin does not say: no key, no row.
+	out, _, _ = runCmd(t, ctx, sampleLine, "--json", "-")
+	if strings.Contains(out, "nr_clients") {
+		t.Errorf("--json - invents a client count: %s", out)
+	}
+	out, _, _ = runCmd(t, ctx, sampleLine, "-")
+	if strings.Contains(out, "NBD clients") {
+		t.Errorf("table of a stdin line invents a client count:\n%s", out)
 	}
 }
 

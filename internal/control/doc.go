@@ -27,5 +27,11 @@
 // on a second connection. Only root and the owner of the run directory may
 // connect (SO_PEERCRED).
 //
+// A remove without --force is refused while the volume's status counts NBD
+// clients (nr_clients), as dmsetup remove refuses an open device: the
+// server asks before the volume sees the message (for up to a second while
+// the count falls: clients that just hung up), and the volume asks again
+// before it stops (RefuseRemove).
+//
 // The package knows nothing of the engine: the server calls a Volume.
 package control

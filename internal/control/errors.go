@@ -1,6 +1,9 @@
 package control
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Errors of this package; test them with errors.Is.
 var (
@@ -20,6 +23,9 @@ var (
 	ErrVolumeLive = errors.New("control: volume is running")
 	// ErrPermission marks a peer that may not use the control socket.
 	ErrPermission = errors.New("control: permission denied")
+	// ErrInUse marks a remove refused because NBD clients are connected
+	// (InUseError).
+	ErrInUse = errors.New("control: volume in use")
 	// ErrClosed marks a client whose connection is gone.
 	ErrClosed = errors.New("control: connection closed")
 )
@@ -31,3 +37,24 @@ type RemoteError struct {
 }
 
 func (e *RemoteError) Error() string { return e.Msg }
+
+// InUseError refuses a remove without --force while NBD clients are
+// connected to the volume, as dmsetup remove refuses an open device. It
+// wraps ErrInUse.
+type InUseError struct {
+	Name    string // the volume; "" reads "the volume"
+	Clients uint64 // NBD connections open when the remove was refused
+}
+
+func (e *InUseError) Error() string {
+	name := e.Name
+	if name == "" {
+		name = "the volume"
+	}
+	if e.Clients == 1 {
+		return fmt.Sprintf("remove refused: 1 NBD client is connected to %s; disconnect it first, or remove --force", name)
+	}
+	return fmt.Sprintf("remove refused: %d NBD clients are connected to %s; disconnect them first, or remove --force", e.Clients, name)
+}
+
+func (e *InUseError) Unwrap() error { return ErrInUse }

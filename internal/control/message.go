@@ -155,7 +155,7 @@ const (
 	MsgClearStat                         // clear_stat: zero the 16 counters and nr_partial_flushed
 	MsgDropCaches                        // drop_caches: write back until nothing is dirty
 	MsgFlush                             // flush: seal and write the RAM buffer
-	MsgRemove                            // remove [--no-writeback]: stop the volume cleanly
+	MsgRemove                            // remove [--no-writeback] [--force]: stop the volume cleanly
 )
 
 // Message is a validated message.
@@ -164,6 +164,7 @@ type Message struct {
 	Key         string // MsgSetTunable: the tunable's canonical name
 	Value       uint64 // MsgSetTunable: the new value
 	NoWriteback bool   // MsgRemove: skip writing dirty blocks back
+	Force       bool   // MsgRemove: stop even while NBD clients are connected
 }
 
 // Args returns the canonical words of m, as sent over the control socket
@@ -179,19 +180,36 @@ func (m Message) Args() []string {
 	case MsgFlush:
 		return []string{"flush"}
 	case MsgRemove:
+		args := []string{"remove"}
 		if m.NoWriteback {
-			return []string{"remove", "--no-writeback"}
+			args = append(args, "--no-writeback")
 		}
-		return []string{"remove"}
+		if m.Force {
+			args = append(args, "--force")
+		}
+		return args
 	}
 	return nil
+}
+
+// RefuseRemove returns an *InUseError when m is a remove without --force
+// and clients NBD connections are open to the volume name; nil otherwise.
+// The control server asks it before a remove starts, and the volume again
+// just before it stops (a writeback may have taken minutes): the engine
+// side decides, not the client.
+func RefuseRemove(m Message, name string, clients uint64) error {
+	if m.Kind != MsgRemove || m.Force || clients == 0 {
+		return nil
+	}
+	return &InUseError{Name: name, Clients: clients}
 }
 
 // ParseMessage validates the words of a message (what follows the sector
 // in `dmsetup message NAME 0 ...`): a dynamic tunable and its value within
 // the kernel's range, clear_stat, drop_caches, flush or remove
-// [--no-writeback]. Verbs and keys match case-insensitively, as the
-// kernel's do. Static options are refused with the reason.
+// [--no-writeback] [--force] (the two flags in either order, each at most
+// once). Verbs and keys match case-insensitively, as the kernel's do.
+// Static options are refused with the reason.
 func ParseMessage(args []string) (Message, error) {
 	if len(args) == 0 {
 		return Message{}, fmt.Errorf("%w: empty message", ErrBadMessage)
@@ -211,19 +229,24 @@ func ParseMessage(args []string) (Message, error) {
 	case "flush":
 		return noArgs(MsgFlush)
 	case "remove":
-		switch {
-		case len(args) == 1:
-			return Message{Kind: MsgRemove}, nil
-		case len(args) == 2 && args[1] == "--no-writeback":
-			return Message{Kind: MsgRemove, NoWriteback: true}, nil
+		m := Message{Kind: MsgRemove}
+		for _, a := range args[1:] {
+			switch {
+			case a == "--no-writeback" && !m.NoWriteback:
+				m.NoWriteback = true
+			case a == "--force" && !m.Force:
+				m.Force = true
+			default:
+				return Message{}, fmt.Errorf("%w: remove takes only --no-writeback and --force, each at most once, got %q", ErrBadMessage, strings.Join(args[1:], " "))
+			}
 		}
-		return Message{}, fmt.Errorf("%w: remove takes only --no-writeback, got %q", ErrBadMessage, strings.Join(args[1:], " "))
+		return m, nil
 	case "nr_cur_batched_writeback":
 		return Message{}, fmt.Errorf("%w: nr_cur_batched_writeback is the writeback daemon's current batch and read-only; set nr_max_batched_writeback", ErrBadMessage)
 	}
 	o, ok := LookupOption(verb)
 	if !ok {
-		return Message{}, fmt.Errorf("%w: unknown message %q (want clear_stat, drop_caches, flush, remove [--no-writeback], or one of %s followed by a value)",
+		return Message{}, fmt.Errorf("%w: unknown message %q (want clear_stat, drop_caches, flush, remove [--no-writeback] [--force], or one of %s followed by a value)",
 			ErrBadMessage, args[0], optionNames(false))
 	}
 	if o.Static {

@@ -25,6 +25,9 @@ func TestParseMessage(t *testing.T) {
 		{[]string{"flush"}, Message{Kind: MsgFlush}},
 		{[]string{"remove"}, Message{Kind: MsgRemove}},
 		{[]string{"remove", "--no-writeback"}, Message{Kind: MsgRemove, NoWriteback: true}},
+		{[]string{"remove", "--force"}, Message{Kind: MsgRemove, Force: true}},
+		{[]string{"Remove", "--no-writeback", "--force"}, Message{Kind: MsgRemove, NoWriteback: true, Force: true}},
+		{[]string{"remove", "--force", "--no-writeback"}, Message{Kind: MsgRemove, NoWriteback: true, Force: true}},
 	} {
 		got, err := ParseMessage(tc.args)
 		if err != nil {
@@ -62,7 +65,10 @@ func TestParseMessageRefused(t *testing.T) {
 		{[]string{"nr_read_cache_cells", "16"}, ErrStaticOption, "can only be set when the volume is created"},
 		{[]string{"nr_cur_batched_writeback", "4"}, ErrBadMessage, "read-only"},
 		{[]string{"clear_stat", "now"}, ErrBadMessage, "takes no arguments"},
-		{[]string{"remove", "--force"}, ErrBadMessage, "only --no-writeback"},
+		{[]string{"remove", "--now"}, ErrBadMessage, "only --no-writeback and --force"},
+		{[]string{"remove", "--force", "--force"}, ErrBadMessage, "each at most once"},
+		{[]string{"remove", "--no-writeback", "--no-writeback"}, ErrBadMessage, "each at most once"},
+		{[]string{"remove", "force"}, ErrBadMessage, "only --no-writeback and --force"},
 		{[]string{"suspend"}, ErrBadMessage, `unknown message "suspend"`},
 		{[]string{"allow_writeback", "1"}, ErrBadMessage, "unknown message"},
 	} {
@@ -142,4 +148,35 @@ func FuzzParseOptionalArgs(f *testing.F) {
 			t.Fatalf("ParseOptionalArgs(%q) = %+v, %v; want %+v", v.Args, again, err, v)
 		}
 	})
+}
+
+func TestRefuseRemove(t *testing.T) {
+	remove, force := Message{Kind: MsgRemove}, Message{Kind: MsgRemove, Force: true}
+	for _, tc := range []struct {
+		m       Message
+		name    string
+		clients uint64
+		want    string // "" = allowed
+	}{
+		{remove, "vol", 0, ""},
+		{remove, "vol", 1, "remove refused: 1 NBD client is connected to vol; disconnect it first, or remove --force"},
+		{remove, "vol", 2, "remove refused: 2 NBD clients are connected to vol; disconnect them first, or remove --force"},
+		{Message{Kind: MsgRemove, NoWriteback: true}, "", 3, "remove refused: 3 NBD clients are connected to the volume; disconnect them first, or remove --force"},
+		{force, "vol", 2, ""},
+		{Message{Kind: MsgRemove, NoWriteback: true, Force: true}, "vol", 5, ""},
+		{Message{Kind: MsgFlush}, "vol", 5, ""},
+		{Message{Kind: MsgDropCaches}, "vol", 5, ""},
+	} {
+		err := RefuseRemove(tc.m, tc.name, tc.clients)
+		if tc.want == "" {
+			if err != nil {
+				t.Errorf("RefuseRemove(%q, %q, %d) = %v, want nil", tc.m.Args(), tc.name, tc.clients, err)
+			}
+			continue
+		}
+		var iu *InUseError
+		if !errors.Is(err, ErrInUse) || !errors.As(err, &iu) || iu.Clients != tc.clients || err.Error() != tc.want {
+			t.Errorf("RefuseRemove(%q, %q, %d) = %v, want %q wrapping ErrInUse", tc.m.Args(), tc.name, tc.clients, err, tc.want)
+		}
+	}
 }

@@ -24,7 +24,9 @@ type Volume interface {
 	// Table returns the table line (FormatTableLine).
 	Table() string
 	// Message carries out a validated message; args are Message.Args() of
-	// a ParseMessage result. It returns when done or when ctx is
+	// a ParseMessage result. A remove without --force reaches it only if
+	// Status reported no NBD clients (RefuseRemove); it should check again
+	// before it stops the volume. It returns when done or when ctx is
 	// cancelled (the client went away, or the server stops); a cancelled
 	// drop_caches must leave the volume as healthy as before.
 	Message(ctx context.Context, args []string) (string, error)
@@ -243,6 +245,9 @@ func handle(ctx context.Context, line []byte, v Volume) Response {
 		if err := ctx.Err(); err != nil {
 			return Response{Error: fmt.Sprintf("%s: not started: the client is gone or the volume is stopping", m.Args()[0])}
 		}
+		if err := refuseRemove(ctx, m, v); err != nil {
+			return Response{Error: err.Error()}
+		}
 		res, err := v.Message(ctx, m.Args())
 		if err != nil {
 			return Response{Error: err.Error()}
@@ -250,6 +255,40 @@ func handle(ctx context.Context, line []byte, v Volume) Response {
 		return Response{OK: true, Result: res}
 	}
 	return Response{Error: fmt.Sprintf("%v: unknown op %q", ErrSyntax, req.Op)}
+}
+
+// removeSettle bounds how long a remove without --force waits for NBD
+// clients to leave before it is refused. NB: a client that hung up just
+// before the message (qemu-io exits, then wb-message remove runs) is seen
+// by the NBD server a moment later. A variable for tests.
+var removeSettle = time.Second
+
+// refuseRemove asks RefuseRemove with the clients v's status counts, again
+// every 10 ms while they do not reach 0, for at most removeSettle. A
+// Volume that does not count its clients (nil) cannot refuse; wb-create's
+// always counts them.
+func refuseRemove(ctx context.Context, m Message, v Volume) error {
+	if m.Kind != MsgRemove || m.Force {
+		return nil
+	}
+	deadline := time.Now().Add(removeSettle)
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		s := v.Status()
+		if s.NrClients == nil {
+			return nil
+		}
+		err := RefuseRemove(m, s.Name, *s.NrClients)
+		if err == nil || !time.Now().Before(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-t.C:
+		}
+	}
 }
 
 // refuse writes a last response and ends the connection. It reads and

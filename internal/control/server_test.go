@@ -346,6 +346,101 @@ func TestReplyToRemoveSurvivesShutdown(t *testing.T) {
 	}
 }
 
+// TestRemoveRefusedWhileClientsConnected: the server refuses a remove
+// without --force while the volume's status counts NBD clients, without
+// asking the volume; --force, or no clients, passes it on; a volume that
+// does not report the count (nil) is not refused.
+func TestRemoveRefusedWhileClientsConnected(t *testing.T) {
+	old := removeSettle
+	removeSettle = 50 * time.Millisecond
+	defer func() { removeSettle = old }()
+	dir := t.TempDir()
+	v := newFakeVolume()
+	two := uint64(2)
+	v.status.Name, v.status.NrClients = "vol", &two
+	c := dialT(t, startServer(t, dir, "vol", v))
+	setClients := func(n *uint64) {
+		v.mu.Lock()
+		v.status.NrClients = n
+		v.mu.Unlock()
+	}
+
+	for _, args := range [][]string{{"remove"}, {"remove", "--no-writeback"}, {"REMOVE"}} {
+		_, err := c.Message(context.Background(), args)
+		var re *RemoteError
+		want := "remove refused: 2 NBD clients are connected to vol; disconnect them first, or remove --force"
+		if !errors.As(err, &re) || re.Msg != want {
+			t.Errorf("%q with 2 clients: %v, want %q", args, err, want)
+		}
+	}
+	if got := v.recorded(); len(got) != 0 {
+		t.Fatalf("the volume received %q: a refused remove must not reach it", got)
+	}
+	// Other messages go on while clients are connected.
+	if res, err := c.Message(context.Background(), []string{"flush"}); err != nil || res != "done flush" {
+		t.Errorf("flush with clients: %q %v", res, err)
+	}
+	if res, err := c.Message(context.Background(), []string{"remove", "--force", "--no-writeback"}); err != nil || res != "done remove --no-writeback --force" {
+		t.Errorf("remove --force with clients: %q %v", res, err)
+	}
+	zero := uint64(0)
+	setClients(&zero)
+	if res, err := c.Message(context.Background(), []string{"remove"}); err != nil || res != "done remove" {
+		t.Errorf("remove with no clients: %q %v", res, err)
+	}
+	setClients(nil)
+	if res, err := c.Message(context.Background(), []string{"remove"}); err != nil || res != "done remove" {
+		t.Errorf("remove, clients unknown: %q %v", res, err)
+	}
+	want := []string{"flush", "remove --no-writeback --force", "remove", "remove"}
+	var got []string
+	for _, m := range v.recorded() {
+		got = append(got, strings.Join(m, " "))
+	}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("the volume received %q, want %q", got, want)
+	}
+}
+
+// leavingVolume counts clients that leave one per status request, as
+// clients that hung up just before a remove are seen a moment later.
+type leavingVolume struct {
+	*fakeVolume
+	mu      sync.Mutex
+	clients uint64
+	asked   int
+}
+
+func (v *leavingVolume) Status() Status {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	s := v.fakeVolume.Status()
+	n := v.clients
+	s.NrClients = &n
+	v.asked++
+	v.clients -= min(v.clients, 1)
+	return s
+}
+
+// TestRemoveWaitsForLeavingClients: clients that leave within
+// removeSettle do not refuse the remove; the server asked until none
+// were left.
+func TestRemoveWaitsForLeavingClients(t *testing.T) {
+	old := removeSettle
+	removeSettle = 10 * time.Second
+	defer func() { removeSettle = old }()
+	v := &leavingVolume{fakeVolume: newFakeVolume(), clients: 3}
+	c := dialT(t, startServer(t, t.TempDir(), "vol", v))
+	if res, err := c.Message(context.Background(), []string{"remove"}); err != nil || res != "done remove" {
+		t.Fatalf("remove while 3 clients leave: %q %v", res, err)
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.asked != 4 {
+		t.Errorf("status asked %d times, want 4 (3, 2, 1, 0 clients)", v.asked)
+	}
+}
+
 // hugeTable answers table requests with more than a socket buffer holds,
 // and says on called when it did.
 type hugeTable struct {

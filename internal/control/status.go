@@ -122,6 +122,12 @@ type Status struct {
 	Errors                IOErrors `json:"errors,omitzero"`
 	Failed                string   `json:"failed,omitempty"` // why the volume refuses writes
 	UptimeSeconds         float64  `json:"uptime_seconds,omitempty"`
+	// NrClients counts the NBD connections open now: every listener, the
+	// handshake and transmission, and the kernel's (--attach). A running
+	// volume always reports it, 0 included; nil (no key) is unknown, as for
+	// a status line read from standard input. A remove without --force is
+	// refused while it is not 0 (RefuseRemove).
+	NrClients *uint64 `json:"nr_clients,omitempty"`
 }
 
 // Sectors is the volume size in 512-byte sectors, as dmsetup prints it.

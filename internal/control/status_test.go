@@ -1,7 +1,9 @@
 package control
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -223,4 +225,35 @@ func FuzzParseTableLine(f *testing.F) {
 			t.Fatalf("round trip\n got %+v\nwant %+v", tl2, tl)
 		}
 	})
+}
+
+// TestStatusClients: nr_clients is in the JSON whenever the volume reports
+// it, 0 included, and absent when unknown; the kernel's status line never
+// carries it.
+func TestStatusClients(t *testing.T) {
+	s := sampleStatus()
+	b, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "nr_clients") {
+		t.Errorf("unknown client count in JSON: %s", b)
+	}
+	for _, n := range []uint64{0, 3} {
+		s.NrClients = &n
+		b, err := json.Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := fmt.Sprintf(`"nr_clients":%d`, n); !strings.Contains(string(b), want) {
+			t.Errorf("JSON %s lacks %s", b, want)
+		}
+		var back Status
+		if err := json.Unmarshal(b, &back); err != nil || back.NrClients == nil || *back.NrClients != n {
+			t.Errorf("nr_clients %d did not round-trip: %v", n, err)
+		}
+		if got := FormatStatusLine(s); got != sampleLine {
+			t.Errorf("status line with nr_clients %d = %q, want the kernel's %q", n, got, sampleLine)
+		}
+	}
 }

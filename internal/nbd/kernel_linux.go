@@ -164,6 +164,10 @@ func Attach(ctx context.Context, dev string, export Export, opts ...Options) (*A
 	return a, nil
 }
 
+// Clients returns 1 while the kernel's connection is open, 0 once it is
+// closed (see Server.Clients).
+func (a *Attachment) Clients() int { return a.srv.Clients() }
+
 // Device is the nbd device the export is attached to.
 func (a *Attachment) Device() string { return a.dev }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -93,6 +94,11 @@ type Server struct {
 	// drained is closed by the last connection to leave once shutdown is
 	// set; Shutdown waits on it.
 	drained chan struct{}
+
+	// clients counts the connections registered in conns: from accept,
+	// through the handshake and transmission, to the close. It moves with
+	// conns under mu; an atomic so that Clients never waits for mu.
+	clients atomic.Int64
 }
 
 // NewServer checks the exports and returns a server for them. Names must be
@@ -255,8 +261,15 @@ func (s *Server) newConn(nc net.Conn) *conn {
 		return nil
 	}
 	s.conns[c] = struct{}{}
+	s.clients.Add(1)
 	return c
 }
+
+// Clients returns the number of client connections open now, on every
+// listener: those in the handshake and those in transmission (an Attach
+// connection counts as one). It never blocks; a connection counts from the
+// moment it is accepted until its socket is closed.
+func (s *Server) Clients() int { return int(s.clients.Load()) }
 
 // removeConn unregisters a finished connection and wakes Shutdown when it
 // was the last one.
@@ -264,6 +277,7 @@ func (s *Server) removeConn(c *conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.conns, c)
+	s.clients.Add(-1)
 	if s.shutdown && len(s.conns) == 0 {
 		select {
 		case <-s.drained:
