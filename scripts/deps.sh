@@ -10,7 +10,6 @@ declare -A pkg=(
 	[nbdkit]=nbdkit
 	[nbdinfo]=libnbd-bin
 	[nbdcopy]=libnbd-bin
-	[nbdsh]=libnbd-bin
 	[nbdfuse]=nbdfuse
 	[qemu-io]=qemu-utils
 	[qemu-nbd]=qemu-utils
