@@ -38,6 +38,7 @@ type stats struct {
 	segmentWriteNanos  atomic.Int64
 	cacheSyncs         atomic.Uint64
 	cacheSyncNanos     atomic.Int64
+	writebackBatches   atomic.Uint64 // successful writeback batches
 	// supersededWritebacks counts superseded copies written back under the
 	// durable-copy rule (writeback.go).
 	supersededWritebacks atomic.Uint64

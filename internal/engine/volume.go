@@ -33,6 +33,9 @@ type Config struct {
 var (
 	modulatorInterval = time.Second
 	writebackBackoff  = 100 * time.Millisecond // first retry delay after a failed writeback
+	// writebackBatchTime bounds a writeback batch by time as well as by
+	// nr_max_batched_writeback, from the rate measured on earlier batches.
+	writebackBatchTime = time.Second
 )
 
 // defaultRAMBuffers is the kernel's nr_rambuf_pool default.
@@ -139,8 +142,9 @@ type Volume struct {
 	group     *errgroup.Group
 	segWrites sync.WaitGroup // segment writes started by the flusher
 
-	modulatorInterval time.Duration // 1s; tests shorten it
-	writebackBackoff  time.Duration // first retry delay after a failed writeback
+	modulatorInterval  time.Duration // 1s; tests shorten it
+	writebackBatchTime time.Duration // what one writeback batch should take at most (writebackDaemon)
+	writebackBackoff   time.Duration // first retry delay after a failed writeback
 }
 
 // Open replays the log of cfg.Cache and returns the volume, with its
@@ -152,11 +156,12 @@ func Open(cfg Config) (*Volume, error) {
 		return nil, fmt.Errorf("engine: open: backing and cache devices are required")
 	}
 	v := &Volume{
-		cache:             cfg.Cache,
-		backing:           &timedDevice{Device: cfg.Backing},
-		log:               cfg.Logger,
-		modulatorInterval: modulatorInterval,
-		writebackBackoff:  writebackBackoff,
+		cache:              cfg.Cache,
+		backing:            &timedDevice{Device: cfg.Backing},
+		log:                cfg.Logger,
+		modulatorInterval:  modulatorInterval,
+		writebackBatchTime: writebackBatchTime,
+		writebackBackoff:   writebackBackoff,
 	}
 	v.fuaDev, _ = cfg.Cache.(blockdev.FUAWriter)
 	if v.log == nil {

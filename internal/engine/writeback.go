@@ -76,6 +76,7 @@ func (v *Volume) writebackDaemon(ctx context.Context) {
 	var segBuf []byte
 	failing := false
 	backoff := v.writebackBackoff
+	var rate float64 // bytes per second the last batches took, 0: not measured yet
 	for {
 		v.mu.Lock()
 		for !v.mu.stopping && !(v.mu.lastWB < v.mu.lastWritten && (v.mu.urgentWB > 0 || v.mu.allowWB)) {
@@ -104,9 +105,19 @@ func (v *Volume) writebackDaemon(ctx context.Context) {
 				continue
 			}
 		}
-		to := min(from-1+uint64(v.tun.nrMaxBatchedWriteback()), v.mu.lastWritten)
+		limit := min(from-1+uint64(v.tun.nrMaxBatchedWriteback()), v.mu.lastWritten)
+		to := from
 		var ents []wbEntry
-		for id := from; id <= to; id++ {
+		var bytes int64
+		for id := from; id <= limit; id++ {
+			// A batch is sized by time too: last_writeback_id moves only
+			// after a whole batch, so on a slow disk a batch of 32
+			// segments could outlast the time between two crashes and
+			// never land. Until the rate is measured, one segment.
+			if id > from && (rate == 0 || float64(bytes)/rate > v.writebackBatchTime.Seconds()) {
+				break
+			}
+			to = id
 			slot := v.geo.SlotOf(id)
 			if v.mu.segIDs[slot] != id {
 				continue // an id never written (skipped at replay)
@@ -121,7 +132,10 @@ func (v *Volume) writebackDaemon(ctx context.Context) {
 					ents = append(ents, wbEntry{block: v.mu.idx.keys[pos], pos: pos, dirty: v.mu.idx.dirty[pos], seg: int(id - from), i: i})
 				case owed && v.mu.idx.superseded[pos] != 0:
 					ents = append(ents, wbEntry{pos: pos, dirty: v.mu.idx.superseded[pos], seg: int(id - from), i: i, superseded: true})
+				default:
+					continue
 				}
+				bytes += int64(bits.OnesCount8(ents[len(ents)-1].dirty)) * layout.SectorSize
 			}
 		}
 		v.mu.Unlock()
@@ -157,8 +171,18 @@ func (v *Volume) writebackDaemon(ctx context.Context) {
 			v.mu.Unlock()
 		}
 		backoff = v.writebackBackoff
+		elapsed := time.Since(start)
 		v.stats.writebackBytes.Add(n)
-		v.stats.writebackNanos.Add(int64(time.Since(start)))
+		v.stats.writebackNanos.Add(int64(elapsed))
+		v.stats.writebackBatches.Add(1)
+		if n > 0 && elapsed > 0 {
+			r := float64(n) / elapsed.Seconds()
+			if rate == 0 {
+				rate = r
+			} else {
+				rate = rate/2 + r/2
+			}
+		}
 
 		v.mu.Lock()
 		for _, e := range ents {

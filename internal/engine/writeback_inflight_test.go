@@ -200,3 +200,75 @@ func TestWritebackAcrossRingWrap(t *testing.T) {
 		})
 	}
 }
+
+// TestWritebackBatchSizedByTime: on a slow backing device a writeback
+// batch is cut to what the disk takes in about writebackBatchTime, so
+// last_writeback_id advances in many small steps rather than one batch
+// that could outlast the time between two crashes; on a fast one the
+// batches stay at nr_max_batched_writeback.
+func TestWritebackBatchSizedByTime(t *testing.T) {
+	const nSeg = 12
+	run := func(t *testing.T, perOp time.Duration, batchTime time.Duration) (batches uint64, maxStep uint64) {
+		cache := blockdev.NewMem(cacheSize(nSeg + 4))
+		if err := Format(cache); err != nil {
+			t.Fatal(err)
+		}
+		back := blockdev.NewSlow(blockdev.NewMem(16<<20), perOp, 0)
+		old := writebackBatchTime
+		writebackBatchTime = batchTime
+		defer func() { writebackBatchTime = old }()
+		v, err := Open(Config{Backing: back, Cache: cache})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer v.Close()
+		// Every other block: 127 separate writes per segment.
+		for k := range nSeg * layout.NrCachesPerSegment {
+			if err := v.WriteAt(fill(layout.BlockSize, byte(k)), int64(2*k)*layout.BlockSize, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := v.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		// Sample last_writeback_id while drop_caches runs.
+		done := make(chan struct{})
+		var steps []uint64
+		go func() {
+			defer close(done)
+			last := uint64(0)
+			for {
+				v.mu.Lock()
+				wb, target := v.mu.lastWB, v.mu.lastSealed
+				v.mu.Unlock()
+				if wb != last {
+					steps = append(steps, wb-last)
+					last = wb
+				}
+				if wb >= target {
+					return
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}()
+		if err := v.DropCaches(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		<-done
+		for _, s := range steps {
+			maxStep = max(maxStep, s)
+		}
+		return v.stats.writebackBatches.Load(), maxStep
+	}
+	// 127 writes of 1 ms per segment: about 130 ms a segment; batches of
+	// about 300 ms hold 2 or 3 segments.
+	slowBatches, slowStep := run(t, time.Millisecond, 300*time.Millisecond)
+	if slowBatches < nSeg/4 || slowStep > 4 {
+		t.Fatalf("slow disk: %d batches, largest step %d segments: want batches of about 300 ms (2-3 segments)", slowBatches, slowStep)
+	}
+	fastBatches, fastStep := run(t, 0, 300*time.Millisecond)
+	if fastStep < nSeg/2 {
+		t.Fatalf("fast disk: %d batches, largest step %d segments: the time bound should not cut them", fastBatches, fastStep)
+	}
+	t.Logf("slow disk: %d batches (largest %d segments); fast disk: %d batches (largest %d segments)", slowBatches, slowStep, fastBatches, fastStep)
+}
