@@ -103,9 +103,9 @@ func run(args []string) error {
 			err = serr
 		}
 		if stats != nil {
-			fmt.Printf("write: seed %d, %.2fs, seqs %d..%d, writes %d (fua %d), flushes %d, verified reads %d (%d sectors)\n",
+			fmt.Printf("write: seed %d, %.2fs, seqs %d..%d, writes %d (fua %d), flushes %d, verified reads %d (%d sectors), longest write or flush %.3fs\n",
 				*seed, time.Since(t0).Seconds(), first, st.NextSeq-1, stats.writes.Load(), stats.fua.Load(),
-				stats.flushes.Load(), stats.reads.Load(), stats.sectorsRead.Load())
+				stats.flushes.Load(), stats.reads.Load(), stats.sectorsRead.Load(), time.Duration(stats.maxWait.Load()).Seconds())
 		}
 		if err != nil {
 			return fmt.Errorf("write (seed %d): %w", *seed, err)

@@ -32,6 +32,40 @@ type writeOpts struct {
 // writeStats are counted by the workers.
 type writeStats struct {
 	writes, fua, flushes, reads, sectorsRead atomic.Uint64
+	// maxWait is the longest a write or flush took, in nanoseconds: how
+	// long a writer was blocked. Requests still waiting when the engine is
+	// killed count with their age at the kill.
+	maxWait  atomic.Int64
+	inflight sync.Map // *time.Time (start of a write or flush) -> struct{}
+}
+
+// begin registers a write or flush in flight; the returned func ends it
+// and notes how long it took.
+func (s *writeStats) begin() func() {
+	t0 := time.Now()
+	s.inflight.Store(&t0, struct{}{})
+	return func() {
+		s.inflight.Delete(&t0)
+		s.waited(time.Since(t0))
+	}
+}
+
+// oldestInflight notes the age of the oldest request in flight, as a wait.
+func (s *writeStats) oldestInflight() {
+	s.inflight.Range(func(k, _ any) bool {
+		s.waited(time.Since(*k.(*time.Time)))
+		return true
+	})
+}
+
+// waited notes how long one acknowledged request took.
+func (s *writeStats) waited(d time.Duration) {
+	for {
+		old := s.maxWait.Load()
+		if int64(d) <= old || s.maxWait.CompareAndSwap(old, int64(d)) {
+			return
+		}
+	}
 }
 
 // runWrite writes tagged sectors with opts.conns connections of opts.depth
@@ -86,6 +120,7 @@ func runWrite(ctx context.Context, st *State, o writeOpts) (*writeStats, error) 
 			return
 		}
 		if o.killPID > 0 {
+			stats.oldestInflight() // a writer blocked at the kill counts too
 			killed.Store(true)
 			if err := syscall.Kill(o.killPID, o.killSig); err != nil {
 				fail(fmt.Errorf("kill engine pid %d: %w", o.killPID, err))
@@ -156,9 +191,11 @@ func step(c *nbdclient.Client, m *model, rng *rand.Rand, buf []byte, o writeOpts
 	switch {
 	case r < o.flushPct:
 		mark := m.flushIssued()
+		done := stats.begin()
 		if err := c.Flush(); err != nil {
 			return fmt.Errorf("flush: %w", err)
 		}
+		done()
 		m.flushDone(mark)
 		stats.flushes.Add(1)
 		return nil
@@ -197,9 +234,11 @@ func step(c *nbdclient.Client, m *model, rng *rand.Rand, buf []byte, o writeOpts
 		for i := uint64(0); i < uint64(n); i++ {
 			putTag(b[i*sectorSize:], s+i, seq)
 		}
+		done := stats.begin()
 		if err := c.WriteAt(b, s*sectorSize, fua); err != nil {
 			return fmt.Errorf("write seq %d sectors %d+%d: %w", seq, s, n, err)
 		}
+		done()
 		m.acknowledge(extent{seq: seq, sector: s, n: n}, fua)
 		stats.writes.Add(1)
 		if fua {
