@@ -28,6 +28,7 @@ import (
 	"github.com/writeboost/writeboost/internal/engine"
 	"github.com/writeboost/writeboost/internal/nbd"
 	"github.com/writeboost/writeboost/internal/superblock"
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 // CLI is wb-create's command line.
@@ -100,7 +101,7 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 	if err := control.ValidName(cli.Name); err != nil {
 		return err
 	}
-	opts, err := control.ParseOptionalArgs(cli.Args)
+	tun, tableArgs, err := vocab.ParseOptionalArgs(cli.Args)
 	if err != nil {
 		return err
 	}
@@ -134,7 +135,7 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 	if err != nil {
 		return err
 	}
-	vol, err := engine.Open(engine.Config{Backing: backing, Cache: cache, Logger: log, Tunables: tunables(opts)})
+	vol, err := engine.Open(engine.Config{Backing: backing, Cache: cache, Logger: log, Tunables: tun})
 	switch {
 	case errors.Is(err, engine.ErrNotFormatted):
 		return cli.notFormatted(ctx, backing)
@@ -152,7 +153,7 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 		log.Info("cache bound to its backing device", "binding", bind.String())
 	}
 	log.Info("volume opened", "name", cli.Name, "size", vol.Size(), "replay", time.Since(start).Round(time.Millisecond))
-	v := &volume{Volume: vol, name: cli.Name, backing: cli.Backing, cache: cli.Cache, args: opts.Args, start: time.Now(), removed: make(chan bool, 1)}
+	v := &volume{Volume: vol, name: cli.Name, backing: cli.Backing, cache: cli.Cache, args: tableArgs, start: time.Now(), removed: make(chan bool, 1)}
 
 	srv, err := nbd.NewServer([]nbd.Export{{Name: cli.Name, Description: "writeboost volume " + cli.Name, Backend: vol}}, nbd.Options{Logger: log})
 	if err != nil {
@@ -199,7 +200,7 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 	}
 	st := control.State{
 		Name: cli.Name, PID: os.Getpid(), Backing: cli.Backing, Cache: cli.Cache,
-		SizeBytes: uint64(vol.Size()), CacheBytes: uint64(cache.Size()), TableArgs: opts.Args,
+		SizeBytes: uint64(vol.Size()), CacheBytes: uint64(cache.Size()), TableArgs: tableArgs,
 		StartTime: v.start, Socket: sock, Control: control.ControlPath(dir, cli.Name),
 	}
 	for _, a := range tcp {
@@ -223,23 +224,6 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 	// first is ignored (signals.go). The watch ends with run.
 	defer watchStop(sig, stopWatch{acked: time.Now(), grace: secondSignalGrace}, time.Now, onStopSignal(log))()
 	return s.stop(srv, vol, dir, cli.Name)
-}
-
-// tunables converts the validated optional args for the engine.
-func tunables(o control.OptionValues) map[string]int64 {
-	m := map[string]int64{
-		"writeback_threshold":       int64(o.WritebackThreshold),
-		"nr_max_batched_writeback":  int64(o.NrMaxBatchedWriteback),
-		"update_sb_record_interval": int64(o.UpdateSBRecordInterval),
-		"sync_data_interval":        int64(o.SyncDataInterval),
-		"read_cache_threshold":      int64(o.ReadCacheThreshold),
-		"nr_read_cache_cells":       int64(o.NrReadCacheCells),
-		"write_around_mode":         0,
-	}
-	if o.WriteAroundMode {
-		m["write_around_mode"] = 1
-	}
-	return m
 }
 
 // parseListen turns tcp://HOST:PORT into HOST:PORT.

@@ -7,6 +7,7 @@ import (
 
 	"github.com/writeboost/writeboost/internal/control"
 	"github.com/writeboost/writeboost/internal/engine"
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 // volume adapts the engine to the control socket.
@@ -24,24 +25,20 @@ func (v *volume) Table() string {
 	return control.FormatTableLine(control.TableLine{Name: v.name, SizeBytes: uint64(v.Size()), Backing: v.backing, Cache: v.cache, Args: v.args})
 }
 
-// Message carries out a message validated by control.ParseMessage.
-func (v *volume) Message(ctx context.Context, args []string) (string, error) {
-	m, err := control.ParseMessage(args)
-	if err != nil {
-		return "", err
-	}
+// Message carries out a message validated by vocab.ParseMessage.
+func (v *volume) Message(ctx context.Context, m vocab.Message) (string, error) {
 	switch m.Kind {
-	case control.MsgSetTunable:
+	case vocab.MsgSetTunable:
 		// Like dmsetup message, a tunable set says nothing.
-		return "", v.SetTunable(m.Key, int64(m.Value))
-	case control.MsgClearStat:
+		return "", v.SetTunable(m.Tunable, m.Value)
+	case vocab.MsgClearStat:
 		v.ClearStat()
 		return "", nil
-	case control.MsgFlush:
+	case vocab.MsgFlush:
 		return "", v.FlushBuffer()
-	case control.MsgDropCaches:
+	case vocab.MsgDropCaches:
 		return "", v.DropCaches(ctx)
-	case control.MsgRemove:
+	case vocab.MsgRemove:
 		if !m.NoWriteback {
 			if err := v.DropCaches(ctx); err != nil {
 				return "", fmt.Errorf("remove: write back: %w", err)
@@ -62,7 +59,7 @@ func (v *volume) Message(ctx context.Context, args []string) (string, error) {
 		}
 		return "removing " + v.name, nil
 	}
-	return "", fmt.Errorf("unhandled message %q", args)
+	return "", fmt.Errorf("unhandled message %q", m.Args())
 }
 
 // Status converts the engine's snapshot to the control socket's.
@@ -76,17 +73,17 @@ func (v *volume) Status() control.Status {
 		CurrentID: e.CurrentID, LastFlushedID: e.LastFlushedID, LastWritebackID: e.LastWritebackID,
 		NrDirtyCacheBlocks: e.NrDirtyCacheBlocks, Stat: e.Stat, NrPartialFlushed: e.NrPartialFlushed,
 		Tunables: control.StatusTunables{
-			WritebackThreshold: uint64(t["writeback_threshold"]),
+			WritebackThreshold: uint64(t[vocab.WritebackThreshold]),
 			// NB: the kernel prints its current batch size here; this engine
 			// always batches up to the maximum.
-			NrCurBatchedWriteback:  uint64(t["nr_max_batched_writeback"]),
-			SyncDataInterval:       uint64(t["sync_data_interval"]),
-			UpdateSBRecordInterval: uint64(t["update_sb_record_interval"]),
-			ReadCacheThreshold:     uint64(t["read_cache_threshold"]),
+			NrCurBatchedWriteback:  uint64(t[vocab.NrMaxBatchedWriteback]),
+			SyncDataInterval:       uint64(t[vocab.SyncDataInterval]),
+			UpdateSBRecordInterval: uint64(t[vocab.UpdateSBRecordInterval]),
+			ReadCacheThreshold:     uint64(t[vocab.ReadCacheThreshold]),
 		},
-		NrMaxBatchedWriteback: uint64(t["nr_max_batched_writeback"]),
-		WriteAroundMode:       t["write_around_mode"] != 0,
-		NrReadCacheCells:      uint64(t["nr_read_cache_cells"]),
+		NrMaxBatchedWriteback: uint64(t[vocab.NrMaxBatchedWriteback]),
+		WriteAroundMode:       t[vocab.WriteAroundMode] != 0,
+		NrReadCacheCells:      uint64(t[vocab.NrReadCacheCells]),
 		LastDurableID:         e.LastDurableID,
 		SuperblockRecordID:    e.SuperblockRecordID,
 		NrRAMBuffers:          uint64(e.NrRAMBuffers),

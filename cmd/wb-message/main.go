@@ -33,6 +33,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/writeboost/writeboost/internal/control"
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 const progName = "wb-message"
@@ -101,7 +102,7 @@ func (c *cli) Run(e *env) error {
 			words = words[1:]
 		}
 	}
-	m, err := control.ParseMessage(words)
+	m, err := vocab.ParseMessage(words)
 	if err != nil {
 		return err
 	}
@@ -110,15 +111,15 @@ func (c *cli) Run(e *env) error {
 		return err
 	}
 	defer cl.Close()
-	if m.Kind == control.MsgDropCaches {
+	if m.Kind == vocab.MsgDropCaches {
 		return c.dropCaches(e, cl)
 	}
-	res, err := cl.Message(e.ctx, m.Args())
+	res, err := cl.Message(e.ctx, m)
 	if err != nil {
 		if e.ctx.Err() != nil {
-			return fmt.Errorf("%w: stopped waiting for %s", errInterrupted, m.Args()[0])
+			return fmt.Errorf("%w: stopped waiting for %s", errInterrupted, m.Verb())
 		}
-		return withVerb(m.Args()[0], err)
+		return withVerb(m.Verb(), err)
 	}
 	if res != "" {
 		_, err = fmt.Fprintln(e.stdout, res)
@@ -163,7 +164,7 @@ func (c *cli) dropCaches(e *env, cl *control.Client) error {
 	// as soon as cl's connection is closed; we always wait for it.
 	done := make(chan error, 1)
 	go func() {
-		_, err := cl.Message(e.ctx, []string{"drop_caches"})
+		_, err := cl.Message(e.ctx, vocab.Message{Kind: vocab.MsgDropCaches})
 		done <- err
 	}()
 	finished := false

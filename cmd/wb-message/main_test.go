@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/writeboost/writeboost/internal/control"
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 func init() {
@@ -42,7 +43,8 @@ func (v *fakeVolume) Status() control.Status {
 
 func (v *fakeVolume) Table() string { return "0 8 writeboost /b /c" }
 
-func (v *fakeVolume) Message(ctx context.Context, args []string) (string, error) {
+func (v *fakeVolume) Message(ctx context.Context, m vocab.Message) (string, error) {
+	args := m.Args()
 	v.mu.Lock()
 	v.messages = append(v.messages, strings.Join(args, " "))
 	v.mu.Unlock()

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/writeboost/writeboost/internal/control"
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -27,7 +28,7 @@ func (v fakeVolume) Table() string {
 	return control.FormatTableLine(control.TableLine{SizeBytes: v.s.SizeBytes, Backing: v.s.Backing, Cache: v.s.Cache,
 		Args: []string{"writeback_threshold", "70", "nr_read_cache_cells", "1024"}})
 }
-func (v fakeVolume) Message(context.Context, []string) (string, error) { return "", nil }
+func (v fakeVolume) Message(context.Context, vocab.Message) (string, error) { return "", nil }
 
 // serveVolume runs a control server for a volume named name with the sample
 // status in a fresh run directory ($WB_RUN_DIR), and writes its state file.

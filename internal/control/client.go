@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 // DefaultTimeout bounds Status and Table requests made without a context
@@ -99,8 +101,8 @@ func (c *Client) Table() (string, error) {
 // Message sends a message and waits for it to finish or for ctx to end.
 // When ctx ends first, the connection is closed, which cancels the message
 // on the server, and ctx's error is returned.
-func (c *Client) Message(ctx context.Context, args []string) (string, error) {
-	r, err := c.roundTrip(ctx, Request{Op: OpMessage, Args: args})
+func (c *Client) Message(ctx context.Context, m vocab.Message) (string, error) {
+	r, err := c.roundTrip(ctx, Request{Op: OpMessage, Args: m.Args()})
 	if err != nil {
 		return "", err
 	}

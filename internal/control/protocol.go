@@ -39,7 +39,7 @@ type Response struct {
 
 // DecodeRequest decodes and checks one request line (without its newline).
 // It checks the shape only; the message words are validated by
-// ParseMessage.
+// vocab.ParseMessage.
 func DecodeRequest(line []byte) (Request, error) {
 	var r Request
 	if len(line) > MaxLineLen {

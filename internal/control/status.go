@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 // TargetName is the device-mapper target type printed in status and table
@@ -337,7 +339,7 @@ func FormatTableLine(t TableLine) string {
 
 // ParseTableLine parses a table line, with or without the
 // "0 SECTORS writeboost" prefix, and validates the optional arguments with
-// the kernel's ranges (ParseOptionalArgs).
+// the kernel's ranges (vocab.ParseOptionalArgs).
 func ParseTableLine(line string) (TableLine, error) {
 	var t TableLine
 	name, sectors, _, f, err := stripPrefix(strings.Fields(line))
@@ -360,7 +362,7 @@ func ParseTableLine(line string) (TableLine, error) {
 	if n != uint64(len(f)-1) {
 		return t, fmt.Errorf("%w: field 3 (number of optional args): %d, but %d args follow", ErrSyntax, n, len(f)-1)
 	}
-	if _, err := ParseOptionalArgs(f[1:]); err != nil {
+	if _, _, err := vocab.ParseOptionalArgs(f[1:]); err != nil {
 		return t, err
 	}
 	if n > 0 {

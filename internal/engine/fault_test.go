@@ -9,6 +9,7 @@ import (
 
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/layout"
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 func init() { writebackBackoff = 5 * time.Millisecond }
@@ -22,13 +23,13 @@ type faultRig struct {
 
 // newFaultRig: the Faulty cache forwards FUA writes, so flushes take the
 // FUA path production takes (pwritev2 RWF_DSYNC).
-func newFaultRig(t *testing.T, nSeg int, tun map[string]int64) *faultRig {
+func newFaultRig(t *testing.T, nSeg int, tun vocab.Values) *faultRig {
 	return newFaultRigFUA(t, nSeg, tun, true)
 }
 
 // newFaultRigFUA is newFaultRig; with fua false the engine does not see
 // that the cache takes FUA writes, and every flush writes, then syncs.
-func newFaultRigFUA(t *testing.T, nSeg int, tun map[string]int64, fua bool) *faultRig {
+func newFaultRigFUA(t *testing.T, nSeg int, tun vocab.Values, fua bool) *faultRig {
 	t.Helper()
 	f := &faultRig{cacheMem: blockdev.NewMem(cacheSize(nSeg)), backMem: blockdev.NewMem(1 << 20)}
 	if err := Format(f.cacheMem); err != nil {
@@ -305,7 +306,7 @@ func TestOpenRefusals(t *testing.T) {
 	t.Run("bad tunable", func(t *testing.T) {
 		r := newRig(t, 2, 1<<20, nil)
 		r.close()
-		_, err := Open(Config{Backing: r.backing, Cache: r.cache, Tunables: map[string]int64{TunNrMaxBatchedWriteback: 0}})
+		_, err := Open(Config{Backing: r.backing, Cache: r.cache, Tunables: vocab.Values{vocab.NrMaxBatchedWriteback: 0}})
 		if !errors.Is(err, ErrOutOfRange) {
 			t.Fatalf("got %v", err)
 		}
@@ -314,7 +315,7 @@ func TestOpenRefusals(t *testing.T) {
 		r := newRig(t, 2, 1<<20, nil)
 		r.write(0, fill(4096, 1))
 		r.close()
-		_, err := Open(Config{Backing: r.backing, Cache: r.cache, Tunables: map[string]int64{TunWriteAroundMode: 1}})
+		_, err := Open(Config{Backing: r.backing, Cache: r.cache, Tunables: vocab.Values{vocab.WriteAroundMode: 1}})
 		if !errors.Is(err, ErrNotFresh) {
 			t.Fatalf("got %v", err)
 		}

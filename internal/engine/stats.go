@@ -4,6 +4,7 @@ import (
 	"sync/atomic"
 
 	"github.com/writeboost/writeboost/internal/layout"
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 // Bits of the stat index, cf. STAT_WRITE, STAT_HIT, STAT_ON_BUFFER,
@@ -63,16 +64,16 @@ func (s *stats) inc(write, hit, onBuffer, fullsize bool) {
 // Status is the kernel target's status line plus what helps an operator.
 type Status struct {
 	// The kernel's fields, in its order.
-	CursorPos          uint64           `json:"cursor_pos"`
-	NrCacheBlocks      uint64           `json:"nr_cache_blocks"`
-	NrSegments         uint64           `json:"nr_segments"`
-	CurrentID          uint64           `json:"current_id"`
-	LastFlushedID      uint64           `json:"last_flushed_id"`
-	LastWritebackID    uint64           `json:"last_writeback_id"`
-	NrDirtyCacheBlocks uint64           `json:"nr_dirty_cache_blocks"`
-	Stat               [16]uint64       `json:"stat"`
-	NrPartialFlushed   uint64           `json:"nr_partial_flushed"`
-	Tunables           map[string]int64 `json:"tunables"`
+	CursorPos          uint64       `json:"cursor_pos"`
+	NrCacheBlocks      uint64       `json:"nr_cache_blocks"`
+	NrSegments         uint64       `json:"nr_segments"`
+	CurrentID          uint64       `json:"current_id"`
+	LastFlushedID      uint64       `json:"last_flushed_id"`
+	LastWritebackID    uint64       `json:"last_writeback_id"`
+	NrDirtyCacheBlocks uint64       `json:"nr_dirty_cache_blocks"`
+	Stat               [16]uint64   `json:"stat"`
+	NrPartialFlushed   uint64       `json:"nr_partial_flushed"`
+	Tunables           vocab.Values `json:"tunables"`
 
 	// Extras.
 	VolumeBytes        int64  `json:"volume_bytes"`

@@ -12,6 +12,7 @@ import (
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/layout"
 	"github.com/writeboost/writeboost/internal/sectorio"
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 // maxWritebackBackoff caps the delay between retries of a failed batch.
@@ -104,7 +105,7 @@ func (v *Volume) writebackDaemon(ctx context.Context) {
 				continue
 			}
 		}
-		to := min(from-1+uint64(v.tun.nrMaxBatchedWriteback()), v.mu.lastWritten)
+		to := min(from-1+uint64(v.tun.get(vocab.NrMaxBatchedWriteback)), v.mu.lastWritten)
 		var ents []wbEntry
 		for id := from; id <= to; id++ {
 			slot := v.geo.SlotOf(id)
