@@ -62,46 +62,12 @@ func (v *volume) Message(ctx context.Context, m vocab.Message) (string, error) {
 	return "", fmt.Errorf("unhandled message %q", m.Args())
 }
 
-// Status converts the engine's snapshot to the control socket's.
-func (v *volume) Status() control.Status {
-	e := v.Volume.Status()
-	t := e.Tunables
-	allowed := e.WritebackAllowed
-	s := control.Status{
-		Name: v.name, Backing: v.backing, Cache: v.cache, SizeBytes: uint64(e.VolumeBytes),
-		CursorPos: e.CursorPos, NrCacheBlocks: e.NrCacheBlocks, NrSegments: e.NrSegments,
-		CurrentID: e.CurrentID, LastFlushedID: e.LastFlushedID, LastWritebackID: e.LastWritebackID,
-		NrDirtyCacheBlocks: e.NrDirtyCacheBlocks, Stat: e.Stat, NrPartialFlushed: e.NrPartialFlushed,
-		Tunables: control.StatusTunables{
-			WritebackThreshold: uint64(t[vocab.WritebackThreshold]),
-			// NB: the kernel prints its current batch size here; this engine
-			// always batches up to the maximum.
-			NrCurBatchedWriteback:  uint64(t[vocab.NrMaxBatchedWriteback]),
-			SyncDataInterval:       uint64(t[vocab.SyncDataInterval]),
-			UpdateSBRecordInterval: uint64(t[vocab.UpdateSBRecordInterval]),
-			ReadCacheThreshold:     uint64(t[vocab.ReadCacheThreshold]),
-		},
-		NrMaxBatchedWriteback: uint64(t[vocab.NrMaxBatchedWriteback]),
-		WriteAroundMode:       t[vocab.WriteAroundMode] != 0,
-		NrReadCacheCells:      uint64(t[vocab.NrReadCacheCells]),
-		LastDurableID:         e.LastDurableID,
-		SuperblockRecordID:    e.SuperblockRecordID,
-		NrRAMBuffers:          uint64(e.NrRAMBuffers),
-		RAMBufferBytes:        uint64(e.RAMBufferBytes),
-		WritebackBytes:        uint64(e.WritebackBytes),
-		WritebackBytesPerSec:  uint64(e.WritebackRate),
-		WritebackAllowed:      &allowed,
-		BackingUtilPercent:    uint64(e.BackingUtilPercent),
-		ReadCacheStaged:       e.ReadCacheStaged,
-		IndexBytes:            uint64(e.IndexBytes),
-		Errors: control.IOErrors{
-			CacheRead: e.CacheReadErrors, CacheWrite: e.CacheWriteErrors,
-			BackingRead: e.BackingReadErrors, BackingWrite: e.BackingWriteErrors,
-			Writeback: e.WritebackErrors,
-		},
-		Failed:        e.Failed,
-		UptimeSeconds: time.Since(v.start).Seconds(),
-	}
+// Status is the engine's snapshot and what only wb-create knows: the
+// name, the devices as given, the uptime and the NBD clients.
+func (v *volume) Status() vocab.Status {
+	s := v.Volume.Status()
+	s.Name, s.Backing, s.Cache = v.name, v.backing, v.cache
+	s.UptimeSeconds = time.Since(v.start).Seconds()
 	n := uint64(v.clients())
 	s.NrClients = &n
 	return s

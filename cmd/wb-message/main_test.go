@@ -32,13 +32,13 @@ type fakeVolume struct {
 	cancelled chan error // drop_caches's context error when cancelled
 }
 
-func (v *fakeVolume) Status() control.Status {
+func (v *fakeVolume) Status() vocab.Status {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.dropping && !v.stuck {
 		v.dirty -= min(v.step, v.dirty)
 	}
-	return control.Status{Name: "vol", NrDirtyCacheBlocks: v.dirty, NrCacheBlocks: 1270, NrClients: v.clients}
+	return vocab.Status{Name: "vol", NrDirtyCacheBlocks: v.dirty, NrCacheBlocks: 1270, NrClients: v.clients}
 }
 
 func (v *fakeVolume) Table() string { return "0 8 writeboost /b /c" }

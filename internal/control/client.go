@@ -69,20 +69,20 @@ func DialPath(ctx context.Context, path string) (*Client, error) {
 func (c *Client) Close() error { return c.conn.Close() }
 
 // Status returns the volume's status.
-func (c *Client) Status() (Status, error) {
+func (c *Client) Status() (vocab.Status, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), DefaultTimeout)
 	defer cancel()
 	return c.StatusContext(ctx)
 }
 
 // StatusContext is Status with a context.
-func (c *Client) StatusContext(ctx context.Context) (Status, error) {
+func (c *Client) StatusContext(ctx context.Context) (vocab.Status, error) {
 	r, err := c.roundTrip(ctx, Request{Op: OpStatus})
 	if err != nil {
-		return Status{}, err
+		return vocab.Status{}, err
 	}
 	if r.Status == nil {
-		return Status{}, fmt.Errorf("%w: status response without a status", ErrSyntax)
+		return vocab.Status{}, fmt.Errorf("%w: status response without a status", ErrSyntax)
 	}
 	return *r.Status, nil
 }

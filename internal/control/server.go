@@ -22,7 +22,7 @@ import (
 // (through wb-create) implements it.
 type Volume interface {
 	// Status returns a snapshot; it must not block on I/O.
-	Status() Status
+	Status() vocab.Status
 	// Table returns the table line (FormatTableLine).
 	Table() string
 	// Message carries out a validated message (vocab.ParseMessage). A

@@ -24,7 +24,7 @@ import (
 // blocks until its context ends or release is closed.
 type fakeVolume struct {
 	mu       sync.Mutex
-	status   Status
+	status   vocab.Status
 	messages [][]string
 
 	started chan struct{} // receives when drop_caches starts waiting
@@ -41,7 +41,7 @@ func newFakeVolume() *fakeVolume {
 	}
 }
 
-func (v *fakeVolume) Status() Status {
+func (v *fakeVolume) Status() vocab.Status {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.status
@@ -414,7 +414,7 @@ type leavingVolume struct {
 	asked   int
 }
 
-func (v *leavingVolume) Status() Status {
+func (v *leavingVolume) Status() vocab.Status {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	s := v.fakeVolume.Status()

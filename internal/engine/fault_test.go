@@ -87,8 +87,8 @@ func TestReadErrorsAreReturned(t *testing.T) {
 	}
 	f.back.Remove(id)
 	s := f.v.Status()
-	if s.CacheReadErrors < 2 || s.BackingReadErrors != 1 {
-		t.Errorf("error counters: cache reads %d, backing reads %d", s.CacheReadErrors, s.BackingReadErrors)
+	if s.Errors.CacheRead < 2 || s.Errors.BackingRead != 1 {
+		t.Errorf("error counters: cache reads %d, backing reads %d", s.Errors.CacheRead, s.Errors.BackingRead)
 	}
 }
 
@@ -104,7 +104,7 @@ func TestFailedWritebackIsRetried(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- f.v.DropCaches(ctx) }()
 	deadline := time.Now().Add(10 * time.Second)
-	for f.v.Status().WritebackErrors < 3 {
+	for f.v.Status().Errors.Writeback < 3 {
 		if time.Now().After(deadline) {
 			t.Fatal("writeback was not retried")
 		}
@@ -207,8 +207,8 @@ func TestSegmentWriteFailureIsSticky(t *testing.T) {
 	if err := f.v.ReadAt(p, 0); err != nil || !bytes.Equal(p, fill(4096, 1)) {
 		t.Fatalf("read from the rambuf after the failure: %v", err)
 	}
-	if s := f.v.Status(); s.Failed == "" || s.CacheWriteErrors < 3 {
-		t.Fatalf("status after failure: failed %q, cache write errors %d", s.Failed, s.CacheWriteErrors)
+	if s := f.v.Status(); s.Failed == "" || s.Errors.CacheWrite < 3 {
+		t.Fatalf("status after failure: failed %q, cache write errors %d", s.Failed, s.Errors.CacheWrite)
 	}
 }
 
@@ -354,7 +354,7 @@ func TestCloseWithDeadBacking(t *testing.T) {
 		}
 	}()
 	deadline := time.Now().Add(5 * time.Second)
-	for f.v.Status().WritebackErrors == 0 {
+	for f.v.Status().Errors.Writeback == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("writeback never failed")
 		}

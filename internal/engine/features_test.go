@@ -57,7 +57,7 @@ func TestTunables(t *testing.T) {
 	if r.v.Tunables()[vocab.WritebackThreshold] != 100 {
 		t.Error("writeback_threshold did not change")
 	}
-	if s := r.v.Status(); s.Tunables[vocab.NrMaxBatchedWriteback] != 1 {
+	if s := r.v.Status(); s.NrMaxBatchedWriteback != 1 {
 		t.Error("status does not show the tunables")
 	}
 }
@@ -135,8 +135,8 @@ func TestModulator(t *testing.T) {
 	r.write(0, fill(64<<10, 1))
 	r.flush()
 	time.Sleep(100 * time.Millisecond)
-	if s := r.v.Status(); s.NrDirtyCacheBlocks != 16 || s.WritebackAllowed {
-		t.Fatalf("threshold 0: dirty %d, writeback allowed %v", s.NrDirtyCacheBlocks, s.WritebackAllowed)
+	if s := r.v.Status(); s.NrDirtyCacheBlocks != 16 || *s.WritebackAllowed {
+		t.Fatalf("threshold 0: dirty %d, writeback allowed %v", s.NrDirtyCacheBlocks, *s.WritebackAllowed)
 	}
 	if err := r.v.SetTunable(vocab.WritebackThreshold, 50); err != nil {
 		t.Fatal(err)

@@ -145,7 +145,7 @@ func TestWritebackFailedRunAmongMany(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- f.v.DropCaches(ctx) }()
 	deadline := time.Now().Add(10 * time.Second)
-	for f.v.Status().WritebackErrors < 2 {
+	for f.v.Status().Errors.Writeback < 2 {
 		if time.Now().After(deadline) {
 			t.Fatal("writeback was not retried")
 		}
