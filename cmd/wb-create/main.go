@@ -20,7 +20,10 @@ import (
 	"net/url"
 	"os"
 	"runtime"
+	"strings"
 	"time"
+
+	"github.com/alecthomas/kong"
 
 	wbcli "github.com/writeboost/writeboost/internal/cli"
 
@@ -36,7 +39,7 @@ type CLI struct {
 	Name    string   `arg:"" help:"Volume name, [A-Za-z0-9._-]{1,64}; also the NBD export name."`
 	Backing string   `arg:"" help:"Backing device: the slow disk (a block device or a regular file). The volume has its size."`
 	Cache   string   `arg:"" help:"Cache device: the fast disk (a block device or a regular file) holding the log."`
-	Args    []string `arg:"" optional:"" help:"Optional KEY VALUE pairs, as the kernel target's optional args: writeback_threshold 0..100, nr_max_batched_writeback 1..32, update_sb_record_interval 0..3600, sync_data_interval 0..3600, read_cache_threshold 0..127, write_around_mode 0..1, nr_read_cache_cells 1..2048."`
+	Args    []string `arg:"" optional:"" help:"Optional KEY VALUE pairs, as the kernel target's optional args: ${tunables}."`
 
 	Reformat bool     `help:"Format the cache device first: every cached block is forgotten, dirty or not. A CACHE holding a file system or other signature is refused (see --force)."`
 	Force    bool     `help:"Start even when CACHE is larger than BACKING or BACKING is a writeboost cache device (both hint at swapped arguments), and let --reformat format a CACHE holding a file system, partition table or other signature, or one it cannot probe (wipefs missing): that data is lost; and start a CACHE bound to another backing device (or whose binding record is damaged), replaying its dirty blocks onto BACKING and binding it there. BACKING and CACHE sharing storage is never allowed."`
@@ -77,7 +80,7 @@ func setMaxProcs() {
 // replaces the process's SIGTERM/SIGINT/SIGHUP (for tests).
 func run(args []string, stdout, stderr io.Writer, sig <-chan os.Signal) int {
 	var cli CLI
-	if _, code, done := wbcli.Parse("wb-create", description, &cli, args, stdout, stderr, 2); done {
+	if _, code, done := wbcli.Parse("wb-create", description, &cli, args, stdout, stderr, 2, kong.Vars{"tunables": tunableRanges()}); done {
 		return code
 	}
 	level := slog.LevelInfo
@@ -224,6 +227,16 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 	// first is ignored (signals.go). The watch ends with run.
 	defer watchStop(sig, stopWatch{acked: time.Now(), grace: secondSignalGrace}, time.Now, onStopSignal(log))()
 	return s.stop(srv, vol, dir, cli.Name)
+}
+
+// tunableRanges lists every tunable with its range, from the one table:
+// "writeback_threshold 0..100, ...".
+func tunableRanges() string {
+	var list []string
+	for _, t := range vocab.Tunables() {
+		list = append(list, t.String()+" "+t.Range())
+	}
+	return strings.Join(list, ", ")
 }
 
 // parseListen turns tcp://HOST:PORT into HOST:PORT.

@@ -3,9 +3,8 @@
 //
 //	wb-message NAME [SECTOR] MESSAGE [ARGS...]
 //
-// The messages: the dynamic tunables (writeback_threshold,
-// nr_max_batched_writeback, update_sb_record_interval, sync_data_interval,
-// read_cache_threshold) with a value in the kernel's range; clear_stat;
+// The messages: the dynamic tunables (vocab's table; --help lists them)
+// with a value in the kernel's range; clear_stat;
 // drop_caches, which waits until no cache block is dirty and shows
 // progress; flush, which seals and writes the RAM buffer; remove
 // [--no-writeback] [--force], which stops the volume cleanly. A remove
@@ -26,6 +25,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/alecthomas/kong"
 
 	wbcli "github.com/writeboost/writeboost/internal/cli"
 
@@ -50,7 +51,7 @@ var (
 type cli struct {
 	Quiet   bool     `short:"q" help:"Print no progress while drop_caches waits."`
 	Name    string   `arg:"" help:"Volume name."`
-	Message []string `arg:"" passthrough:"" help:"[SECTOR] MESSAGE [ARGS...]: one of writeback_threshold N (0..100), nr_max_batched_writeback N (1..32), update_sb_record_interval N (0..3600), sync_data_interval N (0..3600), read_cache_threshold N (0..127), clear_stat, drop_caches, flush, remove [--no-writeback] [--force] (refused while NBD clients are connected, unless --force). SECTOR must be 0 if given."`
+	Message []string `arg:"" passthrough:"" help:"[SECTOR] MESSAGE [ARGS...]: one of ${tunables}, clear_stat, drop_caches, flush, remove [--no-writeback] [--force] (refused while NBD clients are connected, unless --force). SECTOR must be 0 if given."`
 }
 
 type env struct {
@@ -72,7 +73,7 @@ var errInterrupted = errors.New("interrupted")
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var c cli
 	kctx, code, done := wbcli.Parse(progName, "Send a message to a writeboost volume (dmsetup message for the kernel target).",
-		&c, args, stdout, stderr, 2)
+		&c, args, stdout, stderr, 2, kong.Vars{"tunables": dynamicTunables()})
 	if done {
 		return code
 	}
@@ -86,6 +87,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "%s: %s\n", progName, wbcli.OneLine(err.Error()))
 	return 1
+}
+
+// dynamicTunables lists the tunables a message may set, from the one
+// table: "writeback_threshold N (0..100), ...".
+func dynamicTunables() string {
+	var list []string
+	for _, t := range vocab.Tunables() {
+		if !t.Spec().Static {
+			list = append(list, t.String()+" N ("+t.Range()+")")
+		}
+	}
+	return strings.Join(list, ", ")
 }
 
 // Run validates the message, then sends it.

@@ -20,8 +20,9 @@ type exit struct{ code int }
 // Parse parses args into grammar (a kong CLI struct). When parsing ends the
 // run, done is true and code is the exit status: 0 after --help (printed
 // to stdout), usageCode after a usage error, which is printed to stderr as
-// one line "name: error".
-func Parse(name, description string, grammar any, args []string, stdout, stderr io.Writer, usageCode int) (kctx *kong.Context, code int, done bool) {
+// one line "name: error". opts are further kong options, such as the
+// kong.Vars that help tags interpolate.
+func Parse(name, description string, grammar any, args []string, stdout, stderr io.Writer, usageCode int, opts ...kong.Option) (kctx *kong.Context, code int, done bool) {
 	defer func() {
 		if r := recover(); r != nil {
 			e, ok := r.(exit)
@@ -31,12 +32,12 @@ func Parse(name, description string, grammar any, args []string, stdout, stderr 
 			kctx, code, done = nil, e.code, true
 		}
 	}()
-	parser, err := kong.New(grammar,
+	parser, err := kong.New(grammar, append([]kong.Option{
 		kong.Name(name),
 		kong.Description(description),
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(code int) { panic(exit{code}) }),
-	)
+	}, opts...)...)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", name, err)
 		return nil, usageCode, true
