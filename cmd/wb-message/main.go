@@ -31,7 +31,6 @@ import (
 	wbcli "github.com/writeboost/writeboost/internal/cli"
 
 	"github.com/schollz/progressbar/v3"
-	"golang.org/x/term"
 
 	"github.com/writeboost/writeboost/internal/control"
 	"github.com/writeboost/writeboost/internal/vocab"
@@ -165,7 +164,7 @@ func (c *cli) dropCaches(e *env, cl *control.Client) error {
 	}
 	var p progress = nopProgress{}
 	if !c.Quiet {
-		if isTerminal(e.stderr) {
+		if wbcli.IsTerminal(e.stderr) {
 			p = newBarProgress(e.stderr, s.NrDirtyCacheBlocks)
 		} else {
 			p = &lineProgress{w: e.stderr, start: time.Now(), total: s.NrDirtyCacheBlocks, last: s.NrDirtyCacheBlocks}
@@ -214,11 +213,6 @@ func (c *cli) dropCaches(e *env, cl *control.Client) error {
 			p.update(s.NrDirtyCacheBlocks, false)
 		}
 	}
-}
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // progress shows how many dirty blocks are left.

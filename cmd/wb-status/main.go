@@ -29,7 +29,6 @@ import (
 	wbcli "github.com/writeboost/writeboost/internal/cli"
 
 	"github.com/olekukonko/tablewriter/tw"
-	"golang.org/x/term"
 
 	"github.com/writeboost/writeboost/internal/control"
 	"github.com/writeboost/writeboost/internal/vocab"
@@ -101,7 +100,7 @@ func (c *cli) Run(e *env) error {
 // watch repeats once every c.Watch seconds until the context ends (Ctrl-C
 // ends it quietly). On a terminal each frame replaces the last.
 func (c *cli) watch(e *env) error {
-	tty := isTerminal(e.stdout)
+	tty := wbcli.IsTerminal(e.stdout)
 	interval := time.Duration(c.Watch * float64(time.Second))
 	if interval < 10*time.Millisecond {
 		interval = 10 * time.Millisecond
@@ -128,11 +127,6 @@ func (c *cli) watch(e *env) error {
 		case <-t.C:
 		}
 	}
-}
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // once prints one report of the named volume, or of every volume.
