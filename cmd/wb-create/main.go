@@ -27,6 +27,7 @@ import (
 
 	wbcli "github.com/writeboost/writeboost/internal/cli"
 
+	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/control"
 	"github.com/writeboost/writeboost/internal/engine"
 	"github.com/writeboost/writeboost/internal/nbd"
@@ -133,29 +134,10 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 	}
 	defer backing.Close() // after the volume closed: every path below stops it first
 	defer cache.Close()
-	start := time.Now()
-	bind, err := cli.binding(cache) // binding.go: CACHE must belong to BACKING
+	vol, err := cli.openVolume(ctx, log, backing, cache, tun)
 	if err != nil {
 		return err
 	}
-	vol, err := engine.Open(engine.Config{Backing: backing, Cache: cache, Logger: log, Tunables: tun})
-	switch {
-	case errors.Is(err, engine.ErrNotFormatted):
-		return cli.notFormatted(ctx, backing)
-	case errors.Is(err, engine.ErrDamaged):
-		return fmt.Errorf("%w; nothing was written. wb-check %s shows the log; wb-check --writeback %s --force %s writes back what its valid prefix holds",
-			err, cli.Cache, cli.Backing, cli.Cache)
-	case err != nil:
-		return err
-	}
-	if bind != nil {
-		if err := superblock.WriteBinding(cache, *bind); err != nil {
-			vol.Close()
-			return fmt.Errorf("cache device %s: record its backing device: %w", cli.Cache, err)
-		}
-		log.Info("cache bound to its backing device", "binding", bind.String())
-	}
-	log.Info("volume opened", "name", cli.Name, "size", vol.Size(), "replay", time.Since(start).Round(time.Millisecond))
 	v := &volume{Volume: vol, name: cli.Name, backing: cli.Backing, cache: cli.Cache, args: tableArgs, start: time.Now(), removed: make(chan bool, 1)}
 
 	srv, err := nbd.NewServer([]nbd.Export{{Name: cli.Name, Description: "writeboost volume " + cli.Name, Backend: vol}}, nbd.Options{Logger: log})
@@ -237,6 +219,36 @@ func tunableRanges() string {
 		list = append(list, t.String()+" "+t.Range())
 	}
 	return strings.Join(list, ", ")
+}
+
+// openVolume checks that cache belongs to backing (binding.go), replays
+// the log and opens the engine, then records the binding if it is new.
+// On error the volume is closed; the devices are the caller's.
+func (cli *CLI) openVolume(ctx context.Context, log *slog.Logger, backing, cache *blockdev.File, tun vocab.Values) (*engine.Volume, error) {
+	start := time.Now()
+	bind, err := cli.binding(cache) // binding.go: CACHE must belong to BACKING
+	if err != nil {
+		return nil, err
+	}
+	vol, err := engine.Open(engine.Config{Backing: backing, Cache: cache, Logger: log, Tunables: tun})
+	switch {
+	case errors.Is(err, engine.ErrNotFormatted):
+		return nil, cli.notFormatted(ctx, backing)
+	case errors.Is(err, engine.ErrDamaged):
+		return nil, fmt.Errorf("%w; nothing was written. wb-check %s shows the log; wb-check --writeback %s --force %s writes back what its valid prefix holds",
+			err, cli.Cache, cli.Backing, cli.Cache)
+	case err != nil:
+		return nil, err
+	}
+	if bind != nil {
+		if err := superblock.WriteBinding(cache, *bind); err != nil {
+			vol.Close()
+			return nil, fmt.Errorf("cache device %s: record its backing device: %w", cli.Cache, err)
+		}
+		log.Info("cache bound to its backing device", "binding", bind.String())
+	}
+	log.Info("volume opened", "name", cli.Name, "size", vol.Size(), "replay", time.Since(start).Round(time.Millisecond))
+	return vol, nil
 }
 
 // parseListen turns tcp://HOST:PORT into HOST:PORT.
