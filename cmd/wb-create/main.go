@@ -20,14 +20,19 @@ import (
 	"net/url"
 	"os"
 	"runtime"
+	"strings"
 	"time"
+
+	"github.com/alecthomas/kong"
 
 	wbcli "github.com/writeboost/writeboost/internal/cli"
 
+	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/control"
 	"github.com/writeboost/writeboost/internal/engine"
 	"github.com/writeboost/writeboost/internal/nbd"
 	"github.com/writeboost/writeboost/internal/superblock"
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 // CLI is wb-create's command line.
@@ -35,7 +40,7 @@ type CLI struct {
 	Name    string   `arg:"" help:"Volume name, [A-Za-z0-9._-]{1,64}; also the NBD export name."`
 	Backing string   `arg:"" help:"Backing device: the slow disk (a block device or a regular file). The volume has its size."`
 	Cache   string   `arg:"" help:"Cache device: the fast disk (a block device or a regular file) holding the log."`
-	Args    []string `arg:"" optional:"" help:"Optional KEY VALUE pairs, as the kernel target's optional args: writeback_threshold 0..100, nr_max_batched_writeback 1..32, update_sb_record_interval 0..3600, sync_data_interval 0..3600, read_cache_threshold 0..127, write_around_mode 0..1, nr_read_cache_cells 1..2048."`
+	Args    []string `arg:"" optional:"" help:"Optional KEY VALUE pairs, as the kernel target's optional args: ${tunables}."`
 
 	Reformat bool     `help:"Format the cache device first: every cached block is forgotten, dirty or not. A CACHE holding a file system or other signature is refused (see --force)."`
 	Force    bool     `help:"Start even when CACHE is larger than BACKING or BACKING is a writeboost cache device (both hint at swapped arguments), and let --reformat format a CACHE holding a file system, partition table or other signature, or one it cannot probe (wipefs missing): that data is lost; and start a CACHE bound to another backing device (or whose binding record is damaged), replaying its dirty blocks onto BACKING and binding it there. BACKING and CACHE sharing storage is never allowed."`
@@ -76,7 +81,7 @@ func setMaxProcs() {
 // replaces the process's SIGTERM/SIGINT/SIGHUP (for tests).
 func run(args []string, stdout, stderr io.Writer, sig <-chan os.Signal) int {
 	var cli CLI
-	if _, code, done := wbcli.Parse("wb-create", description, &cli, args, stdout, stderr, 2); done {
+	if _, code, done := wbcli.Parse("wb-create", description, &cli, args, stdout, stderr, 2, kong.Vars{"tunables": tunableRanges()}); done {
 		return code
 	}
 	level := slog.LevelInfo
@@ -100,7 +105,7 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 	if err := control.ValidName(cli.Name); err != nil {
 		return err
 	}
-	opts, err := control.ParseOptionalArgs(cli.Args)
+	tun, tableArgs, err := vocab.ParseOptionalArgs(cli.Args)
 	if err != nil {
 		return err
 	}
@@ -129,30 +134,11 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 	}
 	defer backing.Close() // after the volume closed: every path below stops it first
 	defer cache.Close()
-	start := time.Now()
-	bind, err := cli.binding(cache) // binding.go: CACHE must belong to BACKING
+	vol, err := cli.openVolume(ctx, log, backing, cache, tun)
 	if err != nil {
 		return err
 	}
-	vol, err := engine.Open(engine.Config{Backing: backing, Cache: cache, Logger: log, Tunables: tunables(opts)})
-	switch {
-	case errors.Is(err, engine.ErrNotFormatted):
-		return cli.notFormatted(ctx, backing)
-	case errors.Is(err, engine.ErrDamaged):
-		return fmt.Errorf("%w; nothing was written. wb-check %s shows the log; wb-check --writeback %s --force %s writes back what its valid prefix holds",
-			err, cli.Cache, cli.Backing, cli.Cache)
-	case err != nil:
-		return err
-	}
-	if bind != nil {
-		if err := superblock.WriteBinding(cache, *bind); err != nil {
-			vol.Close()
-			return fmt.Errorf("cache device %s: record its backing device: %w", cli.Cache, err)
-		}
-		log.Info("cache bound to its backing device", "binding", bind.String())
-	}
-	log.Info("volume opened", "name", cli.Name, "size", vol.Size(), "replay", time.Since(start).Round(time.Millisecond))
-	v := &volume{Volume: vol, name: cli.Name, backing: cli.Backing, cache: cli.Cache, args: opts.Args, start: time.Now(), removed: make(chan bool, 1)}
+	v := &volume{Volume: vol, name: cli.Name, backing: cli.Backing, cache: cli.Cache, args: tableArgs, start: time.Now(), removed: make(chan bool, 1)}
 
 	srv, err := nbd.NewServer([]nbd.Export{{Name: cli.Name, Description: "writeboost volume " + cli.Name, Backend: vol}}, nbd.Options{Logger: log})
 	if err != nil {
@@ -199,7 +185,7 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 	}
 	st := control.State{
 		Name: cli.Name, PID: os.Getpid(), Backing: cli.Backing, Cache: cli.Cache,
-		SizeBytes: uint64(vol.Size()), CacheBytes: uint64(cache.Size()), TableArgs: opts.Args,
+		SizeBytes: uint64(vol.Size()), CacheBytes: uint64(cache.Size()), TableArgs: tableArgs,
 		StartTime: v.start, Socket: sock, Control: control.ControlPath(dir, cli.Name),
 	}
 	for _, a := range tcp {
@@ -225,21 +211,44 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 	return s.stop(srv, vol, dir, cli.Name)
 }
 
-// tunables converts the validated optional args for the engine.
-func tunables(o control.OptionValues) map[string]int64 {
-	m := map[string]int64{
-		"writeback_threshold":       int64(o.WritebackThreshold),
-		"nr_max_batched_writeback":  int64(o.NrMaxBatchedWriteback),
-		"update_sb_record_interval": int64(o.UpdateSBRecordInterval),
-		"sync_data_interval":        int64(o.SyncDataInterval),
-		"read_cache_threshold":      int64(o.ReadCacheThreshold),
-		"nr_read_cache_cells":       int64(o.NrReadCacheCells),
-		"write_around_mode":         0,
+// tunableRanges lists every tunable with its range, from the one table:
+// "writeback_threshold 0..100, ...".
+func tunableRanges() string {
+	var list []string
+	for _, t := range vocab.Tunables() {
+		list = append(list, t.String()+" "+t.Range())
 	}
-	if o.WriteAroundMode {
-		m["write_around_mode"] = 1
+	return strings.Join(list, ", ")
+}
+
+// openVolume checks that cache belongs to backing (binding.go), replays
+// the log and opens the engine, then records the binding if it is new.
+// On error the volume is closed; the devices are the caller's.
+func (cli *CLI) openVolume(ctx context.Context, log *slog.Logger, backing, cache *blockdev.File, tun vocab.Values) (*engine.Volume, error) {
+	start := time.Now()
+	bind, err := cli.binding(cache) // binding.go: CACHE must belong to BACKING
+	if err != nil {
+		return nil, err
 	}
-	return m
+	vol, err := engine.Open(engine.Config{Backing: backing, Cache: cache, Logger: log, Tunables: tun})
+	switch {
+	case errors.Is(err, engine.ErrNotFormatted):
+		return nil, cli.notFormatted(ctx, backing)
+	case errors.Is(err, engine.ErrDamaged):
+		return nil, fmt.Errorf("%w; nothing was written. wb-check %s shows the log; wb-check --writeback %s --force %s writes back what its valid prefix holds",
+			err, cli.Cache, cli.Backing, cli.Cache)
+	case err != nil:
+		return nil, err
+	}
+	if bind != nil {
+		if err := superblock.WriteBinding(cache, *bind); err != nil {
+			vol.Close()
+			return nil, fmt.Errorf("cache device %s: record its backing device: %w", cli.Cache, err)
+		}
+		log.Info("cache bound to its backing device", "binding", bind.String())
+	}
+	log.Info("volume opened", "name", cli.Name, "size", vol.Size(), "replay", time.Since(start).Round(time.Millisecond))
+	return vol, nil
 }
 
 // parseListen turns tcp://HOST:PORT into HOST:PORT.

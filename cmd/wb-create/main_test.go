@@ -18,6 +18,7 @@ import (
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/control"
 	"github.com/writeboost/writeboost/internal/engine"
+	"github.com/writeboost/writeboost/internal/vocab"
 	"github.com/writeboost/writeboost/testing/tools/nbdclient"
 )
 
@@ -249,10 +250,10 @@ func TestServeStopRestart(t *testing.T) {
 	if tab, err := cl.Table(); err != nil || tab != "0 131072 writeboost "+b+" "+c+" 2 read_cache_threshold 8" {
 		t.Fatalf("table %q: %v", tab, err)
 	}
-	if out, err := cl.Message(context.Background(), []string{"writeback_threshold", "50"}); err != nil || out != "" {
+	if out, err := cl.Message(context.Background(), message(t, "writeback_threshold", "50")); err != nil || out != "" {
 		t.Fatalf("message: %q %v", out, err)
 	}
-	if _, err := cl.Message(context.Background(), []string{"nr_read_cache_cells", "5"}); err == nil {
+	if _, err := cl.Message(context.Background(), vocab.Message{Kind: vocab.MsgSetTunable, Tunable: vocab.NrReadCacheCells, Value: 5}); err == nil {
 		t.Fatal("a static option was accepted at run time")
 	}
 	cl.Close()
@@ -294,7 +295,7 @@ func TestRemoveMessage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cl.Message(context.Background(), []string{"remove"}); err != nil {
+	if _, err := cl.Message(context.Background(), message(t, "remove")); err != nil {
 		t.Fatal(err)
 	}
 	cl.Close()
@@ -383,7 +384,7 @@ func TestRemoveRefusedWhileConnected(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, args := range [][]string{{"remove"}, {"remove", "--no-writeback"}} {
-		_, err := cl.Message(context.Background(), args)
+		_, err := cl.Message(context.Background(), message(t, args...))
 		want := "remove refused: 2 NBD clients are connected to busy; disconnect them first, or remove --force"
 		if err == nil || err.Error() != want {
 			t.Fatalf("%q with 2 clients: %v, want %q", args, err, want)
@@ -401,12 +402,12 @@ func TestRemoveRefusedWhileConnected(t *testing.T) {
 	}
 	tc.Close()
 	waitClients(t, cl, 1)
-	if _, err := cl.Message(context.Background(), []string{"remove"}); err == nil || !strings.Contains(err.Error(), "1 NBD client is connected") {
+	if _, err := cl.Message(context.Background(), message(t, "remove")); err == nil || !strings.Contains(err.Error(), "1 NBD client is connected") {
 		t.Fatalf("remove with 1 client: %v", err)
 	}
 	nc.Close()
 	waitClients(t, cl, 0)
-	if _, err := cl.Message(context.Background(), []string{"remove"}); err != nil {
+	if _, err := cl.Message(context.Background(), message(t, "remove")); err != nil {
 		t.Fatalf("remove with no clients: %v", err)
 	}
 	r.waitExit(t, "remove")
@@ -420,7 +421,7 @@ func TestRemoveRefusedWhileConnected(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl2.Close()
-	if _, err := cl2.Message(context.Background(), []string{"remove", "--force"}); err != nil {
+	if _, err := cl2.Message(context.Background(), message(t, "remove", "--force")); err != nil {
 		t.Fatalf("remove --force with a client: %v", err)
 	}
 	r.waitExit(t, "remove --force")
@@ -431,4 +432,14 @@ func TestRemoveRefusedWhileConnected(t *testing.T) {
 	if err != nil || !bytes.Equal(raw[8192:8192+4096], data) {
 		t.Fatalf("backing file lacks the data after remove --force: %v", err)
 	}
+}
+
+// message parses the words of a message.
+func message(t *testing.T, words ...string) vocab.Message {
+	t.Helper()
+	m, err := vocab.ParseMessage(words)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }

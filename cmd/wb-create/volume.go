@@ -7,6 +7,7 @@ import (
 
 	"github.com/writeboost/writeboost/internal/control"
 	"github.com/writeboost/writeboost/internal/engine"
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 // volume adapts the engine to the control socket.
@@ -24,24 +25,20 @@ func (v *volume) Table() string {
 	return control.FormatTableLine(control.TableLine{Name: v.name, SizeBytes: uint64(v.Size()), Backing: v.backing, Cache: v.cache, Args: v.args})
 }
 
-// Message carries out a message validated by control.ParseMessage.
-func (v *volume) Message(ctx context.Context, args []string) (string, error) {
-	m, err := control.ParseMessage(args)
-	if err != nil {
-		return "", err
-	}
+// Message carries out a message validated by vocab.ParseMessage.
+func (v *volume) Message(ctx context.Context, m vocab.Message) (string, error) {
 	switch m.Kind {
-	case control.MsgSetTunable:
+	case vocab.MsgSetTunable:
 		// Like dmsetup message, a tunable set says nothing.
-		return "", v.SetTunable(m.Key, int64(m.Value))
-	case control.MsgClearStat:
+		return "", v.SetTunable(m.Tunable, m.Value)
+	case vocab.MsgClearStat:
 		v.ClearStat()
 		return "", nil
-	case control.MsgFlush:
+	case vocab.MsgFlush:
 		return "", v.FlushBuffer()
-	case control.MsgDropCaches:
+	case vocab.MsgDropCaches:
 		return "", v.DropCaches(ctx)
-	case control.MsgRemove:
+	case vocab.MsgRemove:
 		if !m.NoWriteback {
 			if err := v.DropCaches(ctx); err != nil {
 				return "", fmt.Errorf("remove: write back: %w", err)
@@ -62,49 +59,15 @@ func (v *volume) Message(ctx context.Context, args []string) (string, error) {
 		}
 		return "removing " + v.name, nil
 	}
-	return "", fmt.Errorf("unhandled message %q", args)
+	return "", fmt.Errorf("unhandled message %q", m.Args())
 }
 
-// Status converts the engine's snapshot to the control socket's.
-func (v *volume) Status() control.Status {
-	e := v.Volume.Status()
-	t := e.Tunables
-	allowed := e.WritebackAllowed
-	s := control.Status{
-		Name: v.name, Backing: v.backing, Cache: v.cache, SizeBytes: uint64(e.VolumeBytes),
-		CursorPos: e.CursorPos, NrCacheBlocks: e.NrCacheBlocks, NrSegments: e.NrSegments,
-		CurrentID: e.CurrentID, LastFlushedID: e.LastFlushedID, LastWritebackID: e.LastWritebackID,
-		NrDirtyCacheBlocks: e.NrDirtyCacheBlocks, Stat: e.Stat, NrPartialFlushed: e.NrPartialFlushed,
-		Tunables: control.StatusTunables{
-			WritebackThreshold: uint64(t["writeback_threshold"]),
-			// NB: the kernel prints its current batch size here; this engine
-			// always batches up to the maximum.
-			NrCurBatchedWriteback:  uint64(t["nr_max_batched_writeback"]),
-			SyncDataInterval:       uint64(t["sync_data_interval"]),
-			UpdateSBRecordInterval: uint64(t["update_sb_record_interval"]),
-			ReadCacheThreshold:     uint64(t["read_cache_threshold"]),
-		},
-		NrMaxBatchedWriteback: uint64(t["nr_max_batched_writeback"]),
-		WriteAroundMode:       t["write_around_mode"] != 0,
-		NrReadCacheCells:      uint64(t["nr_read_cache_cells"]),
-		LastDurableID:         e.LastDurableID,
-		SuperblockRecordID:    e.SuperblockRecordID,
-		NrRAMBuffers:          uint64(e.NrRAMBuffers),
-		RAMBufferBytes:        uint64(e.RAMBufferBytes),
-		WritebackBytes:        uint64(e.WritebackBytes),
-		WritebackBytesPerSec:  uint64(e.WritebackRate),
-		WritebackAllowed:      &allowed,
-		BackingUtilPercent:    uint64(e.BackingUtilPercent),
-		ReadCacheStaged:       e.ReadCacheStaged,
-		IndexBytes:            uint64(e.IndexBytes),
-		Errors: control.IOErrors{
-			CacheRead: e.CacheReadErrors, CacheWrite: e.CacheWriteErrors,
-			BackingRead: e.BackingReadErrors, BackingWrite: e.BackingWriteErrors,
-			Writeback: e.WritebackErrors,
-		},
-		Failed:        e.Failed,
-		UptimeSeconds: time.Since(v.start).Seconds(),
-	}
+// Status is the engine's snapshot and what only wb-create knows: the
+// name, the devices as given, the uptime and the NBD clients.
+func (v *volume) Status() vocab.Status {
+	s := v.Volume.Status()
+	s.Name, s.Backing, s.Cache = v.name, v.backing, v.cache
+	s.UptimeSeconds = time.Since(v.start).Seconds()
 	n := uint64(v.clients())
 	s.NrClients = &n
 	return s

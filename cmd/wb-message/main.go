@@ -3,9 +3,8 @@
 //
 //	wb-message NAME [SECTOR] MESSAGE [ARGS...]
 //
-// The messages: the dynamic tunables (writeback_threshold,
-// nr_max_batched_writeback, update_sb_record_interval, sync_data_interval,
-// read_cache_threshold) with a value in the kernel's range; clear_stat;
+// The messages: the dynamic tunables (vocab's table; --help lists them)
+// with a value in the kernel's range; clear_stat;
 // drop_caches, which waits until no cache block is dirty and shows
 // progress; flush, which seals and writes the RAM buffer; remove
 // [--no-writeback] [--force], which stops the volume cleanly. A remove
@@ -27,12 +26,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/alecthomas/kong"
+
 	wbcli "github.com/writeboost/writeboost/internal/cli"
 
 	"github.com/schollz/progressbar/v3"
-	"golang.org/x/term"
 
 	"github.com/writeboost/writeboost/internal/control"
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 const progName = "wb-message"
@@ -49,7 +50,7 @@ var (
 type cli struct {
 	Quiet   bool     `short:"q" help:"Print no progress while drop_caches waits."`
 	Name    string   `arg:"" help:"Volume name."`
-	Message []string `arg:"" passthrough:"" help:"[SECTOR] MESSAGE [ARGS...]: one of writeback_threshold N (0..100), nr_max_batched_writeback N (1..32), update_sb_record_interval N (0..3600), sync_data_interval N (0..3600), read_cache_threshold N (0..127), clear_stat, drop_caches, flush, remove [--no-writeback] [--force] (refused while NBD clients are connected, unless --force). SECTOR must be 0 if given."`
+	Message []string `arg:"" passthrough:"" help:"[SECTOR] MESSAGE [ARGS...]: one of ${tunables}, clear_stat, drop_caches, flush, remove [--no-writeback] [--force] (refused while NBD clients are connected, unless --force). SECTOR must be 0 if given."`
 }
 
 type env struct {
@@ -71,7 +72,7 @@ var errInterrupted = errors.New("interrupted")
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var c cli
 	kctx, code, done := wbcli.Parse(progName, "Send a message to a writeboost volume (dmsetup message for the kernel target).",
-		&c, args, stdout, stderr, 2)
+		&c, args, stdout, stderr, 2, kong.Vars{"tunables": dynamicTunables()})
 	if done {
 		return code
 	}
@@ -85,6 +86,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "%s: %s\n", progName, wbcli.OneLine(err.Error()))
 	return 1
+}
+
+// dynamicTunables lists the tunables a message may set, from the one
+// table: "writeback_threshold N (0..100), ...".
+func dynamicTunables() string {
+	var list []string
+	for _, t := range vocab.Tunables() {
+		if !t.Spec().Static {
+			list = append(list, t.String()+" N ("+t.Range()+")")
+		}
+	}
+	return strings.Join(list, ", ")
 }
 
 // Run validates the message, then sends it.
@@ -101,7 +114,7 @@ func (c *cli) Run(e *env) error {
 			words = words[1:]
 		}
 	}
-	m, err := control.ParseMessage(words)
+	m, err := vocab.ParseMessage(words)
 	if err != nil {
 		return err
 	}
@@ -110,15 +123,15 @@ func (c *cli) Run(e *env) error {
 		return err
 	}
 	defer cl.Close()
-	if m.Kind == control.MsgDropCaches {
+	if m.Kind == vocab.MsgDropCaches {
 		return c.dropCaches(e, cl)
 	}
-	res, err := cl.Message(e.ctx, m.Args())
+	res, err := cl.Message(e.ctx, m)
 	if err != nil {
 		if e.ctx.Err() != nil {
-			return fmt.Errorf("%w: stopped waiting for %s", errInterrupted, m.Args()[0])
+			return fmt.Errorf("%w: stopped waiting for %s", errInterrupted, m.Verb())
 		}
-		return withVerb(m.Args()[0], err)
+		return withVerb(m.Verb(), err)
 	}
 	if res != "" {
 		_, err = fmt.Fprintln(e.stdout, res)
@@ -151,7 +164,7 @@ func (c *cli) dropCaches(e *env, cl *control.Client) error {
 	}
 	var p progress = nopProgress{}
 	if !c.Quiet {
-		if isTerminal(e.stderr) {
+		if wbcli.IsTerminal(e.stderr) {
 			p = newBarProgress(e.stderr, s.NrDirtyCacheBlocks)
 		} else {
 			p = &lineProgress{w: e.stderr, start: time.Now(), total: s.NrDirtyCacheBlocks, last: s.NrDirtyCacheBlocks}
@@ -163,7 +176,7 @@ func (c *cli) dropCaches(e *env, cl *control.Client) error {
 	// as soon as cl's connection is closed; we always wait for it.
 	done := make(chan error, 1)
 	go func() {
-		_, err := cl.Message(e.ctx, []string{"drop_caches"})
+		_, err := cl.Message(e.ctx, vocab.Message{Kind: vocab.MsgDropCaches})
 		done <- err
 	}()
 	finished := false
@@ -200,11 +213,6 @@ func (c *cli) dropCaches(e *env, cl *control.Client) error {
 			p.update(s.NrDirtyCacheBlocks, false)
 		}
 	}
-}
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // progress shows how many dirty blocks are left.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/writeboost/writeboost/internal/control"
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 func init() {
@@ -31,18 +32,19 @@ type fakeVolume struct {
 	cancelled chan error // drop_caches's context error when cancelled
 }
 
-func (v *fakeVolume) Status() control.Status {
+func (v *fakeVolume) Status() vocab.Status {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.dropping && !v.stuck {
 		v.dirty -= min(v.step, v.dirty)
 	}
-	return control.Status{Name: "vol", NrDirtyCacheBlocks: v.dirty, NrCacheBlocks: 1270, NrClients: v.clients}
+	return vocab.Status{Name: "vol", NrDirtyCacheBlocks: v.dirty, NrCacheBlocks: 1270, NrClients: v.clients}
 }
 
 func (v *fakeVolume) Table() string { return "0 8 writeboost /b /c" }
 
-func (v *fakeVolume) Message(ctx context.Context, args []string) (string, error) {
+func (v *fakeVolume) Message(ctx context.Context, m vocab.Message) (string, error) {
+	args := m.Args()
 	v.mu.Lock()
 	v.messages = append(v.messages, strings.Join(args, " "))
 	v.mu.Unlock()

@@ -29,9 +29,9 @@ import (
 	wbcli "github.com/writeboost/writeboost/internal/cli"
 
 	"github.com/olekukonko/tablewriter/tw"
-	"golang.org/x/term"
 
 	"github.com/writeboost/writeboost/internal/control"
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 const progName = "wb-status"
@@ -100,7 +100,7 @@ func (c *cli) Run(e *env) error {
 // watch repeats once every c.Watch seconds until the context ends (Ctrl-C
 // ends it quietly). On a terminal each frame replaces the last.
 func (c *cli) watch(e *env) error {
-	tty := isTerminal(e.stdout)
+	tty := wbcli.IsTerminal(e.stdout)
 	interval := time.Duration(c.Watch * float64(time.Second))
 	if interval < 10*time.Millisecond {
 		interval = 10 * time.Millisecond
@@ -127,11 +127,6 @@ func (c *cli) watch(e *env) error {
 		case <-t.C:
 		}
 	}
-}
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // once prints one report of the named volume, or of every volume.
@@ -164,7 +159,7 @@ func (c *cli) once(e *env, w io.Writer) error {
 
 // print writes one status in the chosen format; inList prefixes the raw
 // line with "NAME: " as dmsetup does when it lists several devices.
-func (c *cli) print(w io.Writer, s control.Status, inList bool) error {
+func (c *cli) print(w io.Writer, s vocab.Status, inList bool) error {
 	switch {
 	case c.Raw:
 		line := control.FormatStatusLine(s)
@@ -197,7 +192,7 @@ func (c *cli) list(e *env, w io.Writer) error {
 		_, err := fmt.Fprintln(w, "No volumes found")
 		return err
 	}
-	var rows []control.Status
+	var rows []vocab.Status
 	for _, st := range vols {
 		if c.Table {
 			if _, err := fmt.Fprintf(w, "%s: %s\n", st.Name, control.FormatTableLine(st.Table())); err != nil {
@@ -224,12 +219,12 @@ func (c *cli) list(e *env, w io.Writer) error {
 	return renderList(w, rows)
 }
 
-func statusOf(st control.State) (control.Status, error) {
+func statusOf(st control.State) (vocab.Status, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), control.DefaultTimeout)
 	defer cancel()
 	cl, err := control.DialPath(ctx, st.Control)
 	if err != nil {
-		return control.Status{}, err
+		return vocab.Status{}, err
 	}
 	defer cl.Close()
 	s, err := cl.StatusContext(ctx)
@@ -250,7 +245,7 @@ func statusOf(st control.State) (control.Status, error) {
 func (c *cli) fromStdin(e *env) error {
 	sc := bufio.NewScanner(e.stdin)
 	sc.Buffer(make([]byte, 0, 4096), control.MaxLineLen)
-	var parsed []control.Status
+	var parsed []vocab.Status
 	n, tables := 0, 0
 	for sc.Scan() {
 		n++
@@ -321,7 +316,7 @@ func u(v uint64) string { return strconv.FormatUint(v, 10) }
 
 // renderHuman writes the labelled report of one volume: the ring and dirty
 // blocks, the 16 counters as a grid, the tunables.
-func renderHuman(w io.Writer, s control.Status) error {
+func renderHuman(w io.Writer, s vocab.Status) error {
 	kv := wbcli.NewTable(w)
 	kv.Header("Field", "Value")
 	add := func(k, v string) { kv.Append(k, v) }
@@ -391,7 +386,7 @@ func renderHuman(w io.Writer, s control.Status) error {
 	if s.IndexBytes != 0 {
 		add("index memory", wbcli.HumanBytes(s.IndexBytes))
 	}
-	if e := s.Errors; e != (control.IOErrors{}) {
+	if e := s.Errors; e != (vocab.IOErrors{}) {
 		add("I/O errors", fmt.Sprintf("cache read %d, cache write %d, backing read %d, backing write %d, writeback batches %d",
 			e.CacheRead, e.CacheWrite, e.BackingRead, e.BackingWrite, e.Writeback))
 	}
@@ -415,10 +410,10 @@ func renderHuman(w io.Writer, s control.Status) error {
 				where = "buffer"
 			}
 			grid.Append(op, where,
-				u(s.Stat[control.StatIndex(write, true, onBuffer, true)]),
-				u(s.Stat[control.StatIndex(write, true, onBuffer, false)]),
-				u(s.Stat[control.StatIndex(write, false, onBuffer, true)]),
-				u(s.Stat[control.StatIndex(write, false, onBuffer, false)]))
+				u(s.Stat[vocab.StatIndex(write, true, onBuffer, true)]),
+				u(s.Stat[vocab.StatIndex(write, true, onBuffer, false)]),
+				u(s.Stat[vocab.StatIndex(write, false, onBuffer, true)]),
+				u(s.Stat[vocab.StatIndex(write, false, onBuffer, false)]))
 		}
 	}
 	if err := grid.Render(); err != nil {
@@ -440,7 +435,7 @@ func renderHuman(w io.Writer, s control.Status) error {
 }
 
 // renderList writes one row per volume.
-func renderList(w io.Writer, vols []control.Status) error {
+func renderList(w io.Writer, vols []vocab.Status) error {
 	t := wbcli.NewTable(w, tw.AlignLeft, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignRight, tw.AlignLeft, tw.AlignLeft)
 	t.Header("Name", "Size", "Clients", "Dirty", "Dirty %", "Current id", "Last flushed", "Last written back", "Backing", "Cache")
 	for _, s := range vols {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/writeboost/writeboost/internal/control"
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -20,18 +21,18 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 const sampleLine = "0 204800 writeboost 2 762 6 73 73 67 391 12 224 0 0 15 9 1 0 15 6567 0 0 1 0 15 0 11 10 writeback_threshold 0 nr_cur_batched_writeback 1 sync_data_interval 0 update_sb_record_interval 0 read_cache_threshold 0"
 
 // fakeVolume serves a fixed status.
-type fakeVolume struct{ s control.Status }
+type fakeVolume struct{ s vocab.Status }
 
-func (v fakeVolume) Status() control.Status { return v.s }
+func (v fakeVolume) Status() vocab.Status { return v.s }
 func (v fakeVolume) Table() string {
 	return control.FormatTableLine(control.TableLine{SizeBytes: v.s.SizeBytes, Backing: v.s.Backing, Cache: v.s.Cache,
 		Args: []string{"writeback_threshold", "70", "nr_read_cache_cells", "1024"}})
 }
-func (v fakeVolume) Message(context.Context, []string) (string, error) { return "", nil }
+func (v fakeVolume) Message(context.Context, vocab.Message) (string, error) { return "", nil }
 
 // serveVolume runs a control server for a volume named name with the sample
 // status in a fresh run directory ($WB_RUN_DIR), and writes its state file.
-func serveVolume(t *testing.T, dir, name string) control.Status {
+func serveVolume(t *testing.T, dir, name string) vocab.Status {
 	t.Helper()
 	s, err := control.ParseStatusLine(sampleLine)
 	if err != nil {
@@ -54,7 +55,7 @@ func serveVolume(t *testing.T, dir, name string) control.Status {
 
 // serveStatus runs a control server for the volume name answering s, and
 // writes its state file.
-func serveStatus(t *testing.T, dir, name string, s control.Status) {
+func serveStatus(t *testing.T, dir, name string, s vocab.Status) {
 	t.Helper()
 	l, err := control.Listen(dir, name)
 	if err != nil {
@@ -149,7 +150,7 @@ func TestRawIsTheKernelLine(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d", code)
 	}
-	var s control.Status
+	var s vocab.Status
 	if err := json.Unmarshal([]byte(viaStdin), &s); err != nil {
 		t.Fatal(err)
 	}

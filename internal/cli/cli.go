@@ -6,12 +6,14 @@ package cli
 import (
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/alecthomas/kong"
 	"github.com/olekukonko/tablewriter"
 	"github.com/olekukonko/tablewriter/renderer"
 	"github.com/olekukonko/tablewriter/tw"
+	"golang.org/x/term"
 )
 
 // exit is how kong's Exit (after --help) unwinds out of parsing.
@@ -20,8 +22,9 @@ type exit struct{ code int }
 // Parse parses args into grammar (a kong CLI struct). When parsing ends the
 // run, done is true and code is the exit status: 0 after --help (printed
 // to stdout), usageCode after a usage error, which is printed to stderr as
-// one line "name: error".
-func Parse(name, description string, grammar any, args []string, stdout, stderr io.Writer, usageCode int) (kctx *kong.Context, code int, done bool) {
+// one line "name: error". opts are further kong options, such as the
+// kong.Vars that help tags interpolate.
+func Parse(name, description string, grammar any, args []string, stdout, stderr io.Writer, usageCode int, opts ...kong.Option) (kctx *kong.Context, code int, done bool) {
 	defer func() {
 		if r := recover(); r != nil {
 			e, ok := r.(exit)
@@ -31,12 +34,12 @@ func Parse(name, description string, grammar any, args []string, stdout, stderr 
 			kctx, code, done = nil, e.code, true
 		}
 	}()
-	parser, err := kong.New(grammar,
+	parser, err := kong.New(grammar, append([]kong.Option{
 		kong.Name(name),
 		kong.Description(description),
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(code int) { panic(exit{code}) }),
-	)
+	}, opts...)...)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", name, err)
 		return nil, usageCode, true
@@ -74,4 +77,11 @@ func HumanBytes(n uint64) string {
 		i++
 	}
 	return fmt.Sprintf("%.1f %ciB", v, units[i])
+}
+
+// IsTerminal reports whether w is a terminal: progress bars and in-place
+// refreshes are for people, plain lines for logs and pipes.
+func IsTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 // DefaultTimeout bounds Status and Table requests made without a context
@@ -67,20 +69,20 @@ func DialPath(ctx context.Context, path string) (*Client, error) {
 func (c *Client) Close() error { return c.conn.Close() }
 
 // Status returns the volume's status.
-func (c *Client) Status() (Status, error) {
+func (c *Client) Status() (vocab.Status, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), DefaultTimeout)
 	defer cancel()
 	return c.StatusContext(ctx)
 }
 
 // StatusContext is Status with a context.
-func (c *Client) StatusContext(ctx context.Context) (Status, error) {
+func (c *Client) StatusContext(ctx context.Context) (vocab.Status, error) {
 	r, err := c.roundTrip(ctx, Request{Op: OpStatus})
 	if err != nil {
-		return Status{}, err
+		return vocab.Status{}, err
 	}
 	if r.Status == nil {
-		return Status{}, fmt.Errorf("%w: status response without a status", ErrSyntax)
+		return vocab.Status{}, fmt.Errorf("%w: status response without a status", ErrSyntax)
 	}
 	return *r.Status, nil
 }
@@ -99,8 +101,8 @@ func (c *Client) Table() (string, error) {
 // Message sends a message and waits for it to finish or for ctx to end.
 // When ctx ends first, the connection is closed, which cancels the message
 // on the server, and ctx's error is returned.
-func (c *Client) Message(ctx context.Context, args []string) (string, error) {
-	r, err := c.roundTrip(ctx, Request{Op: OpMessage, Args: args})
+func (c *Client) Message(ctx context.Context, m vocab.Message) (string, error) {
+	r, err := c.roundTrip(ctx, Request{Op: OpMessage, Args: m.Args()})
 	if err != nil {
 		return "", err
 	}

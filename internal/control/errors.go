@@ -9,12 +9,6 @@ import (
 var (
 	// ErrSyntax marks a malformed status line, table line or request.
 	ErrSyntax = errors.New("control: syntax error")
-	// ErrBadMessage marks a message or optional argument that is unknown,
-	// malformed or out of the kernel's range.
-	ErrBadMessage = errors.New("control: bad message")
-	// ErrStaticOption marks a message that tries to change an option that
-	// can only be set when the volume is created.
-	ErrStaticOption = errors.New("control: static option")
 	// ErrBadName marks a volume name outside [A-Za-z0-9._-]{1,64}.
 	ErrBadName = errors.New("control: bad volume name")
 	// ErrNoVolume marks a name with no running volume.

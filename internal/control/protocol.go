@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 // Wire limits. A request or response line longer than MaxLineLen ends the
@@ -30,16 +32,16 @@ type Request struct {
 
 // Response is one line from server to client.
 type Response struct {
-	OK     bool    `json:"ok"`
-	Error  string  `json:"error,omitempty"`
-	Status *Status `json:"status,omitempty"` // OpStatus
-	Table  string  `json:"table,omitempty"`  // OpTable
-	Result string  `json:"result,omitempty"` // OpMessage: what the volume said, if anything
+	OK     bool          `json:"ok"`
+	Error  string        `json:"error,omitempty"`
+	Status *vocab.Status `json:"status,omitempty"` // OpStatus
+	Table  string        `json:"table,omitempty"`  // OpTable
+	Result string        `json:"result,omitempty"` // OpMessage: what the volume said, if anything
 }
 
 // DecodeRequest decodes and checks one request line (without its newline).
 // It checks the shape only; the message words are validated by
-// ParseMessage.
+// vocab.ParseMessage.
 func DecodeRequest(line []byte) (Request, error) {
 	var r Request
 	if len(line) > MaxLineLen {

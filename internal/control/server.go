@@ -14,22 +14,24 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 // Volume is what the control server needs of a running volume; the engine
 // (through wb-create) implements it.
 type Volume interface {
 	// Status returns a snapshot; it must not block on I/O.
-	Status() Status
+	Status() vocab.Status
 	// Table returns the table line (FormatTableLine).
 	Table() string
-	// Message carries out a validated message; args are Message.Args() of
-	// a ParseMessage result. A remove without --force reaches it only if
-	// Status reported no NBD clients (RefuseRemove); it should check again
-	// before it stops the volume. It returns when done or when ctx is
+	// Message carries out a validated message (vocab.ParseMessage). A
+	// remove without --force reaches it only if Status reported no NBD
+	// clients (RefuseRemove); it should check again before it stops the
+	// volume. It returns when done or when ctx is
 	// cancelled (the client went away, or the server stops); a cancelled
 	// drop_caches must leave the volume as healthy as before.
-	Message(ctx context.Context, args []string) (string, error)
+	Message(ctx context.Context, m vocab.Message) (string, error)
 }
 
 // writeTimeout bounds writing one response, so a client that stops reading
@@ -238,17 +240,18 @@ func handle(ctx context.Context, line []byte, v Volume) Response {
 	case OpTable:
 		return Response{OK: true, Table: v.Table()}
 	case OpMessage:
-		m, err := ParseMessage(req.Args)
+		// The request's words are parsed here, once, at the socket's edge.
+		m, err := vocab.ParseMessage(req.Args)
 		if err != nil {
 			return Response{Error: err.Error()}
 		}
 		if err := ctx.Err(); err != nil {
-			return Response{Error: fmt.Sprintf("%s: not started: the client is gone or the volume is stopping", m.Args()[0])}
+			return Response{Error: fmt.Sprintf("%s: not started: the client is gone or the volume is stopping", m.Verb())}
 		}
 		if err := refuseRemove(ctx, m, v); err != nil {
 			return Response{Error: err.Error()}
 		}
-		res, err := v.Message(ctx, m.Args())
+		res, err := v.Message(ctx, m)
 		if err != nil {
 			return Response{Error: err.Error()}
 		}
@@ -267,8 +270,8 @@ var removeSettle = time.Second
 // every 10 ms while they do not reach 0, for at most removeSettle. A
 // Volume that does not count its clients (nil) cannot refuse; wb-create's
 // always counts them.
-func refuseRemove(ctx context.Context, m Message, v Volume) error {
-	if m.Kind != MsgRemove || m.Force {
+func refuseRemove(ctx context.Context, m vocab.Message, v Volume) error {
+	if m.Kind != vocab.MsgRemove || m.Force {
 		return nil
 	}
 	deadline := time.Now().Add(removeSettle)

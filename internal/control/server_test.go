@@ -16,13 +16,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 // fakeVolume answers from fixed values and records messages. drop_caches
 // blocks until its context ends or release is closed.
 type fakeVolume struct {
 	mu       sync.Mutex
-	status   Status
+	status   vocab.Status
 	messages [][]string
 
 	started chan struct{} // receives when drop_caches starts waiting
@@ -39,7 +41,7 @@ func newFakeVolume() *fakeVolume {
 	}
 }
 
-func (v *fakeVolume) Status() Status {
+func (v *fakeVolume) Status() vocab.Status {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.status
@@ -49,7 +51,8 @@ func (v *fakeVolume) Table() string {
 	return FormatTableLine(TableLine{SizeBytes: v.Status().SizeBytes, Backing: "/b", Cache: "/c"})
 }
 
-func (v *fakeVolume) Message(ctx context.Context, args []string) (string, error) {
+func (v *fakeVolume) Message(ctx context.Context, m vocab.Message) (string, error) {
+	args := m.Args()
 	v.mu.Lock()
 	v.messages = append(v.messages, args)
 	v.mu.Unlock()
@@ -134,18 +137,18 @@ func TestServeRequests(t *testing.T) {
 	if err != nil || tab != "0 204800 writeboost /b /c" {
 		t.Errorf("Table = %q, %v", tab, err)
 	}
-	res, err := c.Message(context.Background(), []string{"FLUSH"})
+	res, err := send(context.Background(), c, "FLUSH")
 	if err != nil || res != "done flush" {
 		t.Errorf("Message(FLUSH) = %q, %v; want the canonical words passed on", res, err)
 	}
 	// Refused by validation before the volume sees it.
-	_, err = c.Message(context.Background(), []string{"write_around_mode", "1"})
+	_, err = send(context.Background(), c, "write_around_mode", "1")
 	var re *RemoteError
 	if !errors.As(err, &re) || !strings.Contains(re.Msg, "can only be set when the volume is created") {
 		t.Errorf("static option: %v", err)
 	}
 	// Refused by the volume.
-	if _, err = c.Message(context.Background(), []string{"writeback_threshold", "5"}); err == nil || err.Error() != "engine says no" {
+	if _, err = send(context.Background(), c, "writeback_threshold", "5"); err == nil || err.Error() != "engine says no" {
 		t.Errorf("volume error: %v", err)
 	}
 	// The connection survives errors.
@@ -223,7 +226,7 @@ func TestMessageCancelledByDisconnect(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() {
-		_, err := c.Message(ctx, []string{"drop_caches"})
+		_, err := send(ctx, c, "drop_caches")
 		errc <- err
 	}()
 	select {
@@ -258,7 +261,7 @@ func TestMessageCancelledByDisconnect(t *testing.T) {
 		<-v.started
 		close(v.release)
 	}()
-	if _, err := c2.Message(context.Background(), []string{"drop_caches"}); err != nil {
+	if _, err := send(context.Background(), c2, "drop_caches"); err != nil {
 		t.Errorf("drop_caches: %v", err)
 	}
 }
@@ -282,7 +285,7 @@ func TestServeShutdown(t *testing.T) {
 	busy := dialT(t, ControlPath(dir, "down"))
 	msgErr := make(chan error, 1)
 	go func() {
-		_, err := busy.Message(context.Background(), []string{"drop_caches"})
+		_, err := send(context.Background(), busy, "drop_caches")
 		msgErr <- err
 	}()
 	<-v.started
@@ -316,7 +319,7 @@ type stoppingVolume struct {
 	stop context.CancelFunc
 }
 
-func (v stoppingVolume) Message(ctx context.Context, args []string) (string, error) {
+func (v stoppingVolume) Message(context.Context, vocab.Message) (string, error) {
 	v.stop()
 	time.Sleep(20 * time.Millisecond) // let the shutdown reach the connection first
 	return "removing", nil
@@ -334,7 +337,7 @@ func TestReplyToRemoveSurvivesShutdown(t *testing.T) {
 	errc := make(chan error, 1)
 	go func() { errc <- Serve(ctx, l, stoppingVolume{newFakeVolume(), cancel}) }()
 	c := dialT(t, ControlPath(dir, "rm"))
-	res, err := c.Message(context.Background(), []string{"remove"})
+	res, err := send(context.Background(), c, "remove")
 	if err != nil || res != "removing" {
 		t.Errorf("remove = %q, %v; want the reply despite the shutdown", res, err)
 	}
@@ -366,7 +369,7 @@ func TestRemoveRefusedWhileClientsConnected(t *testing.T) {
 	}
 
 	for _, args := range [][]string{{"remove"}, {"remove", "--no-writeback"}, {"REMOVE"}} {
-		_, err := c.Message(context.Background(), args)
+		_, err := send(context.Background(), c, args...)
 		var re *RemoteError
 		want := "remove refused: 2 NBD clients are connected to vol; disconnect them first, or remove --force"
 		if !errors.As(err, &re) || re.Msg != want {
@@ -377,19 +380,19 @@ func TestRemoveRefusedWhileClientsConnected(t *testing.T) {
 		t.Fatalf("the volume received %q: a refused remove must not reach it", got)
 	}
 	// Other messages go on while clients are connected.
-	if res, err := c.Message(context.Background(), []string{"flush"}); err != nil || res != "done flush" {
+	if res, err := send(context.Background(), c, "flush"); err != nil || res != "done flush" {
 		t.Errorf("flush with clients: %q %v", res, err)
 	}
-	if res, err := c.Message(context.Background(), []string{"remove", "--force", "--no-writeback"}); err != nil || res != "done remove --no-writeback --force" {
+	if res, err := send(context.Background(), c, "remove", "--force", "--no-writeback"); err != nil || res != "done remove --no-writeback --force" {
 		t.Errorf("remove --force with clients: %q %v", res, err)
 	}
 	zero := uint64(0)
 	setClients(&zero)
-	if res, err := c.Message(context.Background(), []string{"remove"}); err != nil || res != "done remove" {
+	if res, err := send(context.Background(), c, "remove"); err != nil || res != "done remove" {
 		t.Errorf("remove with no clients: %q %v", res, err)
 	}
 	setClients(nil)
-	if res, err := c.Message(context.Background(), []string{"remove"}); err != nil || res != "done remove" {
+	if res, err := send(context.Background(), c, "remove"); err != nil || res != "done remove" {
 		t.Errorf("remove, clients unknown: %q %v", res, err)
 	}
 	want := []string{"flush", "remove --no-writeback --force", "remove", "remove"}
@@ -411,7 +414,7 @@ type leavingVolume struct {
 	asked   int
 }
 
-func (v *leavingVolume) Status() Status {
+func (v *leavingVolume) Status() vocab.Status {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	s := v.fakeVolume.Status()
@@ -431,7 +434,7 @@ func TestRemoveWaitsForLeavingClients(t *testing.T) {
 	defer func() { removeSettle = old }()
 	v := &leavingVolume{fakeVolume: newFakeVolume(), clients: 3}
 	c := dialT(t, startServer(t, t.TempDir(), "vol", v))
-	if res, err := c.Message(context.Background(), []string{"remove"}); err != nil || res != "done remove" {
+	if res, err := send(context.Background(), c, "remove"); err != nil || res != "done remove" {
 		t.Fatalf("remove while 3 clients leave: %q %v", res, err)
 	}
 	v.mu.Lock()
@@ -612,4 +615,14 @@ func FuzzReadLine(f *testing.F) {
 			t.Fatalf("line %q is not the first line of the input", line)
 		}
 	})
+}
+
+// send sends the words of a message as they are, unvalidated, as another
+// client might: the server validates them.
+func send(ctx context.Context, c *Client, args ...string) (string, error) {
+	r, err := c.roundTrip(ctx, Request{Op: OpMessage, Args: args})
+	if err != nil {
+		return "", err
+	}
+	return r.Result, nil
 }

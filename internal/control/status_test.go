@@ -7,13 +7,15 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 // sampleLine is a status line of the kernel target (issue 5).
 const sampleLine = "0 204800 writeboost 2 762 6 73 73 67 391 12 224 0 0 15 9 1 0 15 6567 0 0 1 0 15 0 11 10 writeback_threshold 0 nr_cur_batched_writeback 1 sync_data_interval 0 update_sb_record_interval 0 read_cache_threshold 0"
 
-func sampleStatus() Status {
-	return Status{
+func sampleStatus() vocab.Status {
+	return vocab.Status{
 		SizeBytes:          204800 * 512,
 		CursorPos:          2,
 		NrCacheBlocks:      762,
@@ -22,9 +24,9 @@ func sampleStatus() Status {
 		LastFlushedID:      73,
 		LastWritebackID:    67,
 		NrDirtyCacheBlocks: 391,
-		Stat:               [StatLen]uint64{12, 224, 0, 0, 15, 9, 1, 0, 15, 6567, 0, 0, 1, 0, 15, 0},
+		Stat:               [vocab.StatLen]uint64{12, 224, 0, 0, 15, 9, 1, 0, 15, 6567, 0, 0, 1, 0, 15, 0},
 		NrPartialFlushed:   11,
-		Tunables:           StatusTunables{NrCurBatchedWriteback: 1},
+		Tunables:           vocab.StatusTunables{NrCurBatchedWriteback: 1},
 	}
 }
 
@@ -106,45 +108,6 @@ func TestParseStatusLineMalformed(t *testing.T) {
 				t.Errorf("error %q does not contain %q", err, tc.wantErr)
 			}
 		})
-	}
-}
-
-func TestStatIndex(t *testing.T) {
-	// The kernel's order: index = write<<3 | hit<<2 | on_buffer<<1 | fullsize.
-	if got := StatIndex(true, true, false, true); got != 13 {
-		t.Errorf("StatIndex(write hit cache full) = %d, want 13", got)
-	}
-	if got := StatIndex(false, false, false, false); got != 0 {
-		t.Errorf("StatIndex(read miss cache partial) = %d, want 0", got)
-	}
-	seen := map[string]bool{}
-	for i := range StatLen {
-		n := StatName(i)
-		if seen[n] {
-			t.Errorf("StatName(%d) = %q twice", i, n)
-		}
-		seen[n] = true
-		f := strings.Fields(n)
-		if got := StatIndex(f[0] == "write", f[1] == "hit", f[2] == "buffer", f[3] == "full"); got != i {
-			t.Errorf("StatIndex(%s) = %d, want %d", n, got, i)
-		}
-	}
-}
-
-func TestHitRatio(t *testing.T) {
-	s := sampleStatus()
-	// reads: indices 0..7 = 12 224 0 0 15 9 1 0; hits are 4..7 = 25 of 261.
-	r, n := s.HitRatio(false)
-	if n != 261 || r != 25.0/261 {
-		t.Errorf("read HitRatio = %v, %d; want %v, 261", r, n, 25.0/261)
-	}
-	// writes: 15 6567 0 0 1 0 15 0; hits 16 of 6598.
-	r, n = s.HitRatio(true)
-	if n != 6598 || r != 16.0/6598 {
-		t.Errorf("write HitRatio = %v, %d; want %v, 6598", r, n, 16.0/6598)
-	}
-	if r, n := (Status{}).HitRatio(true); r != 0 || n != 0 {
-		t.Errorf("empty HitRatio = %v, %d", r, n)
 	}
 }
 
@@ -248,7 +211,7 @@ func TestStatusClients(t *testing.T) {
 		if want := fmt.Sprintf(`"nr_clients":%d`, n); !strings.Contains(string(b), want) {
 			t.Errorf("JSON %s lacks %s", b, want)
 		}
-		var back Status
+		var back vocab.Status
 		if err := json.Unmarshal(b, &back); err != nil || back.NrClients == nil || *back.NrClients != n {
 			t.Errorf("nr_clients %d did not round-trip: %v", n, err)
 		}

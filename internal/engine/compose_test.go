@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"testing"
+
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 // statIdx is the kernel's stat index write<<3 | hit<<2 | on_buffer<<1 | fullsize.
@@ -54,7 +56,7 @@ func TestComposition(t *testing.T) {
 	const B = 0xBB // backing pattern
 	type tc struct {
 		name  string
-		tun   map[string]int64
+		tun   vocab.Values
 		setup func(t *testing.T, r *rig)
 		want  [8]byte
 		stat  int // the counter the read must move
@@ -170,7 +172,7 @@ func TestComposition(t *testing.T) {
 		},
 		{
 			name: "read-cached clean block in the open rambuf",
-			tun:  map[string]int64{TunReadCacheThreshold: 4, TunNrReadCacheCells: 1},
+			tun:  vocab.Values{vocab.ReadCacheThreshold: 4, vocab.NrReadCacheCells: 1},
 			setup: func(t *testing.T, r *rig) {
 				expectStats(t, r.v, "first read", func() { r.read(0, 4096) }, statIdx(false, MISS, false, F))
 				if s := r.v.Status().ReadCacheStaged; s != 1 {
@@ -182,7 +184,7 @@ func TestComposition(t *testing.T) {
 		},
 		{
 			name: "read-cached clean block on the cache device",
-			tun:  map[string]int64{TunReadCacheThreshold: 4, TunNrReadCacheCells: 1},
+			tun:  vocab.Values{vocab.ReadCacheThreshold: 4, vocab.NrReadCacheCells: 1},
 			setup: func(t *testing.T, r *rig) {
 				r.read(0, 4096)
 				r.flush()
@@ -192,7 +194,7 @@ func TestComposition(t *testing.T) {
 		},
 		{
 			name: "write cancels a read-cached copy",
-			tun:  map[string]int64{TunReadCacheThreshold: 4, TunNrReadCacheCells: 1},
+			tun:  vocab.Values{vocab.ReadCacheThreshold: 4, vocab.NrReadCacheCells: 1},
 			setup: func(t *testing.T, r *rig) {
 				r.read(0, 4096)
 				r.flush()
@@ -203,7 +205,7 @@ func TestComposition(t *testing.T) {
 		},
 		{
 			name: "write-around invalidates the cached copy",
-			tun:  map[string]int64{TunReadCacheThreshold: 4, TunNrReadCacheCells: 1, TunWriteAroundMode: 1},
+			tun:  vocab.Values{vocab.ReadCacheThreshold: 4, vocab.NrReadCacheCells: 1, vocab.WriteAroundMode: 1},
 			setup: func(t *testing.T, r *rig) {
 				r.read(0, 4096)
 				expectStats(t, r.v, "write-around hit", func() { r.write(512, fill(512, 15)) }, statIdx(true, H, OB, false))

@@ -1,6 +1,10 @@
 package engine
 
-import "context"
+import (
+	"context"
+
+	"github.com/writeboost/writeboost/internal/vocab"
+)
 
 // dataSynchronizer is the daemon that makes everything written durable
 // every sync_data_interval seconds, as if a FLUSH had come (cf.
@@ -9,7 +13,7 @@ import "context"
 // Owns: nothing; Flush does the work. Woken by: a one-second ticker.
 // Promises on exit: no flush of its own in flight.
 func (v *Volume) dataSynchronizer(ctx context.Context) {
-	tickEvery(ctx, v.tun.syncDataInterval, func() {
+	tickEvery(ctx, v.tun.reader(vocab.SyncDataInterval), func() {
 		// NB: not beginOp, which would block while Close holds opsMu and
 		// waits for this goroutine. Closing: Close flushes anyway.
 		if !v.opsMu.TryRLock() {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/layout"
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 func init() { writebackBackoff = 5 * time.Millisecond }
@@ -22,13 +23,13 @@ type faultRig struct {
 
 // newFaultRig: the Faulty cache forwards FUA writes, so flushes take the
 // FUA path production takes (pwritev2 RWF_DSYNC).
-func newFaultRig(t *testing.T, nSeg int, tun map[string]int64) *faultRig {
+func newFaultRig(t *testing.T, nSeg int, tun vocab.Values) *faultRig {
 	return newFaultRigFUA(t, nSeg, tun, true)
 }
 
 // newFaultRigFUA is newFaultRig; with fua false the engine does not see
 // that the cache takes FUA writes, and every flush writes, then syncs.
-func newFaultRigFUA(t *testing.T, nSeg int, tun map[string]int64, fua bool) *faultRig {
+func newFaultRigFUA(t *testing.T, nSeg int, tun vocab.Values, fua bool) *faultRig {
 	t.Helper()
 	f := &faultRig{cacheMem: blockdev.NewMem(cacheSize(nSeg)), backMem: blockdev.NewMem(1 << 20)}
 	if err := Format(f.cacheMem); err != nil {
@@ -86,8 +87,8 @@ func TestReadErrorsAreReturned(t *testing.T) {
 	}
 	f.back.Remove(id)
 	s := f.v.Status()
-	if s.CacheReadErrors < 2 || s.BackingReadErrors != 1 {
-		t.Errorf("error counters: cache reads %d, backing reads %d", s.CacheReadErrors, s.BackingReadErrors)
+	if s.Errors.CacheRead < 2 || s.Errors.BackingRead != 1 {
+		t.Errorf("error counters: cache reads %d, backing reads %d", s.Errors.CacheRead, s.Errors.BackingRead)
 	}
 }
 
@@ -103,7 +104,7 @@ func TestFailedWritebackIsRetried(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- f.v.DropCaches(ctx) }()
 	deadline := time.Now().Add(10 * time.Second)
-	for f.v.Status().WritebackErrors < 3 {
+	for f.v.Status().Errors.Writeback < 3 {
 		if time.Now().After(deadline) {
 			t.Fatal("writeback was not retried")
 		}
@@ -206,8 +207,8 @@ func TestSegmentWriteFailureIsSticky(t *testing.T) {
 	if err := f.v.ReadAt(p, 0); err != nil || !bytes.Equal(p, fill(4096, 1)) {
 		t.Fatalf("read from the rambuf after the failure: %v", err)
 	}
-	if s := f.v.Status(); s.Failed == "" || s.CacheWriteErrors < 3 {
-		t.Fatalf("status after failure: failed %q, cache write errors %d", s.Failed, s.CacheWriteErrors)
+	if s := f.v.Status(); s.Failed == "" || s.Errors.CacheWrite < 3 {
+		t.Fatalf("status after failure: failed %q, cache write errors %d", s.Failed, s.Errors.CacheWrite)
 	}
 }
 
@@ -305,7 +306,7 @@ func TestOpenRefusals(t *testing.T) {
 	t.Run("bad tunable", func(t *testing.T) {
 		r := newRig(t, 2, 1<<20, nil)
 		r.close()
-		_, err := Open(Config{Backing: r.backing, Cache: r.cache, Tunables: map[string]int64{TunNrMaxBatchedWriteback: 0}})
+		_, err := Open(Config{Backing: r.backing, Cache: r.cache, Tunables: vocab.Values{vocab.NrMaxBatchedWriteback: 0}})
 		if !errors.Is(err, ErrOutOfRange) {
 			t.Fatalf("got %v", err)
 		}
@@ -314,7 +315,7 @@ func TestOpenRefusals(t *testing.T) {
 		r := newRig(t, 2, 1<<20, nil)
 		r.write(0, fill(4096, 1))
 		r.close()
-		_, err := Open(Config{Backing: r.backing, Cache: r.cache, Tunables: map[string]int64{TunWriteAroundMode: 1}})
+		_, err := Open(Config{Backing: r.backing, Cache: r.cache, Tunables: vocab.Values{vocab.WriteAroundMode: 1}})
 		if !errors.Is(err, ErrNotFresh) {
 			t.Fatalf("got %v", err)
 		}
@@ -353,7 +354,7 @@ func TestCloseWithDeadBacking(t *testing.T) {
 		}
 	}()
 	deadline := time.Now().Add(5 * time.Second)
-	for f.v.Status().WritebackErrors == 0 {
+	for f.v.Status().Errors.Writeback == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("writeback never failed")
 		}

@@ -11,41 +11,44 @@ import (
 
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/layout"
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 func TestTunables(t *testing.T) {
-	r := newRig(t, 2, 1<<20, map[string]int64{TunWritebackThreshold: 30})
+	r := newRig(t, 2, 1<<20, vocab.Values{vocab.WritebackThreshold: 30})
 	got := r.v.Tunables()
-	want := map[string]int64{
-		TunWritebackThreshold: 30, TunNrMaxBatchedWriteback: 32, TunUpdateSBRecordInterval: 0,
-		TunSyncDataInterval: 0, TunReadCacheThreshold: 0, TunWriteAroundMode: 0, TunNrReadCacheCells: 2048,
-	}
-	for k, w := range want {
-		if got[k] != w {
-			t.Errorf("%s = %d, want %d", k, got[k], w)
+	// The one given, and every other at the table's default (the man-page
+	// tests in vocab pin the defaults themselves).
+	for _, tu := range vocab.Tunables() {
+		want := tu.Spec().Default
+		if tu == vocab.WritebackThreshold {
+			want = 30
+		}
+		if got[tu] != want {
+			t.Errorf("%s = %d, want %d", tu, got[tu], want)
 		}
 	}
-	if len(got) != len(want) || len(TunableNames()) != len(want) {
+	if len(got) != vocab.NumTunables {
 		t.Errorf("tunables %v", got)
 	}
 	cases := []struct {
-		name string
+		name vocab.Tunable
 		val  int64
 		err  error
 	}{
-		{TunWritebackThreshold, 100, nil},
-		{TunWritebackThreshold, 101, ErrOutOfRange},
-		{TunWritebackThreshold, -1, ErrOutOfRange},
-		{TunNrMaxBatchedWriteback, 0, ErrOutOfRange},
-		{TunNrMaxBatchedWriteback, 1, nil},
-		{TunUpdateSBRecordInterval, 3600, nil},
-		{TunUpdateSBRecordInterval, 3601, ErrOutOfRange},
-		{TunSyncDataInterval, 3601, ErrOutOfRange},
-		{TunReadCacheThreshold, 127, nil},
-		{TunReadCacheThreshold, 128, ErrOutOfRange},
-		{TunWriteAroundMode, 1, ErrStatic},
-		{TunNrReadCacheCells, 16, ErrStatic},
-		{"no_such_thing", 1, ErrUnknownTunable},
+		{vocab.WritebackThreshold, 100, nil},
+		{vocab.WritebackThreshold, 101, ErrOutOfRange},
+		{vocab.WritebackThreshold, -1, ErrOutOfRange},
+		{vocab.NrMaxBatchedWriteback, 0, ErrOutOfRange},
+		{vocab.NrMaxBatchedWriteback, 1, nil},
+		{vocab.UpdateSBRecordInterval, 3600, nil},
+		{vocab.UpdateSBRecordInterval, 3601, ErrOutOfRange},
+		{vocab.SyncDataInterval, 3601, ErrOutOfRange},
+		{vocab.ReadCacheThreshold, 127, nil},
+		{vocab.ReadCacheThreshold, 128, ErrOutOfRange},
+		{vocab.WriteAroundMode, 1, ErrStatic},
+		{vocab.NrReadCacheCells, 16, ErrStatic},
+		{vocab.Tunable(vocab.NumTunables), 1, ErrUnknownTunable},
 	}
 	for _, c := range cases {
 		err := r.v.SetTunable(c.name, c.val)
@@ -53,10 +56,10 @@ func TestTunables(t *testing.T) {
 			t.Errorf("SetTunable(%s, %d) = %v, want %v", c.name, c.val, err, c.err)
 		}
 	}
-	if r.v.Tunables()[TunWritebackThreshold] != 100 {
+	if r.v.Tunables()[vocab.WritebackThreshold] != 100 {
 		t.Error("writeback_threshold did not change")
 	}
-	if s := r.v.Status(); s.Tunables[TunNrMaxBatchedWriteback] != 1 {
+	if s := r.v.Status(); s.NrMaxBatchedWriteback != 1 {
 		t.Error("status does not show the tunables")
 	}
 }
@@ -134,10 +137,10 @@ func TestModulator(t *testing.T) {
 	r.write(0, fill(64<<10, 1))
 	r.flush()
 	time.Sleep(100 * time.Millisecond)
-	if s := r.v.Status(); s.NrDirtyCacheBlocks != 16 || s.WritebackAllowed {
-		t.Fatalf("threshold 0: dirty %d, writeback allowed %v", s.NrDirtyCacheBlocks, s.WritebackAllowed)
+	if s := r.v.Status(); s.NrDirtyCacheBlocks != 16 || *s.WritebackAllowed {
+		t.Fatalf("threshold 0: dirty %d, writeback allowed %v", s.NrDirtyCacheBlocks, *s.WritebackAllowed)
 	}
-	if err := r.v.SetTunable(TunWritebackThreshold, 50); err != nil {
+	if err := r.v.SetTunable(vocab.WritebackThreshold, 50); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
@@ -181,7 +184,7 @@ func readRecord(t *testing.T, r *rig) uint64 {
 }
 
 func TestSuperblockRecord(t *testing.T) {
-	r := newRig(t, 4, 1<<20, map[string]int64{TunUpdateSBRecordInterval: 1})
+	r := newRig(t, 4, 1<<20, vocab.Values{vocab.UpdateSBRecordInterval: 1})
 	r.write(0, fill(4096, 1))
 	if err := r.v.DropCaches(context.Background()); err != nil {
 		t.Fatal(err)
@@ -207,7 +210,7 @@ func TestSuperblockRecord(t *testing.T) {
 }
 
 func TestDataSynchronizer(t *testing.T) {
-	r := newRig(t, 4, 1<<20, map[string]int64{TunSyncDataInterval: 1})
+	r := newRig(t, 4, 1<<20, vocab.Values{vocab.SyncDataInterval: 1})
 	r.write(0, fill(4096, 1))
 	deadline := time.Now().Add(5 * time.Second)
 	for r.v.Status().LastDurableID == 0 {
@@ -226,7 +229,7 @@ func TestDataSynchronizer(t *testing.T) {
 // TestReadCacheSequential: a run of consecutive block reads longer than
 // read_cache_threshold is not cached; short runs are.
 func TestReadCacheSequential(t *testing.T) {
-	r := newRig(t, 4, 1<<20, map[string]int64{TunReadCacheThreshold: 2, TunNrReadCacheCells: 8})
+	r := newRig(t, 4, 1<<20, vocab.Values{vocab.ReadCacheThreshold: 2, vocab.NrReadCacheCells: 8})
 	// 4 consecutive blocks (too long), then 2 separate pairs, then 2
 	// isolated blocks: 8 cells used, 6 of them cacheable.
 	r.read(0, 4*4096)
@@ -247,7 +250,7 @@ func TestReadCacheSequential(t *testing.T) {
 // TestWriteAround: writes reach the backing device, the log never holds a
 // valid segment, and a flush syncs the backing device.
 func TestWriteAround(t *testing.T) {
-	r := newRig(t, 4, 1<<20, map[string]int64{TunWriteAroundMode: 1, TunReadCacheThreshold: 4, TunNrReadCacheCells: 1})
+	r := newRig(t, 4, 1<<20, vocab.Values{vocab.WriteAroundMode: 1, vocab.ReadCacheThreshold: 4, vocab.NrReadCacheCells: 1})
 	r.write(8192, fill(4096, 5))
 	got := make([]byte, 4096)
 	if _, err := r.backing.ReadAt(got, 8192); err != nil || !bytes.Equal(got, fill(4096, 5)) {
@@ -314,7 +317,7 @@ func TestWriteZeroesAndTrim(t *testing.T) {
 // regions (writes, reads, flushes) while drop_caches and status run, on a
 // small cache so the ring wraps; for the race detector and the final check.
 func TestConcurrent(t *testing.T) {
-	r := newRig(t, 3, 1<<20, map[string]int64{TunWritebackThreshold: 100, TunNrMaxBatchedWriteback: 2})
+	r := newRig(t, 3, 1<<20, vocab.Values{vocab.WritebackThreshold: 100, vocab.NrMaxBatchedWriteback: 2})
 	const workers = 4
 	const region = (1 << 20) / workers
 	images := make([][]byte, workers)

@@ -6,6 +6,7 @@ import (
 
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/layout"
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 // syncAhead is how many written but unsynced segments start a background
@@ -111,7 +112,7 @@ func (v *Volume) flusher() {
 			continue
 		}
 		v.mu.flushQ = v.mu.flushQ[1:]
-		zeroHeader := v.tun.writeAroundMode()
+		zeroHeader := v.tun.on(vocab.WriteAroundMode)
 		// Set before the write starts: from now on the slot may hold a good
 		// header.
 		v.mu.hdrLive[slot] = !zeroHeader

@@ -8,6 +8,7 @@ import (
 
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/layout"
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 // cacheSize is the byte size of a cache device with n segments.
@@ -24,7 +25,7 @@ type rig struct {
 	t       testing.TB
 	cache   *blockdev.Mem
 	backing *blockdev.Mem
-	tun     map[string]int64
+	tun     vocab.Values
 	noFUA   bool // hide the Mem's FUA writes: the engine writes, then syncs
 	v       *Volume
 }
@@ -34,14 +35,14 @@ type noFUADevice struct{ blockdev.Device }
 
 // newRig formats an in-memory cache of nSeg segments in front of an
 // in-memory backing device of backingBytes, and opens a volume.
-func newRig(t testing.TB, nSeg int, backingBytes int64, tun map[string]int64) *rig {
+func newRig(t testing.TB, nSeg int, backingBytes int64, tun vocab.Values) *rig {
 	t.Helper()
 	return newRigFUA(t, nSeg, backingBytes, tun, true)
 }
 
 // newRigFUA is newRig; with fua false the engine does not see that the
 // cache device takes FUA writes.
-func newRigFUA(t testing.TB, nSeg int, backingBytes int64, tun map[string]int64, fua bool) *rig {
+func newRigFUA(t testing.TB, nSeg int, backingBytes int64, tun vocab.Values, fua bool) *rig {
 	t.Helper()
 	r := &rig{t: t, cache: blockdev.NewMem(cacheSize(nSeg)), backing: blockdev.NewMem(backingBytes), tun: tun, noFUA: !fua}
 	if err := Format(r.cache); err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/layout"
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 var (
@@ -192,17 +193,17 @@ func runModel(t *testing.T, seed uint64, nOps int) (crashes, hits int, err error
 	rng := rand.New(rand.NewPCG(seed, seed*7919))
 	const volBytes = 1 << 20
 	nSeg := 2 + rng.IntN(3)
-	tun := map[string]int64{}
+	tun := vocab.Values{}
 	if rng.IntN(2) == 0 {
-		tun[TunWritebackThreshold] = 100 // background writeback too
+		tun[vocab.WritebackThreshold] = 100 // background writeback too
 	}
 	if rng.IntN(2) == 0 {
-		tun[TunReadCacheThreshold] = 4
-		tun[TunNrReadCacheCells] = int64(1 + rng.IntN(8))
+		tun[vocab.ReadCacheThreshold] = 4
+		tun[vocab.NrReadCacheCells] = int64(1 + rng.IntN(8))
 	}
-	tun[TunNrMaxBatchedWriteback] = int64(1 + rng.IntN(4))
+	tun[vocab.NrMaxBatchedWriteback] = int64(1 + rng.IntN(4))
 	if seed%4 == 0 {
-		tun[TunWriteAroundMode] = 1
+		tun[vocab.WriteAroundMode] = 1
 	}
 	// Odd seeds: the cache device takes no FUA writes, so every flush
 	// writes and then syncs.

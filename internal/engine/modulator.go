@@ -3,6 +3,8 @@ package engine
 import (
 	"context"
 	"time"
+
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 // modulator is the daemon that decides whether writeback may run (cf.
@@ -36,7 +38,7 @@ func (v *Volume) modulator(ctx context.Context) {
 		util := int64(100 * (busy - lastBusy) / elapsed)
 		rate := int64(float64(bytes-lastBytes) / elapsed.Seconds())
 		last, lastBusy, lastBytes = now, busy, bytes
-		th := v.tun.writebackThreshold()
+		th := v.tun.get(vocab.WritebackThreshold)
 		allow := th > 0 && util < th
 		v.stats.utilPercent.Store(min(util, 100))
 		v.stats.writebackRate.Store(rate)

@@ -6,6 +6,7 @@ import (
 
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/layout"
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 // ReadAt fills p from byte offset off (any alignment).
@@ -102,7 +103,7 @@ func (v *Volume) readSectors(p []byte, off int64) error {
 	pl := readPlans.Get().(*readPlan)
 	defer pl.release()
 	v.mu.Lock()
-	threshold := v.tun.readCacheThreshold()
+	threshold := v.tun.get(vocab.ReadCacheThreshold)
 	for q, o := p, off; len(q) > 0; {
 		block := uint64(o) >> layout.BlockShift
 		first := int(o>>layout.SectorShift) & (layout.SectorsPerBlock - 1)

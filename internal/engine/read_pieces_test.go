@@ -10,6 +10,7 @@ import (
 
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/layout"
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 // TestReadMixedSources: requests that take sectors from the open rambuf,
@@ -20,7 +21,7 @@ import (
 // against slot reuse.
 func TestReadMixedSources(t *testing.T) {
 	const size = 4 << 20
-	r := newRig(t, 6, size, map[string]int64{TunNrMaxBatchedWriteback: 2})
+	r := newRig(t, 6, size, vocab.Values{vocab.NrMaxBatchedWriteback: 2})
 	rng := rand.New(rand.NewPCG(1, 2))
 	base := make([]byte, size)
 	for i := range base {

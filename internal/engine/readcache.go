@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/writeboost/writeboost/internal/layout"
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 // Read caching (cf. read_cache_cells in dm-writeboost-target.c): a full
@@ -108,7 +109,7 @@ func (rc *readCache) fill(v *Volume, cells []*rcCell, ok bool) {
 // when no segment is free the rest of the batch is dropped.
 func (v *Volume) injectReadCacheLocked() {
 	rc := &v.mu.rc
-	threshold := v.tun.readCacheThreshold()
+	threshold := v.tun.get(vocab.ReadCacheThreshold)
 	sorted := slices.Clone(rc.order)
 	slices.SortFunc(sorted, func(a, b *rcCell) int { return cmp.Compare(a.block, b.block) })
 	// cf. read_cache_cancel_background: long sequential runs are not cached.

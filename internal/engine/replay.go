@@ -9,6 +9,7 @@ import (
 	"github.com/writeboost/writeboost/internal/replay"
 	"github.com/writeboost/writeboost/internal/sectorio"
 	"github.com/writeboost/writeboost/internal/superblock"
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 // replay rebuilds the index from the cache device's log with the shared
@@ -40,7 +41,7 @@ func (v *Volume) replay() error {
 	if p, bad := l.FirstDamage(); bad {
 		return fmt.Errorf("%w: %s", ErrDamaged, p.Msg)
 	}
-	if v.tun.writeAroundMode() && len(l.Valid) > 0 {
+	if v.tun.on(vocab.WriteAroundMode) && len(l.Valid) > 0 {
 		return fmt.Errorf("%w: the log holds %d valid segments (%d..%d)", ErrNotFresh,
 			len(l.Valid), l.Valid[0].Header.ID, l.LastFlushedID)
 	}

@@ -3,6 +3,8 @@ package engine
 import (
 	"context"
 	"time"
+
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 // sbRecordUpdater is the daemon that writes last_writeback_id into the
@@ -14,7 +16,7 @@ import (
 // v.mu. Woken by: a one-second ticker. Promises on exit: no record write
 // in flight.
 func (v *Volume) sbRecordUpdater(ctx context.Context) {
-	tickEvery(ctx, v.tun.updateSBRecordInterval, func() {
+	tickEvery(ctx, v.tun.reader(vocab.UpdateSBRecordInterval), func() {
 		if err := v.writeRecord(); err != nil {
 			v.log.Warn("superblock record update failed", "err", err)
 		}

@@ -4,15 +4,7 @@ import (
 	"sync/atomic"
 
 	"github.com/writeboost/writeboost/internal/layout"
-)
-
-// Bits of the stat index, cf. STAT_WRITE, STAT_HIT, STAT_ON_BUFFER,
-// STAT_FULLSIZE: stat[write<<3 | hit<<2 | on_buffer<<1 | fullsize].
-const (
-	StatWrite    = 3
-	StatHit      = 2
-	StatOnBuffer = 1
-	StatFullSize = 0
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 // stats are counters updated without the lock.
@@ -21,8 +13,8 @@ type stats struct {
 	// the kernel counts each bio after splitting at 4 KiB boundaries (cf.
 	// inc_stat in cache_lookup): write, hit = a copy was in the cache,
 	// on_buffer = that copy sat in the open rambuf, fullsize = the piece
-	// covered the whole block.
-	stat [16]atomic.Uint64
+	// covered the whole block. Indexed by vocab.StatIndex.
+	stat [vocab.StatLen]atomic.Uint64
 
 	cacheReadErrors    atomic.Uint64
 	cacheWriteErrors   atomic.Uint64
@@ -45,78 +37,41 @@ type stats struct {
 }
 
 func (s *stats) inc(write, hit, onBuffer, fullsize bool) {
-	i := 0
-	if write {
-		i |= 1 << StatWrite
-	}
-	if hit {
-		i |= 1 << StatHit
-	}
-	if onBuffer {
-		i |= 1 << StatOnBuffer
-	}
-	if fullsize {
-		i |= 1 << StatFullSize
-	}
-	s.stat[i].Add(1)
+	s.stat[vocab.StatIndex(write, hit, onBuffer, fullsize)].Add(1)
 }
 
-// Status is the kernel target's status line plus what helps an operator.
-type Status struct {
-	// The kernel's fields, in its order.
-	CursorPos          uint64           `json:"cursor_pos"`
-	NrCacheBlocks      uint64           `json:"nr_cache_blocks"`
-	NrSegments         uint64           `json:"nr_segments"`
-	CurrentID          uint64           `json:"current_id"`
-	LastFlushedID      uint64           `json:"last_flushed_id"`
-	LastWritebackID    uint64           `json:"last_writeback_id"`
-	NrDirtyCacheBlocks uint64           `json:"nr_dirty_cache_blocks"`
-	Stat               [16]uint64       `json:"stat"`
-	NrPartialFlushed   uint64           `json:"nr_partial_flushed"`
-	Tunables           map[string]int64 `json:"tunables"`
-
-	// Extras.
-	VolumeBytes        int64  `json:"volume_bytes"`
-	LastDurableID      uint64 `json:"last_durable_id"`      // segments synced on the cache device
-	SuperblockRecordID uint64 `json:"superblock_record_id"` // last_writeback_segment_id last written
-	NrRAMBuffers       int    `json:"nr_ram_buffers"`
-	RAMBufferBytes     int64  `json:"ram_buffer_bytes"` // data held in rambufs not yet on the cache device
-	CacheReadErrors    uint64 `json:"cache_read_errors"`
-	CacheWriteErrors   uint64 `json:"cache_write_errors"`
-	BackingReadErrors  uint64 `json:"backing_read_errors"`
-	BackingWriteErrors uint64 `json:"backing_write_errors"`
-	WritebackErrors    uint64 `json:"writeback_errors"` // failed writeback batches (each retried)
-	WritebackBytes     int64  `json:"writeback_bytes"`  // total written back since open
-	WritebackRate      int64  `json:"writeback_bytes_per_sec"`
-	WritebackAllowed   bool   `json:"writeback_allowed"` // the modulator's verdict
-	BackingUtilPercent int64  `json:"backing_util_percent"`
-	ReadCacheStaged    uint64 `json:"read_cache_staged"` // blocks staged by read caching
-	IndexBytes         int64  `json:"index_bytes"`
-	SegmentWrites      uint64 `json:"segment_writes"`
-	SegmentWriteMicros int64  `json:"segment_write_us"` // total time in segment writes
-	CacheSyncs         uint64 `json:"cache_syncs"`
-	CacheSyncMicros    int64  `json:"cache_sync_us"`    // total time in cache device syncs
-	Failed             string `json:"failed,omitempty"` // why the volume refuses writes
-}
-
-// Status returns a snapshot of the volume's state.
-func (v *Volume) Status() Status {
-	var s Status
+// Status returns a snapshot of the volume's state: the fields the engine
+// knows (wb-create adds the name, devices, uptime and clients).
+func (v *Volume) Status() vocab.Status {
+	var s vocab.Status
 	for i := range s.Stat {
 		s.Stat[i] = v.stats.stat[i].Load()
 	}
-	s.Tunables = v.tun.snapshot()
+	s.Tunables = vocab.StatusTunables{
+		WritebackThreshold: uint64(v.tun.get(vocab.WritebackThreshold)),
+		// NB: the kernel prints its current batch size here; this engine
+		// always batches up to the maximum.
+		NrCurBatchedWriteback:  uint64(v.tun.get(vocab.NrMaxBatchedWriteback)),
+		SyncDataInterval:       uint64(v.tun.get(vocab.SyncDataInterval)),
+		UpdateSBRecordInterval: uint64(v.tun.get(vocab.UpdateSBRecordInterval)),
+		ReadCacheThreshold:     uint64(v.tun.get(vocab.ReadCacheThreshold)),
+	}
+	s.NrMaxBatchedWriteback = uint64(v.tun.get(vocab.NrMaxBatchedWriteback))
+	s.WriteAroundMode = v.tun.on(vocab.WriteAroundMode)
+	s.NrReadCacheCells = uint64(v.tun.get(vocab.NrReadCacheCells))
 	s.NrCacheBlocks = v.geo.NrCacheBlocks()
 	s.NrSegments = v.nrSeg
-	s.VolumeBytes = v.size
-	s.CacheReadErrors = v.stats.cacheReadErrors.Load()
-	s.CacheWriteErrors = v.stats.cacheWriteErrors.Load()
-	s.BackingReadErrors = v.stats.backingReadErrors.Load()
-	s.BackingWriteErrors = v.stats.backingWriteErrors.Load()
-	s.WritebackErrors = v.stats.writebackErrors.Load()
-	s.WritebackBytes = v.stats.writebackBytes.Load()
-	s.WritebackRate = v.stats.writebackRate.Load()
-	s.BackingUtilPercent = v.stats.utilPercent.Load()
+	s.SizeBytes = uint64(v.size)
+	s.Errors = vocab.IOErrors{
+		CacheRead:    v.stats.cacheReadErrors.Load(),
+		CacheWrite:   v.stats.cacheWriteErrors.Load(),
+		BackingRead:  v.stats.backingReadErrors.Load(),
+		BackingWrite: v.stats.backingWriteErrors.Load(),
+		Writeback:    v.stats.writebackErrors.Load(),
+	}
+	s.WritebackBytes = uint64(v.stats.writebackBytes.Load())
+	s.WritebackBytesPerSec = uint64(v.stats.writebackRate.Load())
+	s.BackingUtilPercent = uint64(v.stats.utilPercent.Load())
 	s.ReadCacheStaged = v.stats.readCacheStaged.Load()
 	s.SegmentWrites = v.stats.segmentWrites.Load()
 	s.SegmentWriteMicros = v.stats.segmentWriteNanos.Load() / 1000
@@ -137,10 +92,11 @@ func (v *Volume) Status() Status {
 	s.NrPartialFlushed = v.mu.partialFlushed
 	s.LastDurableID = v.mu.durable
 	s.SuperblockRecordID = v.mu.recorded
-	s.NrRAMBuffers = len(v.mu.rambufs)
-	s.RAMBufferBytes = v.ramBytesLocked()
-	s.WritebackAllowed = v.mu.allowWB
-	s.IndexBytes = v.mu.idx.bytes()
+	s.NrRAMBuffers = uint64(len(v.mu.rambufs))
+	s.RAMBufferBytes = uint64(v.ramBytesLocked())
+	allowed := v.mu.allowWB
+	s.WritebackAllowed = &allowed
+	s.IndexBytes = uint64(v.mu.idx.bytes())
 	if v.mu.failErr != nil {
 		s.Failed = v.mu.failErr.Error()
 	}

@@ -6,6 +6,7 @@ import (
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/layout"
 	"github.com/writeboost/writeboost/internal/superblock"
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 // Format makes cache an empty cache device, durably (docs/format.md
@@ -25,7 +26,7 @@ func Format(cache blockdev.Device) error {
 // must not claim segments the log lost, or replay would take newer
 // segments with those ids for written back.
 func (v *Volume) writeRecord() error {
-	if v.tun.writeAroundMode() {
+	if v.tun.on(vocab.WriteAroundMode) {
 		// Nothing is ever dirty, and the read-cache segments carry no
 		// header: a record would point above every id on the device.
 		return nil
@@ -76,7 +77,7 @@ func (v *Volume) recordBlock(r uint64, clean *layout.CleanStop) error {
 // the daemons are stopped; the next Open clears it before anything else
 // is written. Not in write-around mode: its segments carry no header.
 func (v *Volume) writeCleanStop() error {
-	if v.tun.writeAroundMode() {
+	if v.tun.on(vocab.WriteAroundMode) {
 		return nil
 	}
 	v.mu.Lock()

@@ -13,16 +13,16 @@ import (
 
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/layout"
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 // Config is what Open needs.
 type Config struct {
 	Backing, Cache blockdev.Device
 	Logger         *slog.Logger // nil: discard
-	// Tunables are the kernel's optional arguments by name
-	// (writeback_threshold, ..., write_around_mode, nr_read_cache_cells),
-	// validated with the kernel's ranges; missing ones take the defaults.
-	Tunables map[string]int64
+	// Tunables are the kernel's optional arguments by id, validated with
+	// the kernel's ranges; missing ones take the defaults.
+	Tunables vocab.Values
 	// NrRAMBuffers is the number of rambufs (0: 8, the kernel's default;
 	// at most 256). Whatever the number, at most replay.TornWindow
 	// segments are ever written but not synced.
@@ -206,7 +206,7 @@ func Open(cfg Config) (*Volume, error) {
 		v.mu.rambufs = append(v.mu.rambufs, rb)
 		v.mu.free = append(v.mu.free, rb)
 	}
-	v.mu.rc.init(int(v.tun.nrReadCacheCells()))
+	v.mu.rc.init(int(v.tun.get(vocab.NrReadCacheCells)))
 	v.start()
 	return v, nil
 }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/layout"
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 // checkRange refuses a request outside the volume.
@@ -43,7 +44,7 @@ func (v *Volume) WriteAt(p []byte, off int64, fua bool) error {
 // without FUA usually completes in memory, a copy into the open rambuf, so
 // it may be served on the connection's reader goroutine. Not in
 // write-around mode, where every write waits for the backing device.
-func (v *Volume) WritesInline() bool { return !v.tun.writeAroundMode() }
+func (v *Volume) WritesInline() bool { return !v.tun.on(vocab.WriteAroundMode) }
 
 // writeUnaligned is a read-modify-write at sector granularity: the first
 // and last sectors are read through the normal read path, merged, and the
@@ -69,7 +70,7 @@ func (v *Volume) writeUnaligned(p []byte, off int64) error {
 
 // writeSectors writes a sector-aligned range, split into cache blocks.
 func (v *Volume) writeSectors(p []byte, off int64) error {
-	if v.tun.writeAroundMode() {
+	if v.tun.on(vocab.WriteAroundMode) {
 		return v.writeAround(p, off)
 	}
 	v.mu.Lock()

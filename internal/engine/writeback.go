@@ -12,6 +12,7 @@ import (
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/layout"
 	"github.com/writeboost/writeboost/internal/sectorio"
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 // maxWritebackBackoff caps the delay between retries of a failed batch.
@@ -105,7 +106,7 @@ func (v *Volume) writebackDaemon(ctx context.Context) {
 				continue
 			}
 		}
-		limit := min(from-1+uint64(v.tun.nrMaxBatchedWriteback()), v.mu.lastWritten)
+		limit := min(from-1+uint64(v.tun.get(vocab.NrMaxBatchedWriteback)), v.mu.lastWritten)
 		to := from
 		var ents []wbEntry
 		var bytes int64

@@ -12,6 +12,7 @@ import (
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/layout"
 	"github.com/writeboost/writeboost/internal/sectorio"
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 // slowBacking is a backing device whose writes take a while, and which
@@ -144,7 +145,7 @@ func TestWritebackFailedRunAmongMany(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- f.v.DropCaches(ctx) }()
 	deadline := time.Now().Add(10 * time.Second)
-	for f.v.Status().WritebackErrors < 2 {
+	for f.v.Status().Errors.Writeback < 2 {
 		if time.Now().After(deadline) {
 			t.Fatal("writeback was not retried")
 		}
@@ -177,7 +178,7 @@ func TestWritebackFailedRunAmongMany(t *testing.T) {
 func TestWritebackAcrossRingWrap(t *testing.T) {
 	for _, batch := range []int64{1, 2, 3, 5} {
 		t.Run(fmt.Sprint("batch", batch), func(t *testing.T) {
-			r := newRig(t, 4, 8<<20, map[string]int64{TunNrMaxBatchedWriteback: batch})
+			r := newRig(t, 4, 8<<20, vocab.Values{vocab.NrMaxBatchedWriteback: batch})
 			want := make([]byte, 8<<20)
 			// 3 KiB writes: partial blocks too, so dirty bits other than
 			// full reach the staging.
