@@ -8,7 +8,7 @@
 //	kio verify --target T --script S [--through P] every sector holds what the script wrote last
 //	kio tags   --target T SECTOR...                which script line wrote each sector
 //	kio sha    --target T                          sha256 of the whole device
-//	kio diff   A B [--ignore SECTOR,...]           sectors where two devices differ
+//	kio diff   [--ignore SECTOR,...] A B           sectors where two devices differ
 //
 // T is a block device or a file path, or an NBD URI (nbd+unix:///NAME?socket=PATH).
 // The script format is in script.go.
@@ -58,7 +58,7 @@ func run(args []string) error {
 		return cmdSha(*tgt)
 	case "diff":
 		if fs.NArg() != 2 {
-			return fmt.Errorf("diff: two devices")
+			return fmt.Errorf("usage: kio diff [--ignore N,N-M,...] A B")
 		}
 		return cmdDiff(fs.Arg(0), fs.Arg(1), *ignore)
 	}
