@@ -134,6 +134,58 @@ workload() {
 	echo "w 64k 64k"
 }
 
+# writeboost_reads BACKING CACHE STATUS SHA PHASE: the host's side of a
+# cache the kernel target left behind (scenarios 1 and 2). STATUS is the
+# kernel's `dmsetup status` line at its last FLUSH, SHA the sha256 of its
+# device then, PHASE the workload's phase that FLUSH ended. Copies of the
+# images go to k-backing.img and k-cache.img, untouched. On copies:
+# wb-check is consistent, agrees with the kernel's dirty count and changes
+# nothing; wb-create serves the same bytes (nbdcopy, and every tagged
+# sector over NBD) with the same dirty count; wb-check --writeback leaves
+# the backing image equal to them; wb-status - parses the kernel's status
+# line and --raw prints it back. Leaves check.json (wb-check's report) and
+# wb.status (wb-status --raw after the replay).
+writeboost_reads() {
+	local backing=$1 cache=$2 status=$3 ksha=$4 phase=$5 kdirty
+	kdirty=$(cut -d' ' -f10 "$status")
+	[ -n "$ksha" ] && [ -n "$kdirty" ] || fail "no kernel view"
+	figure "kernel: $kdirty dirty blocks at the last FLUSH; status $(cut -d' ' -f4-10 "$status")"
+	wb_copy "$cache" k-cache.img
+	wb_copy "$backing" k-backing.img
+
+	# wb-check: consistent, and the same dirty count; it changes nothing.
+	check_json "$cache" >check.json
+	[ "$CHECK_RC" -eq 0 ] || { cat check.json; fail "wb-check exited $CHECK_RC on the kernel's cache"; }
+	same "wb-check dirty blocks vs the kernel's nr_dirty_cache_blocks" "$(jq .nr_dirty_blocks check.json)" "$kdirty"
+	same "cache image unchanged by wb-check" "$(sha "$cache")" "$(sha k-cache.img)"
+	figure "wb-check: $(jq -r '"\(.status), \(.valid_segments) valid segments, last_flushed_id \(.last_flushed_id), last_writeback_id \(.last_writeback_id), superblock record \(.superblock_record)"' check.json)"
+
+	# wb-create serves the bytes the kernel served.
+	wb_copy k-backing.img b1.img
+	wb_copy k-cache.img c1.img
+	wb_start vol b1.img c1.img
+	same "wb-create (nbdcopy) vs the kernel's device" "$(nbd_sha "$(wb_uri vol)")" "$ksha"
+	kio verify --target "$(wb_uri vol)" --script workload --through "$phase" || fail "tagged sectors over NBD"
+	same "wb-status nr_dirty_cache_blocks after replay" "$(status_field vol .nr_dirty_cache_blocks)" "$kdirty"
+	wb-status --raw vol >wb.status
+	wb_stop
+
+	# wb-check --writeback: the backing image alone holds the same bytes.
+	wb_copy k-backing.img b2.img
+	wb_copy k-cache.img c2.img
+	wb-check c2.img --writeback b2.img >writeback.out || { cat writeback.out; fail "wb-check --writeback"; }
+	same "backing after wb-check --writeback vs the kernel's device" "$(sha b2.img)" "$ksha"
+	kio verify --target b2.img --script workload --through "$phase" >/dev/null || fail "tagged sectors of the written-back backing"
+	check_json c2.img >check2.json
+	same "dirty blocks after --writeback" "$(jq .nr_dirty_blocks check2.json)" 0
+
+	# wb-status - parses the kernel's line, and --raw prints it back.
+	wb-status - <"$status" >/dev/null || fail "wb-status - rejects the kernel's line: $(cat "$status")"
+	same "wb-status --raw - of the kernel's line" "$(wb-status --raw - <"$status")" "$(cat "$status")"
+	same "wb-status --json - nr_dirty_cache_blocks" "$(wb-status --json - <"$status" | jq .nr_dirty_cache_blocks)" "$kdirty"
+	rm -f b1.img c1.img b2.img c2.img
+}
+
 # figure TEXT: a figure line (testing/kernel/run.sh shows them).
 figure() { echo "figure: $*"; }
 

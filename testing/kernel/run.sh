@@ -5,7 +5,7 @@
 # "kernel: N passed, N failed". scripts/kernel-deps.sh installs what it
 # needs (make test-kernel runs both).
 #
-# Usage: testing/kernel/run.sh [PATTERN]     (e.g. testing/kernel/run.sh 03)
+# Usage: testing/kernel/run.sh [REGEX]   (scenarios whose name matches, e.g. 03 or '0[12]')
 # Environment:
 #   WB_BIN            the writeboost binaries to test (default: bin/ of this tree)
 #   WB_KERNEL_ACCEL   kvm, tcg or auto (default: KVM if a probe boot shows
@@ -110,7 +110,7 @@ echo "kernel: $kver, dm-writeboost-dkms $(dpkg-query -W -f '${Version}' dm-write
 pass=0 failn=0 failed=()
 for t in "$lib"/[0-9]*.sh; do
 	name=$(basename "$t" .sh)
-	[[ -n "${1:-}" && "$name" != *"$1"* ]] && continue
+	[[ -n "${1:-}" && ! "$name" =~ $1 ]] && continue
 	work=$(mktemp -d "/tmp/wbktest.$name.XXXXXX")
 	start=$(date +%s)
 	if (cd "$work" && WB_RUN_DIR="$work/run" timeout 900 bash "$t") >"$work/log" 2>&1; then
@@ -126,6 +126,7 @@ for t in "$lib"/[0-9]*.sh; do
 		grep -v '^figure:' "$work/log" | tail -n 40 | sed 's/^/     | /'
 	fi
 done
+[ $((pass + failn)) -gt 0 ] || { echo "kernel: no scenario matches ${1:-}"; failn=1; }
 echo "kernel: suite took $(($(date +%s) - started))s${failed:+; failed: ${failed[*]}}"
 echo "kernel: $pass passed, $failn failed"
 [ "$failn" -eq 0 ]
