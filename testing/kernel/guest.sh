@@ -39,13 +39,13 @@ dm_field() { dm_status "$1" | cut -d' ' -f"$2"; }
 # dm_wait_writeback NAME [SECONDS]: until everything flushed is written back
 # (nr_dirty_cache_blocks 0 and last_writeback_id = last_flushed_id).
 dm_wait_writeback() {
-	local i
-	for ((i = 0; i < ${2:-120} * 10; i++)); do
+	local end=$((SECONDS + ${2:-120}))
+	while [ $SECONDS -lt $end ]; do
 		set -- "$1" $(dm_status "$1")
 		if [ "$8" = 0 ] && [ "$6" = "$7" ]; then return 0; fi
-		sleep 0.1
+		sleep 0.2
 	done
-	gfail "$1: not written back: $(dm_status "$1")"
+	gfail "$1: not written back after ${2:-120} s: $(dm_status "$1")"
 }
 
 # dm_sb_record CACHE: the superblock record (last_writeback_segment_id) on
