@@ -98,7 +98,7 @@ asserted=" nr_cache_blocks nr_segments nr_dirty_cache_blocks writeback_threshold
 		printf '%-12s %s ; %s ; %s | %s ; %s ; %s\n' "${kf[0]}" "${kf[*]:1:7}" "${kf[24]}" "${kf[29]}" "${wf[*]:1:7}" "${wf[24]}" "${wf[29]}"
 	done
 } >status.table
-sed 's/^/   /' status.table
+sed 's/^/figure: status: /' status.table
 
 bad=0
 declare -A differs=()

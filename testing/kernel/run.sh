@@ -12,6 +12,7 @@
 #                     it works, else TCG)
 #   WB_KERNEL         the kernel release (default: the newest one in /boot
 #                     with dm-writeboost built for it)
+#   WB_KERNEL_KEEP=1  keep the work directory of a scenario that passed too
 set -uo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 lib=$top/testing/kernel
@@ -117,7 +118,7 @@ for t in "$lib"/[0-9]*.sh; do
 		pass=$((pass + 1))
 		echo "PASS $name ($(($(date +%s) - start))s)"
 		grep '^figure:' "$work/log" | sed 's/^/     /'
-		rm -rf "$work"
+		if [ "${WB_KERNEL_KEEP:-0}" = 1 ]; then echo "     (kept: $work)"; else rm -rf "$work"; fi
 	else
 		failn=$((failn + 1))
 		failed+=("$name")
