@@ -4,7 +4,7 @@ BIN      := bin
 COMMANDS := wb-format-cache wb-create wb-status wb-message wb-check
 FUZZTIME ?= 30s
 
-.PHONY: all build deps demo test unit scenarios lint fuzz bench bench-quick clean
+.PHONY: all build deps kernel-deps demo test test-kernel unit scenarios lint fuzz bench bench-quick clean
 
 all: build
 
@@ -33,6 +33,14 @@ unit:
 
 scenarios: build
 	@testing/run.sh
+
+kernel-deps:
+	@scripts/kernel-deps.sh
+
+# The interop suite against the real dm-writeboost kernel target: Debian's
+# kernel and module in QEMU (testing/kernel/README.md); about 15 minutes.
+test-kernel: kernel-deps build
+	@testing/kernel/run.sh
 
 # Run every fuzz target for FUZZTIME each.
 fuzz:
