@@ -115,10 +115,10 @@ func TestGroupCommit(t *testing.T) {
 	}
 	wg.Wait()
 	s := r.v.Status()
-	if s.CacheSyncs >= n || s.NrPartialFlushed >= n {
-		t.Errorf("%d FUA writes took %d syncs and %d partial flushes: no group commit", n, s.CacheSyncs, s.NrPartialFlushed)
+	if s.CacheSyncs >= n || s.SegmentWrites >= n || s.NrPartialFlushed != n {
+		t.Errorf("%d FUA writes took %d syncs and %d segment writes (nr_partial_flushed %d, want %d): no group commit", n, s.CacheSyncs, s.SegmentWrites, s.NrPartialFlushed, n)
 	}
-	t.Logf("%d concurrent FUA writes: %d cache syncs, %d partial flushes", n, s.CacheSyncs, s.NrPartialFlushed)
+	t.Logf("%d concurrent FUA writes: %d cache syncs, %d segment writes", n, s.CacheSyncs, s.SegmentWrites)
 	// An idle flush needs no new segment.
 	before := r.v.Status()
 	r.flush()
@@ -358,5 +358,40 @@ func TestConcurrent(t *testing.T) {
 		if got := r.read(int64(w)*region, region); !bytes.Equal(got, images[w]) {
 			t.Fatalf("worker %d's region differs after reopen", w)
 		}
+	}
+}
+
+// TestStatusKernelConventions: the status line reads as the kernel's
+// (docs/kernel-differences.md): current_id is the segment that takes the
+// next write, opened eagerly; cursor_pos the next cache block to write;
+// nr_partial_flushed counts every FLUSH request, empty buffer or not;
+// nr_cur_batched_writeback is the size of the current batch, 0 before one.
+func TestStatusKernelConventions(t *testing.T) {
+	r := newRig(t, 4, 1<<20, nil)
+	s := r.v.Status()
+	if s.CurrentID != 1 || s.CursorPos != 0 || s.NrPartialFlushed != 0 || s.Tunables.NrCurBatchedWriteback != 0 {
+		t.Fatalf("fresh cache: current_id %d cursor_pos %d nr_partial_flushed %d batch %d, want 1 0 0 0", s.CurrentID, s.CursorPos, s.NrPartialFlushed, s.Tunables.NrCurBatchedWriteback)
+	}
+	r.write(0, fill(8192, 1))
+	if s := r.v.Status(); s.CurrentID != 1 || s.CursorPos != 2 {
+		t.Fatalf("two blocks written: current_id %d cursor_pos %d, want 1 2", s.CurrentID, s.CursorPos)
+	}
+	r.flush()
+	if s := r.v.Status(); s.CurrentID != 2 || s.CursorPos != 127 || s.LastFlushedID != 1 || s.NrPartialFlushed != 1 {
+		t.Fatalf("after a FLUSH: current_id %d cursor_pos %d last_flushed_id %d nr_partial_flushed %d, want 2 127 1 1", s.CurrentID, s.CursorPos, s.LastFlushedID, s.NrPartialFlushed)
+	}
+	r.flush() // nothing buffered: no segment, but a FLUSH handled
+	if s := r.v.Status(); s.CurrentID != 2 || s.NrPartialFlushed != 2 {
+		t.Fatalf("after an empty FLUSH: current_id %d nr_partial_flushed %d, want 2 2", s.CurrentID, s.NrPartialFlushed)
+	}
+	if err := r.v.DropCaches(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if s := r.v.Status(); s.Tunables.NrCurBatchedWriteback == 0 {
+		t.Fatal("nr_cur_batched_writeback is 0 after a writeback batch")
+	}
+	r.v.ClearStat()
+	if s := r.v.Status(); s.NrPartialFlushed != 0 {
+		t.Fatalf("clear_stat left nr_partial_flushed %d", s.NrPartialFlushed)
 	}
 }

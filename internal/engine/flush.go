@@ -15,13 +15,21 @@ func (v *Volume) Flush() error {
 		return err
 	}
 	defer v.endOp()
+	v.stats.flushRequests.Add(1)
 	return v.flush()
 }
 
 // FlushBuffer seals the open rambuf and writes it (the kernel's "flush"
 // message); like Flush it also syncs, since a written but unsynced segment
-// is worth nothing after a power cut.
-func (v *Volume) FlushBuffer() error { return v.Flush() }
+// is worth nothing after a power cut. It is no FLUSH request: it does not
+// count in nr_partial_flushed.
+func (v *Volume) FlushBuffer() error {
+	if err := v.beginOp(); err != nil {
+		return err
+	}
+	defer v.endOp()
+	return v.flush()
+}
 
 // flush is Flush without the op registration (Close calls it after the last
 // op).

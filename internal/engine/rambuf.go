@@ -116,14 +116,11 @@ func (v *Volume) ensureOpenLocked(wait bool) (waited bool, ok bool, err error) {
 }
 
 // sealLocked queues the open segment for the flusher (cf.
-// queue_current_buffer). A segment sealed before it is full counts as a
-// partial flush. Caller holds mu; v.mu.open must hold at least one block.
+// queue_current_buffer). Caller holds mu; v.mu.open must hold at least one
+// block.
 func (v *Volume) sealLocked() {
 	rb := v.mu.open
 	v.mu.open = nil
-	if rb.length < layout.NrCachesPerSegment {
-		v.mu.partialFlushed++
-	}
 	rb.sealed = true
 	v.mu.lastSealed = rb.id
 	v.mu.flushQ = append(v.mu.flushQ, rb)

@@ -75,7 +75,7 @@ func TestReplayKernelLog(t *testing.T) {
 		t.Fatalf("read %s / %s", sectorSummary(p[:4096]), sectorSummary(p[4096:]))
 	}
 	s := v.Status()
-	if s.NrDirtyCacheBlocks != 1 || s.CurrentID != 2 || s.LastFlushedID != 2 {
+	if s.NrDirtyCacheBlocks != 1 || s.CurrentID != 3 || s.LastFlushedID != 2 {
 		t.Fatalf("status after replay: %+v", s)
 	}
 }
@@ -95,7 +95,7 @@ func TestFormat(t *testing.T) {
 		t.Fatal("format left unsynced writes")
 	}
 	r.open()
-	if s := r.v.Status(); s.CurrentID != 0 || s.NrDirtyCacheBlocks != 0 {
+	if s := r.v.Status(); s.CurrentID != 1 || s.NrDirtyCacheBlocks != 0 {
 		t.Fatalf("after format: %+v", s)
 	}
 	if got := r.read(0, 4096); !bytes.Equal(got, make([]byte, 4096)) {

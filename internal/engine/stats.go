@@ -3,7 +3,6 @@ package engine
 import (
 	"sync/atomic"
 
-	"github.com/writeboost/writeboost/internal/layout"
 	"github.com/writeboost/writeboost/internal/vocab"
 )
 
@@ -31,6 +30,10 @@ type stats struct {
 	cacheSyncs         atomic.Uint64
 	cacheSyncNanos     atomic.Int64
 	writebackBatches   atomic.Uint64 // successful writeback batches
+	curBatch           atomic.Uint64 // segments of the current (or last) writeback batch
+	// flushRequests counts FLUSH requests and FUA writes handled, empty
+	// buffer or not: the kernel's nr_partial_flushed.
+	flushRequests atomic.Uint64
 	// supersededWritebacks counts superseded copies written back under the
 	// durable-copy rule (writeback.go).
 	supersededWritebacks atomic.Uint64
@@ -49,9 +52,9 @@ func (v *Volume) Status() vocab.Status {
 	}
 	s.Tunables = vocab.StatusTunables{
 		WritebackThreshold: uint64(v.tun.get(vocab.WritebackThreshold)),
-		// NB: the kernel prints its current batch size here; this engine
-		// always batches up to the maximum.
-		NrCurBatchedWriteback:  uint64(v.tun.get(vocab.NrMaxBatchedWriteback)),
+		// The kernel's convention: the size of the current (or last)
+		// writeback batch, 0 before the first.
+		NrCurBatchedWriteback:  v.stats.curBatch.Load(),
 		SyncDataInterval:       uint64(v.tun.get(vocab.SyncDataInterval)),
 		UpdateSBRecordInterval: uint64(v.tun.get(vocab.UpdateSBRecordInterval)),
 		ReadCacheThreshold:     uint64(v.tun.get(vocab.ReadCacheThreshold)),
@@ -80,16 +83,21 @@ func (v *Volume) Status() vocab.Status {
 
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	s.CurrentID = v.mu.nextID - 1
-	if v.mu.open != nil && v.mu.open.length > 0 {
-		s.CursorPos = uint64(posOf(v.geo.SlotOf(v.mu.open.id), v.mu.open.length-1))
-	} else if s.CurrentID > 0 {
-		s.CursorPos = uint64(posOf(v.geo.SlotOf(s.CurrentID), layout.NrCachesPerSegment-1))
+	// The kernel's conventions: current_id is the segment that takes the
+	// next write (the kernel opens it eagerly: 1 on a fresh cache,
+	// last_flushed_id + 1 after a FLUSH or a replay), cursor_pos the next
+	// cache block to be written.
+	if o := v.mu.open; o != nil {
+		s.CurrentID = o.id
+		s.CursorPos = uint64(posOf(v.geo.SlotOf(o.id), o.length))
+	} else {
+		s.CurrentID = v.mu.nextID
+		s.CursorPos = uint64(posOf(v.geo.SlotOf(v.mu.nextID), 0))
 	}
 	s.LastFlushedID = v.mu.lastWritten
 	s.LastWritebackID = v.mu.lastWB
 	s.NrDirtyCacheBlocks = v.mu.idx.nrDirty
-	s.NrPartialFlushed = v.mu.partialFlushed
+	s.NrPartialFlushed = v.stats.flushRequests.Load()
 	s.LastDurableID = v.mu.durable
 	s.SuperblockRecordID = v.mu.recorded
 	s.NrRAMBuffers = uint64(len(v.mu.rambufs))
@@ -109,7 +117,5 @@ func (v *Volume) ClearStat() {
 	for i := range v.stats.stat {
 		v.stats.stat[i].Store(0)
 	}
-	v.mu.Lock()
-	v.mu.partialFlushed = 0
-	v.mu.Unlock()
+	v.stats.flushRequests.Store(0)
 }

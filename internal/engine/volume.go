@@ -86,14 +86,13 @@ type Volume struct {
 		flushQ  []*rambuf // sealed segments, id order, not yet handed to a write
 
 		// The ids (invariants.go).
-		nextID         uint64 // id the next opened segment gets
-		lastSealed     uint64 // newest sealed segment
-		lastWritten    uint64 // every segment up to this id is written to the cache device
-		durable        uint64 // every segment up to this id is synced on the cache device
-		lastWB         uint64 // every segment up to this id is written back (last_writeback_id)
-		recorded       uint64 // superblock record last written
-		replayedLast   uint64 // newest segment of the log replay found (its last_flushed_id)
-		partialFlushed uint64
+		nextID       uint64 // id the next opened segment gets
+		lastSealed   uint64 // newest sealed segment
+		lastWritten  uint64 // every segment up to this id is written to the cache device
+		durable      uint64 // every segment up to this id is synced on the cache device
+		lastWB       uint64 // every segment up to this id is written back (last_writeback_id)
+		recorded     uint64 // superblock record last written
+		replayedLast uint64 // newest segment of the log replay found (its last_flushed_id)
 
 		// Flushes and cache syncs (group commit, syncCacheLocked).
 		// fuaTarget is the newest segment a Flush waits to be durable:

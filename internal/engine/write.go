@@ -35,6 +35,7 @@ func (v *Volume) WriteAt(p []byte, off int64, fua bool) error {
 		err = v.writeSectors(p, off)
 	}
 	if err == nil && fua {
+		v.stats.flushRequests.Add(1)
 		err = v.flush()
 	}
 	return err

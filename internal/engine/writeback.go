@@ -140,6 +140,7 @@ func (v *Volume) writebackDaemon(ctx context.Context) {
 			}
 		}
 		v.mu.Unlock()
+		v.stats.curBatch.Store(to - from + 1)
 
 		if need := int(to-from+1) * layout.SegmentSize; len(segBuf) < need {
 			segBuf = blockdev.AlignedBuffer(need)
