@@ -28,7 +28,9 @@
 //
 // Concurrency: one goroutine per connection reads requests and starts one
 // goroutine per request, at most Options.MaxInFlight (and
-// Options.MaxInFlightBytes of payload) per connection; replies go out in
+// Options.MaxInFlightBytes of payload) per connection, and within one
+// memory budget for the server (Options.BudgetBytes, see budget.go), at
+// most Options.MaxConns connections; replies go out in
 // completion order, each in a single write under the connection's write
 // lock. Payload buffers come from size-class pools. The exception is a
 // write without FUA of at most 64 KiB to a backend that implements
@@ -38,7 +40,9 @@
 // for the client, so a burst of small writes costs one reply write, not one
 // goroutine, one copy and one write each. Measured with fio's nbd engine,
 // 4 KiB random writes at iodepth 32 on 2 cores: ~115k IOPS one goroutine
-// per write, ~170-180k inline (nbdkit memory: ~220k).
+// per write, ~170-180k inline (nbdkit memory: ~220k). A reply write that
+// makes no progress for Options.StallTimeout closes the connection: a
+// client that does not read its replies pins no memory for longer.
 //
 // Bad input: a range past the end gets EINVAL (ENOSPC for writes), an
 // unknown command or flag EINVAL, and the connection goes on. A READ or

@@ -18,7 +18,7 @@ func (c *conn) handshake() (*Export, error) {
 	binary.BigEndian.PutUint64(hello[0:8], magicInit)
 	binary.BigEndian.PutUint64(hello[8:16], magicOpt)
 	binary.BigEndian.PutUint16(hello[16:18], flagFixedNewstyle|flagNoZeroes)
-	if _, err := c.nc.Write(hello[:]); err != nil {
+	if _, err := c.w.Write(hello[:]); err != nil {
 		return nil, fmt.Errorf("send handshake: %w", err)
 	}
 	var cf [4]byte
@@ -110,7 +110,7 @@ func (c *conn) optExportName(data []byte) (*Export, bool, error) {
 	if !c.noZeroes {
 		b = b[:10+exportNameZeros]
 	}
-	if _, err := c.nc.Write(b); err != nil {
+	if _, err := c.w.Write(b); err != nil {
 		return nil, true, fmt.Errorf("send export info: %w", err)
 	}
 	return e, true, nil
@@ -195,7 +195,7 @@ func (c *conn) optReply(opt, typ uint32, data []byte) error {
 	binary.BigEndian.PutUint32(b[12:16], typ)
 	binary.BigEndian.PutUint32(b[16:20], uint32(len(data)))
 	b = append(b, data...)
-	if _, err := c.nc.Write(b); err != nil {
+	if _, err := c.w.Write(b); err != nil {
 		return fmt.Errorf("send reply to option %d: %w", opt, err)
 	}
 	return nil
