@@ -2,6 +2,7 @@ package nbd
 
 import (
 	"bufio"
+	"crypto/tls"
 	"io"
 	"net"
 	"sync"
@@ -43,6 +44,12 @@ type conn struct {
 
 	fixed    bool // client set NBD_FLAG_C_FIXED_NEWSTYLE
 	noZeroes bool // client set NBD_FLAG_C_NO_ZEROES
+
+	// tlsConf, when set, makes TLS required (ServeTLS); tlsOn is set once
+	// NBD_OPT_STARTTLS has completed, and w and br then go through TLS.
+	// Both are the connection goroutine's.
+	tlsConf *tls.Config
+	tlsOn   bool
 }
 
 // serve runs a connection from the handshake to its close.

@@ -11,9 +11,17 @@
 //
 // Options served: NBD_OPT_GO and NBD_OPT_INFO (NBD_INFO_EXPORT and
 // NBD_INFO_BLOCK_SIZE always, NBD_INFO_NAME and NBD_INFO_DESCRIPTION on
-// request), NBD_OPT_LIST, NBD_OPT_EXPORT_NAME, NBD_OPT_ABORT. Everything
-// else, NBD_OPT_STRUCTURED_REPLY included, gets NBD_REP_ERR_UNSUP: replies
-// are simple replies only. A client without NBD_FLAG_C_FIXED_NEWSTYLE may
+// request), NBD_OPT_LIST, NBD_OPT_EXPORT_NAME, NBD_OPT_ABORT, and
+// NBD_OPT_STARTTLS on a listener served with ServeTLS. Everything else,
+// NBD_OPT_STRUCTURED_REPLY included, gets NBD_REP_ERR_UNSUP: replies are
+// simple replies only.
+//
+// TLS (ServeTLS, the spec's FORCEDTLS mode): before NBD_OPT_STARTTLS every
+// option but STARTTLS and ABORT gets NBD_REP_ERR_TLS_REQD, and
+// NBD_OPT_EXPORT_NAME closes the connection. STARTTLS is answered with
+// NBD_REP_ACK, the TLS handshake (crypto/tls, x509; client certificates if
+// the tls.Config requires them) runs on the socket, and option haggling
+// goes on inside TLS. Serve is NOTLS mode: STARTTLS gets NBD_REP_ERR_UNSUP. A client without NBD_FLAG_C_FIXED_NEWSTYLE may
 // only send NBD_OPT_EXPORT_NAME.
 //
 // Transmission:

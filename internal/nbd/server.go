@@ -2,6 +2,7 @@ package nbd
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -212,6 +213,24 @@ func (s *Server) transmissionFlags(e *Export) uint16 {
 // gracefully; when ctx is done or the listener fails they are closed at
 // once. Serve closes l.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	return s.serve(ctx, l, nil)
+}
+
+// ServeTLS is Serve with TLS required on every connection from l (the
+// protocol's FORCEDTLS mode): until the client has sent NBD_OPT_STARTTLS
+// and completed the TLS handshake with cfg, options that could reveal or
+// select an export get NBD_REP_ERR_TLS_REQD, and NBD_OPT_EXPORT_NAME, which
+// cannot be refused gracefully, closes the connection. cfg decides on
+// client certificates (tls.RequireAndVerifyClientCert to demand them).
+func (s *Server) ServeTLS(ctx context.Context, l net.Listener, cfg *tls.Config) error {
+	if cfg == nil {
+		l.Close()
+		return fmt.Errorf("%w: ServeTLS without a TLS configuration", ErrConfig)
+	}
+	return s.serve(ctx, l, cfg)
+}
+
+func (s *Server) serve(ctx context.Context, l net.Listener, tlsConf *tls.Config) error {
 	s.mu.Lock()
 	if s.shutdown {
 		s.mu.Unlock()
@@ -236,6 +255,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 			nc.Close()
 			return
 		}
+		c.tlsConf = tlsConf
 		mine.Store(c, struct{}{})
 		wg.Go(func() {
 			defer mine.Delete(c)
