@@ -4,7 +4,6 @@ import (
 	"runtime"
 	"runtime/debug"
 	"sync"
-	"time"
 )
 
 // budget is the server's one memory budget: the payload bytes (write data
@@ -22,12 +21,10 @@ import (
 // (Options.StallTimeout). A request larger than the shared part runs when
 // the server holds nothing else, as on a connection.
 type budget struct {
-	mu   sync.Mutex // protects used, peak and lastTrim; cond's lock
+	mu   sync.Mutex // protects used and peak; cond's lock
 	cond *sync.Cond // broadcast when bytes are given back
 	used int64
 	peak int64 // the most used since the last trim
-	// lastTrim is when trim last ran.
-	lastTrim time.Time
 
 	total   int64 // Options.MaxBytes
 	shared  int64 // total - reserve: what any request may use
@@ -110,20 +107,20 @@ func (b *budget) tryAcquire(n int64, held *int64, heldMu *sync.Mutex) bool {
 	return true
 }
 
-// trimEvery rate-limits trim.
-const trimEvery = time.Second
-
 // trim returns the payload buffers of a load that has gone to the OS: when
 // a connection ends, the budget was used to a quarter or more since the
 // last trim and is now used to an eighth or less, it runs two collections
 // (pooled buffers survive the first in sync.Pool's victim cache) and
 // debug.FreeOSMemory. NB: without it the runtime would keep the pages of a
 // burst of 32 MiB READs until its scavenger got to them, minutes later.
+// It needs no rate limit: the budget must fill to a quarter again before
+// the next trim, and connections that end together (a client's several
+// connections) must not skip the one trim that comes after the last.
 func (b *budget) trim() {
 	b.mu.Lock()
-	due := b.peak >= b.total/4 && b.used <= b.total/8 && time.Since(b.lastTrim) >= trimEvery
+	due := b.peak >= b.total/4 && b.used <= b.total/8
 	if due {
-		b.peak, b.lastTrim = b.used, time.Now()
+		b.peak = b.used
 	}
 	b.mu.Unlock()
 	if due {
