@@ -112,17 +112,6 @@ func startTLSServer(t *testing.T, m *memBackend, cfg *tls.Config) (*Server, stri
 	return srv, l.Addr().String()
 }
 
-func dialTCP(t *testing.T, addr string) *client {
-	t.Helper()
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc.SetDeadline(time.Now().Add(20 * time.Second))
-	t.Cleanup(func() { nc.Close() })
-	return &client{t: t, nc: nc}
-}
-
 // startTLS sends NBD_OPT_STARTTLS, expects the ACK, and runs the client's
 // TLS handshake with cert (nil: none); from then on c talks TLS.
 func (c *client) startTLS(cert *tls.Certificate) error {
@@ -149,7 +138,7 @@ func (c *client) startTLS(cert *tls.Certificate) error {
 // served as usual.
 func TestStartTLS(t *testing.T) {
 	_, addr := startTLSServer(t, newMem(testSize), serverTLS(t, false))
-	c := dialTCP(t, addr)
+	c := dialNet(t, "tcp", addr)
 	c.greet(clientFlagFixedNewstyle | clientFlagNoZeroes)
 	for _, opt := range []uint32{optGo, optInfo} {
 		if _, typ := c.infoGo(opt, "vol"); typ != repErrTLSReqd {
@@ -191,7 +180,7 @@ func TestStartTLS(t *testing.T) {
 func TestTLSExportNameRefused(t *testing.T) {
 	_, addr := startTLSServer(t, newMem(testSize), serverTLS(t, false))
 	for _, flags := range []uint32{clientFlagFixedNewstyle, 0} {
-		c := dialTCP(t, addr)
+		c := dialNet(t, "tcp", addr)
 		c.greet(flags)
 		c.sendOpt(optExportName, []byte("vol"))
 		c.expectClosed()
@@ -203,7 +192,7 @@ func TestTLSExportNameRefused(t *testing.T) {
 // one with a certificate from the CA is served.
 func TestTLSClientCertRequired(t *testing.T) {
 	srv, addr := startTLSServer(t, newMem(testSize), serverTLS(t, true))
-	c := dialTCP(t, addr)
+	c := dialNet(t, "tcp", addr)
 	c.greet(clientFlagFixedNewstyle | clientFlagNoZeroes)
 	if err := c.startTLS(nil); err == nil {
 		// TLS 1.3: the client learns of the refusal at its first read.
@@ -214,7 +203,7 @@ func TestTLSClientCertRequired(t *testing.T) {
 	}
 	waitClients(t, srv, 0)
 
-	c = dialTCP(t, addr)
+	c = dialNet(t, "tcp", addr)
 	c.greet(clientFlagFixedNewstyle | clientFlagNoZeroes)
 	if err := c.startTLS(&pki(t).client); err != nil {
 		t.Fatal(err)
