@@ -48,6 +48,8 @@ type CLI struct {
 	Attach   string   `placeholder:"/dev/nbdN" help:"Also connect the volume to the kernel nbd driver at this device (needs the nbd module)."`
 	NoDirect bool     `help:"Do not open the devices with O_DIRECT (use the page cache; for file systems without O_DIRECT support this is automatic)."`
 	Verbose  bool     `short:"v" help:"Log debug messages."`
+	Bounds   `embed:""`
+	TLSFlags `embed:""`
 }
 
 const description = `Start a writeboost volume: log-structured write-back caching of BACKING on CACHE,
@@ -113,6 +115,10 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 	if err != nil {
 		return err
 	}
+	tlsConf, err := cli.listenSecurity(context.Background(), tcp) // tls.go
+	if err != nil {
+		return err
+	}
 	dir := control.RunDir()
 	if err := control.EnsureRunDir(dir); err != nil {
 		return err
@@ -140,7 +146,7 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 	}
 	v := &volume{Volume: vol, name: cli.Name, backing: cli.Backing, cache: cli.Cache, args: tableArgs, start: time.Now(), removed: make(chan bool, 1)}
 
-	srv, err := nbd.NewServer([]nbd.Export{{Name: cli.Name, Description: "writeboost volume " + cli.Name, Backend: vol}}, nbd.Options{Logger: log})
+	srv, err := nbd.NewServer([]nbd.Export{{Name: cli.Name, Description: "writeboost volume " + cli.Name, Backend: vol}}, cli.nbdOptions(log))
 	if err != nil {
 		vol.Close()
 		return err
@@ -160,16 +166,16 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 		nl.Close()
 		return stopErr(fmt.Errorf("NBD socket mode: %w", err))
 	}
-	s.serveNBD(ctx, srv, nl)
+	s.serveNBD(ctx, srv, nl, nil)
 	for _, addr := range tcp {
 		l, err := net.Listen("tcp", addr)
 		if err != nil {
 			return stopErr(fmt.Errorf("listen on tcp://%s: %w", addr, err))
 		}
-		if !isLoopback(l.Addr()) {
+		if tlsConf == nil && !isLoopback(l.Addr()) { // --insecure
 			log.Warn("serving NBD on a non-loopback address: anyone who reaches it can read and write the volume", "addr", l.Addr().String())
 		}
-		s.serveNBD(ctx, srv, l)
+		s.serveNBD(ctx, srv, l, tlsConf)
 	}
 	cl, err := control.Listen(dir, cli.Name)
 	if err != nil {

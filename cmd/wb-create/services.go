@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -53,12 +54,17 @@ func (s *services) fail(err error) {
 	}
 }
 
-// serveNBD serves srv on l until srv shuts down.
-func (s *services) serveNBD(ctx context.Context, srv *nbd.Server, l net.Listener) {
+// serveNBD serves srv on l until srv shuts down, with TLS required when
+// tlsConf is not nil.
+func (s *services) serveNBD(ctx context.Context, srv *nbd.Server, l net.Listener, tlsConf *tls.Config) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		if err := srv.Serve(ctx, l); err != nil {
+		serve := srv.Serve
+		if tlsConf != nil {
+			serve = func(ctx context.Context, l net.Listener) error { return srv.ServeTLS(ctx, l, tlsConf) }
+		}
+		if err := serve(ctx, l); err != nil {
 			s.fail(fmt.Errorf("NBD on %s: %w", l.Addr(), err))
 		}
 	}()

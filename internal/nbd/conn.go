@@ -2,6 +2,8 @@ package nbd
 
 import (
 	"bufio"
+	"crypto/tls"
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -16,8 +18,12 @@ import (
 // connection goroutine waits for all of them before it closes the socket.
 type conn struct {
 	s  *Server
-	nc net.Conn
-	br *bufio.Reader
+	nc net.Conn // the socket: deadlines and Close act on it
+	// w is where the connection writes: nc, or after NBD_OPT_STARTTLS the
+	// TLS connection over it. Set by the connection goroutine before the
+	// first request goroutine starts.
+	w  io.Writer
+	br *bufio.Reader // reads nc, or the TLS connection
 
 	mu   sync.Mutex // protects stopped, nInflight, bytesInflight; cond's lock
 	cond *sync.Cond // signalled when a request leaves the in-flight set
@@ -38,10 +44,17 @@ type conn struct {
 
 	fixed    bool // client set NBD_FLAG_C_FIXED_NEWSTYLE
 	noZeroes bool // client set NBD_FLAG_C_NO_ZEROES
+
+	// tlsConf, when set, makes TLS required (ServeTLS); tlsOn is set once
+	// NBD_OPT_STARTTLS has completed, and w and br then go through TLS.
+	// Both are the connection goroutine's.
+	tlsConf *tls.Config
+	tlsOn   bool
 }
 
 // serve runs a connection from the handshake to its close.
 func (c *conn) serve() {
+	defer c.s.budget.trim()
 	defer c.s.removeConn(c)
 	defer c.nc.Close()
 	c.br = bufio.NewReaderSize(c.nc, readBufferSize)
@@ -64,14 +77,17 @@ func (c *conn) serve() {
 // serveExport runs a connection that skips the handshake, as the kernel's
 // nbd driver expects: it was negotiated out of band (Attach).
 func (c *conn) serveExport(e *Export) {
+	defer c.s.budget.trim()
 	defer c.s.removeConn(c)
 	defer c.nc.Close()
 	c.br = bufio.NewReaderSize(c.nc, readBufferSize)
 	c.transmit(e)
 }
 
-func (c *conn) remote() string {
-	if a := c.nc.RemoteAddr(); a != nil && a.String() != "" {
+func (c *conn) remote() string { return remoteAddr(c.nc) }
+
+func remoteAddr(nc net.Conn) string {
+	if a := nc.RemoteAddr(); a != nil && a.String() != "" {
 		return a.String()
 	}
 	return "local"

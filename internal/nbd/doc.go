@@ -11,9 +11,17 @@
 //
 // Options served: NBD_OPT_GO and NBD_OPT_INFO (NBD_INFO_EXPORT and
 // NBD_INFO_BLOCK_SIZE always, NBD_INFO_NAME and NBD_INFO_DESCRIPTION on
-// request), NBD_OPT_LIST, NBD_OPT_EXPORT_NAME, NBD_OPT_ABORT. Everything
-// else, NBD_OPT_STRUCTURED_REPLY included, gets NBD_REP_ERR_UNSUP: replies
-// are simple replies only. A client without NBD_FLAG_C_FIXED_NEWSTYLE may
+// request), NBD_OPT_LIST, NBD_OPT_EXPORT_NAME, NBD_OPT_ABORT, and
+// NBD_OPT_STARTTLS on a listener served with ServeTLS. Everything else,
+// NBD_OPT_STRUCTURED_REPLY included, gets NBD_REP_ERR_UNSUP: replies are
+// simple replies only.
+//
+// TLS (ServeTLS, the spec's FORCEDTLS mode): before NBD_OPT_STARTTLS every
+// option but STARTTLS and ABORT gets NBD_REP_ERR_TLS_REQD, and
+// NBD_OPT_EXPORT_NAME closes the connection. STARTTLS is answered with
+// NBD_REP_ACK, the TLS handshake (crypto/tls, x509; client certificates if
+// the tls.Config requires them) runs on the socket, and option haggling
+// goes on inside TLS. Serve is NOTLS mode: STARTTLS gets NBD_REP_ERR_UNSUP. A client without NBD_FLAG_C_FIXED_NEWSTYLE may
 // only send NBD_OPT_EXPORT_NAME.
 //
 // Transmission:
@@ -28,7 +36,9 @@
 //
 // Concurrency: one goroutine per connection reads requests and starts one
 // goroutine per request, at most Options.MaxInFlight (and
-// Options.MaxInFlightBytes of payload) per connection; replies go out in
+// Options.MaxInFlightBytes of payload) per connection, and within one
+// memory budget for the server (Options.BudgetBytes, see budget.go), at
+// most Options.MaxConns connections; replies go out in
 // completion order, each in a single write under the connection's write
 // lock. Payload buffers come from size-class pools. The exception is a
 // write without FUA of at most 64 KiB to a backend that implements
@@ -38,7 +48,9 @@
 // for the client, so a burst of small writes costs one reply write, not one
 // goroutine, one copy and one write each. Measured with fio's nbd engine,
 // 4 KiB random writes at iodepth 32 on 2 cores: ~115k IOPS one goroutine
-// per write, ~170-180k inline (nbdkit memory: ~220k).
+// per write, ~170-180k inline (nbdkit memory: ~220k). A reply write that
+// makes no progress for Options.StallTimeout closes the connection: a
+// client that does not read its replies pins no memory for longer.
 //
 // Bad input: a range past the end gets EINVAL (ENOSPC for writes), an
 // unknown command or flag EINVAL, and the connection goes on. A READ or

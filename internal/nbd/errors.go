@@ -11,6 +11,9 @@ var (
 	// cannot be answered with an error reply (bad magic, an impossible
 	// length): the connection is closed, other connections go on.
 	ErrProtocol = errors.New("nbd: protocol violation")
+	// ErrTLSRequired marks a client that asked for an export without TLS
+	// where TLS is required (ServeTLS), or whose TLS handshake failed.
+	ErrTLSRequired = errors.New("nbd: TLS required")
 	// ErrUnknownExport is returned for an export name the server lacks.
 	ErrUnknownExport = errors.New("nbd: unknown export")
 	// ErrConfig marks an invalid server configuration (NewServer).

@@ -137,8 +137,20 @@ func FuzzHandshake(f *testing.F) {
 	f.Add(handshakeSeed(fixed, [][]byte{optBytes(optAbort, nil)}))
 	f.Add(handshakeSeed(fixed, [][]byte{optBytes(optGo, []byte{0xff, 0xff})}))
 	f.Add([]byte{0, 0, 0, 1, 0x49, 0x48, 0x41, 0x56, 0x45, 0x4f, 0x50, 0x54, 0, 0, 0, 7, 0xff, 0xff, 0xff, 0xff})
+	// NBD_OPT_STARTTLS: then a TLS ClientHello that is not one, option
+	// data where none is allowed, options before and instead of it.
+	f.Add(handshakeSeed(fixed, [][]byte{optBytes(optStartTLS, nil)}, []byte{0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5}))
+	f.Add(handshakeSeed(fixed, [][]byte{optBytes(optStartTLS, []byte{0}), optBytes(optList, nil), optBytes(optGo, infoData("vol"))}))
+	f.Add(handshakeSeed(fixed, [][]byte{optBytes(optInfo, infoData("vol")), optBytes(optExportName, []byte("vol"))}))
+	f.Add(handshakeSeed(fixed, [][]byte{optBytes(optStartTLS, nil), optBytes(optAbort, nil)}))
+	tlsConf := serverTLS(f, true)
 	f.Fuzz(func(t *testing.T, input []byte) {
 		pipeSession(t, input, func(c *conn) { c.serve() })
+		// The same bytes where TLS is required (ServeTLS).
+		pipeSession(t, input, func(c *conn) {
+			c.tlsConf = tlsConf
+			c.serve()
+		})
 	})
 }
 

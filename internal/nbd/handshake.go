@@ -1,6 +1,7 @@
 package nbd
 
 import (
+	"crypto/tls"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -18,7 +19,7 @@ func (c *conn) handshake() (*Export, error) {
 	binary.BigEndian.PutUint64(hello[0:8], magicInit)
 	binary.BigEndian.PutUint64(hello[8:16], magicOpt)
 	binary.BigEndian.PutUint16(hello[16:18], flagFixedNewstyle|flagNoZeroes)
-	if _, err := c.nc.Write(hello[:]); err != nil {
+	if _, err := c.w.Write(hello[:]); err != nil {
 		return nil, fmt.Errorf("send handshake: %w", err)
 	}
 	var cf [4]byte
@@ -74,6 +75,16 @@ func (c *conn) option() (e *Export, done bool, err error) {
 	if !c.fixed && opt != optExportName {
 		return nil, true, fmt.Errorf("%w: option %d from a client without fixed newstyle", ErrProtocol, opt)
 	}
+	if c.tlsConf != nil && !c.tlsOn {
+		switch opt {
+		case optStartTLS, optAbort:
+		case optExportName:
+			// No error reply exists for it: the spec says disconnect.
+			return nil, true, fmt.Errorf("%w: NBD_OPT_EXPORT_NAME before NBD_OPT_STARTTLS", ErrTLSRequired)
+		default:
+			return nil, false, c.optReply(opt, repErrTLSReqd, []byte("TLS required: send NBD_OPT_STARTTLS first"))
+		}
+	}
 
 	switch opt {
 	case optExportName:
@@ -86,8 +97,13 @@ func (c *conn) option() (e *Export, done bool, err error) {
 		return nil, false, c.optList(data)
 	case optInfo, optGo:
 		return c.optInfoGo(opt, data)
+	case optStartTLS:
+		if c.tlsConf != nil {
+			return nil, false, c.startTLS(data)
+		}
+		fallthrough
 	default:
-		// NBD_OPT_STARTTLS (NOTLS mode), NBD_OPT_STRUCTURED_REPLY (simple
+		// NBD_OPT_STARTTLS (NOTLS mode: Serve, the unix socket), NBD_OPT_STRUCTURED_REPLY (simple
 		// replies only), the metadata contexts and extended headers,
 		// which need structured replies, and anything unknown.
 		return nil, false, c.optReply(opt, repErrUnsup, fmt.Appendf(nil, "option %d not supported", opt))
@@ -110,7 +126,7 @@ func (c *conn) optExportName(data []byte) (*Export, bool, error) {
 	if !c.noZeroes {
 		b = b[:10+exportNameZeros]
 	}
-	if _, err := c.nc.Write(b); err != nil {
+	if _, err := c.w.Write(b); err != nil {
 		return nil, true, fmt.Errorf("send export info: %w", err)
 	}
 	return e, true, nil
@@ -195,10 +211,38 @@ func (c *conn) optReply(opt, typ uint32, data []byte) error {
 	binary.BigEndian.PutUint32(b[12:16], typ)
 	binary.BigEndian.PutUint32(b[16:20], uint32(len(data)))
 	b = append(b, data...)
-	if _, err := c.nc.Write(b); err != nil {
+	if _, err := c.w.Write(b); err != nil {
 		return fmt.Errorf("send reply to option %d: %w", opt, err)
 	}
 	return nil
 }
 
 // --- transmission ---
+
+// startTLS answers NBD_OPT_STARTTLS where TLS is configured: ACK, then the
+// TLS handshake on the socket, then option haggling goes on inside TLS.
+// Per the spec a second STARTTLS, or one with data, is NBD_REP_ERR_INVALID.
+// A failed TLS handshake (no client certificate where one is required, a
+// client that does not trust ours) closes the connection.
+func (c *conn) startTLS(data []byte) error {
+	switch {
+	case c.tlsOn:
+		return c.optReply(optStartTLS, repErrInvalid, []byte("TLS already negotiated"))
+	case len(data) != 0:
+		return c.optReply(optStartTLS, repErrInvalid, []byte("NBD_OPT_STARTTLS takes no data"))
+	case c.br.Buffered() != 0:
+		// The client sent more before our ACK: those bytes would be read
+		// as plain text although the client meant them for TLS.
+		return fmt.Errorf("%w: data after NBD_OPT_STARTTLS before its reply", ErrProtocol)
+	}
+	if err := c.optReply(optStartTLS, repAck, nil); err != nil {
+		return err
+	}
+	tc := tls.Server(c.nc, c.tlsConf)
+	if err := tc.Handshake(); err != nil { // within the handshake deadline
+		return fmt.Errorf("%w: TLS handshake: %w", ErrTLSRequired, err)
+	}
+	c.w, c.tlsOn = tc, true
+	c.br.Reset(tc)
+	return nil
+}

@@ -198,7 +198,13 @@ type client struct {
 
 func dial(t testing.TB, sock string) *client {
 	t.Helper()
-	nc, err := net.Dial("unix", sock)
+	return dialNet(t, "unix", sock)
+}
+
+// dialNet is dial on any network ("tcp" for TLS tests).
+func dialNet(t testing.TB, network, addr string) *client {
+	t.Helper()
+	nc, err := net.Dial(network, addr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package nbd
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -63,8 +64,22 @@ type Options struct {
 	// reached, so TCP flow control pushes back on the client. 0: 64.
 	MaxInFlight int
 	// MaxInFlightBytes bounds the payload bytes (write data and read
-	// buffers) one connection holds. 0: 128 MiB.
+	// buffers) one connection holds. 0, or more than half of BudgetBytes:
+	// half of BudgetBytes.
 	MaxInFlightBytes int64
+	// BudgetBytes bounds the payload bytes held by the requests in flight
+	// on all connections together (see budget.go for how it is shared).
+	// 0: 64 MiB; at least 1 MiB.
+	BudgetBytes int64
+	// MaxConns bounds the connections served at once, on all listeners
+	// (those in the handshake included); one more is closed at accept,
+	// with a log line. 0: 64.
+	MaxConns int
+	// StallTimeout closes a connection whose reply has made no progress
+	// for this long: a client that stops reading its replies (the socket
+	// buffers full) no longer pins its requests' memory. Over TLS it
+	// bounds the whole write of a reply. 0: 30 s.
+	StallTimeout time.Duration
 	// NoMultiConn clears NBD_FLAG_CAN_MULTI_CONN. Leave it false when the
 	// backend's Flush covers writes from all connections.
 	NoMultiConn bool
@@ -77,6 +92,10 @@ const (
 	defaultMaxInFlight      = 64
 	defaultMaxInFlightBytes = 128 << 20
 	defaultHandshakeTimeout = 30 * time.Second
+	defaultBudgetBytes      = 64 << 20
+	minBudgetBytes          = 1 << 20
+	defaultMaxConns         = 64
+	defaultStallTimeout     = 30 * time.Second
 )
 
 // Server serves exports over the NBD protocol (fixed newstyle handshake,
@@ -86,6 +105,7 @@ type Server struct {
 	exports []Export // immutable after NewServer
 	opts    Options
 	log     *slog.Logger
+	budget  *budget // payload bytes in flight on all connections
 
 	mu        sync.Mutex // protects the fields below
 	listeners map[net.Listener]struct{}
@@ -126,8 +146,21 @@ func NewServer(exports []Export, opts Options) (*Server, error) {
 	if opts.MaxInFlight <= 0 {
 		opts.MaxInFlight = defaultMaxInFlight
 	}
+	if opts.BudgetBytes <= 0 {
+		opts.BudgetBytes = defaultBudgetBytes
+	}
+	if opts.BudgetBytes < minBudgetBytes {
+		return nil, fmt.Errorf("%w: memory budget of %d bytes, want at least %d", ErrConfig, opts.BudgetBytes, minBudgetBytes)
+	}
 	if opts.MaxInFlightBytes <= 0 {
 		opts.MaxInFlightBytes = defaultMaxInFlightBytes
+	}
+	opts.MaxInFlightBytes = min(opts.MaxInFlightBytes, opts.BudgetBytes/2)
+	if opts.MaxConns <= 0 {
+		opts.MaxConns = defaultMaxConns
+	}
+	if opts.StallTimeout <= 0 {
+		opts.StallTimeout = defaultStallTimeout
 	}
 	if opts.HandshakeTimeout <= 0 {
 		opts.HandshakeTimeout = defaultHandshakeTimeout
@@ -140,6 +173,7 @@ func NewServer(exports []Export, opts Options) (*Server, error) {
 		exports:   append([]Export(nil), exports...),
 		opts:      opts,
 		log:       log,
+		budget:    newBudget(opts.BudgetBytes),
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*conn]struct{}),
 		drained:   make(chan struct{}),
@@ -179,6 +213,24 @@ func (s *Server) transmissionFlags(e *Export) uint16 {
 // gracefully; when ctx is done or the listener fails they are closed at
 // once. Serve closes l.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	return s.serve(ctx, l, nil)
+}
+
+// ServeTLS is Serve with TLS required on every connection from l (the
+// protocol's FORCEDTLS mode): until the client has sent NBD_OPT_STARTTLS
+// and completed the TLS handshake with cfg, options that could reveal or
+// select an export get NBD_REP_ERR_TLS_REQD, and NBD_OPT_EXPORT_NAME, which
+// cannot be refused gracefully, closes the connection. cfg decides on
+// client certificates (tls.RequireAndVerifyClientCert to demand them).
+func (s *Server) ServeTLS(ctx context.Context, l net.Listener, cfg *tls.Config) error {
+	if cfg == nil {
+		l.Close()
+		return fmt.Errorf("%w: ServeTLS without a TLS configuration", ErrConfig)
+	}
+	return s.serve(ctx, l, cfg)
+}
+
+func (s *Server) serve(ctx context.Context, l net.Listener, tlsConf *tls.Config) error {
 	s.mu.Lock()
 	if s.shutdown {
 		s.mu.Unlock()
@@ -194,11 +246,16 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	defer stop()
 
 	err := s.acceptLoop(l, func(nc net.Conn) {
-		c := s.newConn(nc)
-		if c == nil { // shutting down
+		c, full := s.admit(nc)
+		if full {
+			s.log.Warn("nbd: connection refused: too many connections", "remote", remoteAddr(nc),
+				"listener", l.Addr().String(), "max_connections", s.opts.MaxConns)
+		}
+		if c == nil { // shutting down or full
 			nc.Close()
 			return
 		}
+		c.tlsConf = tlsConf
 		mine.Store(c, struct{}{})
 		wg.Go(func() {
 			defer mine.Delete(c)
@@ -253,16 +310,32 @@ func (s *Server) acceptLoop(l net.Listener, handle func(net.Conn)) error {
 // newConn registers a connection, or returns nil when the server is
 // shutting down.
 func (s *Server) newConn(nc net.Conn) *conn {
-	c := &conn{s: s, nc: nc}
+	c, _ := s.register(nc, 0)
+	return c
+}
+
+// admit registers an accepted connection unless the server is shutting
+// down (nil) or serves Options.MaxConns already (nil, full).
+func (s *Server) admit(nc net.Conn) (c *conn, full bool) {
+	return s.register(nc, s.opts.MaxConns)
+}
+
+// register adds a connection to conns, unless shutting down or limit > 0
+// connections are registered already.
+func (s *Server) register(nc net.Conn, limit int) (*conn, bool) {
+	c := &conn{s: s, nc: nc, w: nc}
 	c.cond = sync.NewCond(&c.mu)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.shutdown {
-		return nil
+		return nil, false
+	}
+	if limit > 0 && len(s.conns) >= limit {
+		return nil, true
 	}
 	s.conns[c] = struct{}{}
 	s.clients.Add(1)
-	return c
+	return c, false
 }
 
 // Clients returns the number of client connections open now, on every

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"time"
 )
 
 // transmit reads requests until the client disconnects, sends NBD_CMD_DISC,
@@ -299,11 +300,13 @@ func (o *op) done() {
 }
 
 // acquire waits until the connection may start one more request holding n
-// payload bytes. Only the connection goroutine acquires, so a request
-// larger than the byte budget still runs once nothing else is in flight.
+// payload bytes: first within its own bounds, then within the server's
+// budget. Only the connection goroutine acquires, so a request larger than
+// the connection's byte bound still runs once nothing else is in flight on
+// it (and one larger than the budget's shared part once nothing is in
+// flight on the server).
 func (c *conn) acquire(n int64) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	full := func() bool {
 		return c.nInflight >= c.s.opts.MaxInFlight || (c.nInflight > 0 && c.bytesInflight+n > c.s.opts.MaxInFlightBytes)
 	}
@@ -316,8 +319,16 @@ func (c *conn) acquire(n int64) {
 	for full() {
 		c.cond.Wait()
 	}
+	c.mu.Unlock()
+	if !c.s.budget.tryAcquire(n, &c.bytesInflight, &c.mu) {
+		c.sendBatch() // the budget makes us wait too: as above
+		c.s.budget.acquire(n, &c.bytesInflight, &c.mu)
+	}
+	// Our own bounds still hold: requests only left meanwhile.
+	c.mu.Lock()
 	c.nInflight++
 	c.bytesInflight += n
+	c.mu.Unlock()
 }
 
 func (c *conn) release(n int64) {
@@ -326,6 +337,7 @@ func (c *conn) release(n int64) {
 	c.bytesInflight -= n
 	c.mu.Unlock()
 	c.cond.Signal()
+	c.s.budget.release(n)
 }
 
 // reply sends a simple reply without data; used by the connection
@@ -341,18 +353,33 @@ func (c *conn) reply(handle uint64, code uint32, data []byte) {
 }
 
 // send writes one reply in one writev under the write lock, so replies
-// never interleave. After a failed write the socket is closed (the reader
-// then stops) and further replies are dropped: the client is gone or the
-// stream is broken.
+// never interleave. A write that makes no progress for StallTimeout fails:
+// the client does not read its replies. After a failed write the socket is
+// closed (the reader then stops) and further replies are dropped: the
+// client is gone or the stream is broken.
 func (c *conn) send(bufs *net.Buffers) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.wErr != nil {
 		return
 	}
-	if _, err := bufs.WriteTo(c.nc); err != nil {
+	for {
+		c.nc.SetWriteDeadline(time.Now().Add(c.s.opts.StallTimeout))
+		n, err := bufs.WriteTo(c.w)
+		if err == nil {
+			return
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) && n > 0 && c.w == c.nc {
+			continue // slow, not stalled (NB: a TLS write cannot resume)
+		}
 		c.wErr = err
 		c.nc.Close()
-		c.s.log.Debug("nbd: reply failed", "remote", c.remote(), "err", err)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			c.s.log.Warn("nbd: closing connection: client stopped reading replies", "remote", c.remote(),
+				"stall_timeout", c.s.opts.StallTimeout)
+		} else {
+			c.s.log.Debug("nbd: reply failed", "remote", c.remote(), "err", err)
+		}
+		return
 	}
 }
