@@ -19,6 +19,7 @@ import (
 // per test binary.
 type testPKI struct {
 	pool           *x509.CertPool
+	caDER          []byte // the CA's certificate
 	server, client tls.Certificate
 }
 
@@ -57,7 +58,7 @@ var getPKI = sync.OnceValues(func() (*testPKI, error) {
 		}
 		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 	}
-	p := &testPKI{pool: x509.NewCertPool()}
+	p := &testPKI{pool: x509.NewCertPool(), caDER: caDER}
 	p.pool.AddCert(ca)
 	if p.server, err = leaf(2, x509.ExtKeyUsageServerAuth); err != nil {
 		return nil, err
