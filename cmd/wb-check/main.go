@@ -15,6 +15,7 @@ package main
 
 import (
 	"cmp"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,8 +43,9 @@ type cli struct {
 	Segments  bool   `help:"Add a table of every segment: slot, id, length, dirty blocks, state."`
 	Segment   uint64 `help:"Show the header and metablocks of the segment with this id." placeholder:"ID"`
 	JSON      bool   `name:"json" help:"Print one JSON object instead of the human summary."`
-	Backing   string `help:"The backing device, by PATH or by SIZE in bytes (suffixes K, M, G, T, P; S for 512-byte sectors): every metablock must lie inside it." placeholder:"PATH|SIZE"`
-	Writeback string `help:"Offline recovery: write every dirty sector of the log to the backing device BACKING, sync it, then record the newest valid segment id in the superblock record, so that the cache holds no dirty block. Refused on damage unless --force." placeholder:"BACKING"`
+	Backing   string `help:"The backing device, by PATH, NBD URI or by SIZE in bytes (suffixes K, M, G, T, P; S for 512-byte sectors): every metablock must lie inside it." placeholder:"PATH|URI|SIZE"`
+	Writeback string `help:"Offline recovery: write every dirty sector of the log to the backing device BACKING (a path, or an NBD URI: nbd://HOST[:PORT]/EXPORT, nbds://..., nbd+unix:///EXPORT?socket=PATH), sync it, then record the newest valid segment id in the superblock record, so that the cache holds no dirty block. Refused on damage unless --force." placeholder:"BACKING"`
+	NoFlushOK bool   `name:"backing-no-flush-ok" help:"With an NBD URI as BACKING: accept a server that offers no flush, because its export has no volatile write cache."`
 	DryRun    bool   `name:"dry-run" help:"With --writeback: say what would be written (cache blocks, sectors, merged writes, bytes) and write nothing."`
 	Force     bool   `help:"With --writeback: write back what the valid prefix of a damaged log holds, and say what is lost; and write back to a backing device the cache is not bound to."`
 	Cache     string `arg:"" help:"The cache device: a block device or an image file." placeholder:"CACHE"`
@@ -165,7 +167,7 @@ func (c *cli) Run(e *env) error {
 	}
 	var opts check.Options
 	if c.Backing != "" {
-		size, err := backingSize(c.Backing)
+		size, err := c.backingSize(c.Backing)
 		if err != nil {
 			return err
 		}
@@ -178,9 +180,9 @@ func (c *cli) Run(e *env) error {
 	}
 	defer cache.Close()
 
-	var backing *blockdev.File
+	var backing blockdev.Device
 	if c.Writeback != "" {
-		backing, err = open(c.Writeback, blockdev.FileOptions{ReadOnly: !writing, Exclusive: writing})
+		backing, err = c.openBacking(c.Writeback, !writing)
 		if err != nil {
 			return fail(check.ExitOperational, c.Writeback, "%v", err)
 		}
@@ -229,7 +231,7 @@ func (c *cli) Run(e *env) error {
 }
 
 // writeback runs --writeback; the error carries the exit status.
-func (c *cli) writeback(cache, backing *blockdev.File, r *check.Result) (*writebackOut, error) {
+func (c *cli) writeback(cache *blockdev.File, backing blockdev.Device, r *check.Result) (*writebackOut, error) {
 	rep := r.Report
 	if !rep.Formatted {
 		return nil, fail(check.ExitDamaged, c.Cache, "not a formatted cache device: nothing to write back")
@@ -241,11 +243,11 @@ func (c *cli) writeback(cache, backing *blockdev.File, r *check.Result) (*writeb
 	// written to another, they corrupt it and the right one can never be
 	// rescued.
 	if b := r.Log.Super.Binding; b != nil && !c.Force {
-		id, err := blockdev.Identify(c.Writeback)
+		want, err := superblock.BindingOfDevice(c.Writeback, backing)
 		if err != nil {
 			return nil, fail(check.ExitOperational, c.Writeback, "%v", err)
 		}
-		if ok, why := b.Matches(superblock.BindingOf(id)); !ok {
+		if ok, why := b.Matches(want); !ok {
 			return nil, fail(check.ExitUsage, c.Cache, "belongs to %s, not to %s: %s; write it back to its own backing device, or add --force", b, c.Writeback, why)
 		}
 	}
@@ -259,7 +261,7 @@ func (c *cli) writeback(cache, backing *blockdev.File, r *check.Result) (*writeb
 }
 
 // backingSize reads --backing: a size when it parses as one, else a path.
-func backingSize(arg string) (int64, error) {
+func (c *cli) backingSize(arg string) (int64, error) {
 	if arg[0] >= '0' && arg[0] <= '9' {
 		if n, err := check.ParseSize(arg); err == nil {
 			if n <= 0 {
@@ -268,12 +270,21 @@ func backingSize(arg string) (int64, error) {
 			return n, nil
 		}
 	}
-	d, err := open(arg, blockdev.FileOptions{ReadOnly: true})
+	d, err := c.openBacking(arg, true)
 	if err != nil {
 		return 0, fail(check.ExitOperational, arg, "%v", err)
 	}
 	defer d.Close()
 	return d.Size(), nil
+}
+
+// openBacking opens a backing device by path (exclusively when writing) or
+// NBD URI.
+func (c *cli) openBacking(name string, readOnly bool) (blockdev.Device, error) {
+	if blockdev.IsURI(name) {
+		return blockdev.OpenNBD(context.Background(), name, blockdev.NBDOptions{ReadOnly: readOnly, NoFlushOK: c.NoFlushOK, Logger: quiet})
+	}
+	return open(name, blockdev.FileOptions{ReadOnly: readOnly, Exclusive: !readOnly})
 }
 
 // maxListed caps the ids and problems the human summary lists.

@@ -14,12 +14,11 @@ import (
 // BACKING already). A cache without a binding (formatted, or run by the
 // kernel target) is accepted; one bound elsewhere, or whose binding record
 // is damaged, is refused unless --force, which rebinds it.
-func (cli *CLI) binding(cache blockdev.Device) (*superblock.Binding, error) {
-	id, err := blockdev.Identify(cli.Backing)
+func (cli *CLI) binding(cache, backing blockdev.Device) (*superblock.Binding, error) {
+	want, err := superblock.BindingOfDevice(cli.Backing, backing)
 	if err != nil {
 		return nil, fmt.Errorf("backing device: %w", err)
 	}
-	want := superblock.BindingOf(id)
 	area, err := superblock.Read(cache)
 	if err != nil {
 		return nil, fmt.Errorf("cache device %s: %w", cli.Cache, err)

@@ -31,8 +31,12 @@ import (
 //
 // In that order: what CACHE holds says more than its size. --force
 // overrides all but the first and the second. Exclusive opens refuse a device in
-// use by another volume, under whatever name (blockdev's locks).
-func (cli *CLI) openDevices(ctx context.Context, log *slog.Logger) (backing, cache *blockdev.File, err error) {
+// use by another volume, under whatever name (blockdev's locks). A BACKING
+// given as an NBD URI is opened by openNetDevices (backing_uri.go).
+func (cli *CLI) openDevices(ctx context.Context, log *slog.Logger) (backing blockdev.Device, cache *blockdev.File, err error) {
+	if blockdev.IsURI(cli.Backing) {
+		return cli.openNetDevices(ctx, log)
+	}
 	bid, err := blockdev.Identify(cli.Backing)
 	if err != nil {
 		return nil, nil, fmt.Errorf("backing device: %w", err)
@@ -45,7 +49,7 @@ func (cli *CLI) openDevices(ctx context.Context, log *slog.Logger) (backing, cac
 		return nil, nil, fmt.Errorf("BACKING %s and CACHE %s share storage (%s): the cache must be another device", cli.Backing, cli.Cache, why)
 	}
 
-	devOpts := blockdev.FileOptions{Direct: !cli.NoDirect, Exclusive: true, Logger: log}
+	devOpts := cli.fileOptions(log)
 	backing, err = blockdev.OpenFile(cli.Backing, devOpts)
 	if err != nil {
 		return nil, nil, openError(ctx, "backing device", cli.Backing, err)
@@ -63,9 +67,14 @@ func (cli *CLI) openDevices(ctx context.Context, log *slog.Logger) (backing, cac
 	return backing, cache, nil
 }
 
+// fileOptions is how BACKING and CACHE files are opened.
+func (cli *CLI) fileOptions(log *slog.Logger) blockdev.FileOptions {
+	return blockdev.FileOptions{Direct: !cli.NoDirect, Exclusive: true, Logger: log}
+}
+
 // refuse runs the checks that read the devices, then formats CACHE if
 // --reformat asks.
-func (cli *CLI) refuse(ctx context.Context, backing, cache *blockdev.File, log *slog.Logger) error {
+func (cli *CLI) refuse(ctx context.Context, backing blockdev.Device, cache *blockdev.File, log *slog.Logger) error {
 	backingIsCache, err := check.IsCache(backing)
 	if err != nil {
 		return fmt.Errorf("backing device %s: %w", cli.Backing, err)
@@ -121,7 +130,7 @@ func (cli *CLI) refuse(ctx context.Context, backing, cache *blockdev.File, log *
 // BACKING is not a cache device: otherwise the arguments are likely
 // swapped, and formatting would destroy what CACHE holds. (Both suggested
 // commands probe CACHE again before they write.)
-func (cli *CLI) notFormatted(ctx context.Context, backing *blockdev.File) error {
+func (cli *CLI) notFormatted(ctx context.Context, backing blockdev.Device) error {
 	sigs, perr := probe.Device(ctx, cli.Cache)
 	backingIsCache, _ := check.IsCache(backing)
 	switch {

@@ -38,7 +38,7 @@ import (
 // CLI is wb-create's command line.
 type CLI struct {
 	Name    string   `arg:"" help:"Volume name, [A-Za-z0-9._-]{1,64}; also the NBD export name."`
-	Backing string   `arg:"" help:"Backing device: the slow disk (a block device or a regular file). The volume has its size."`
+	Backing string   `arg:"" help:"Backing device: the slow disk (a block device, a regular file, or an NBD export by URI: nbd://HOST[:PORT]/EXPORT, nbds://..., nbd+unix:///EXPORT?socket=PATH). The volume has its size."`
 	Cache   string   `arg:"" help:"Cache device: the fast disk (a block device or a regular file) holding the log."`
 	Args    []string `arg:"" optional:"" help:"Optional KEY VALUE pairs, as the kernel target's optional args: ${tunables}."`
 
@@ -50,6 +50,8 @@ type CLI struct {
 	Verbose  bool     `short:"v" help:"Log debug messages."`
 	Bounds   `embed:""`
 	TLSFlags `embed:""`
+
+	NetBacking `embed:""` // backing_uri.go: BACKING as an NBD URI
 }
 
 const description = `Start a writeboost volume: log-structured write-back caching of BACKING on CACHE,
@@ -230,9 +232,9 @@ func tunableRanges() string {
 // openVolume checks that cache belongs to backing (binding.go), replays
 // the log and opens the engine, then records the binding if it is new.
 // On error the volume is closed; the devices are the caller's.
-func (cli *CLI) openVolume(ctx context.Context, log *slog.Logger, backing, cache *blockdev.File, tun vocab.Values) (*engine.Volume, error) {
+func (cli *CLI) openVolume(ctx context.Context, log *slog.Logger, backing blockdev.Device, cache *blockdev.File, tun vocab.Values) (*engine.Volume, error) {
 	start := time.Now()
-	bind, err := cli.binding(cache) // binding.go: CACHE must belong to BACKING
+	bind, err := cli.binding(cache, backing) // binding.go: CACHE must belong to BACKING
 	if err != nil {
 		return nil, err
 	}

@@ -52,7 +52,7 @@ const (
 type cli struct {
 	Force   bool   `help:"Format even a device that holds a file system, partition table or other signature (as wipefs lists them), or without looking when wipefs (util-linux) is missing, or a cache device whose log holds dirty blocks or damage: that data is lost (wb-check --writeback BACKING saves a log's dirty blocks first)."`
 	Quiet   bool   `short:"q" help:"Print nothing but errors: no geometry, no progress bar."`
-	Backing string `help:"Bind the cache to this backing device (recorded in the superblock area; without it, the first wb-create binds it): a start or an offline writeback with another backing device is then refused. It must exist and must not share storage with CACHE." placeholder:"BACKING"`
+	Backing string `help:"Bind the cache to this backing device (recorded in the superblock area; without it, the first wb-create binds it): a start or an offline writeback with another backing device is then refused. It must exist and must not share storage with CACHE; an NBD URI (nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH, nbds://...) is asked for its size." placeholder:"BACKING"`
 	Cache   string `arg:"" help:"The device to format: a block device or a regular file (at least 1 MiB + 512 KiB)." placeholder:"CACHE"`
 }
 
@@ -93,7 +93,13 @@ func (c *cli) Run(e *env) error {
 		return errors.New("is a directory")
 	}
 	var bind *superblock.Binding
-	if c.Backing != "" {
+	if c.Backing != "" && blockdev.IsURI(c.Backing) {
+		b, err := bindURI(c.Backing) // a URI never shares storage with CACHE
+		if err != nil {
+			return fmt.Errorf("--backing: %w", err)
+		}
+		bind = &b
+	} else if c.Backing != "" {
 		bid, err := blockdev.Identify(c.Backing)
 		if err != nil {
 			return fmt.Errorf("--backing: %w", err)
@@ -204,4 +210,15 @@ func fault(err error) string {
 		return "not a regular file or block device"
 	}
 	return err.Error()
+}
+
+// bindURI connects to the NBD export uri names for its size, and returns
+// the binding naming it.
+func bindURI(uri string) (superblock.Binding, error) {
+	d, err := blockdev.OpenNBD(context.Background(), uri, blockdev.NBDOptions{ReadOnly: true, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return superblock.Binding{}, err
+	}
+	defer d.Close()
+	return superblock.BindingOfDevice(uri, d)
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -59,7 +58,7 @@ func serveMem(t *testing.T, m *Mem) string {
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, l) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return "nbd+unix:///b?" + url.Values{"socket": {sock}}.Encode()
+	return "nbd+unix:///b?socket=" + sock
 }
 
 func TestNBDDevice(t *testing.T) {

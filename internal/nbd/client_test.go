@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,7 +21,7 @@ import (
 )
 
 func unixURI(sock, export string) string {
-	return "nbd+unix:///" + export + "?" + url.Values{"socket": {sock}}.Encode()
+	return "nbd+unix:///" + export + "?socket=" + sock
 }
 
 func dialTest(t *testing.T, uri string, opts ClientOptions) *Client {
@@ -506,5 +505,41 @@ func TestClientNbdkitMemory(t *testing.T) {
 	big := make([]byte, 4<<20)
 	if err := c.ReadAt(big, 0); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestParseURI(t *testing.T) {
+	for _, tc := range []struct{ in, network, addr, export, uri, err string }{
+		{in: "nbd://example.com/vol", network: "tcp", addr: "example.com:10809", export: "vol", uri: "nbd://example.com/vol"},
+		{in: "nbd://[::1]:1234/", network: "tcp", addr: "[::1]:1234", export: "", uri: "nbd://[::1]:1234/"},
+		{in: "nbd+unix:///a%20b?socket=/run/x%20y.sock", network: "unix", addr: "/run/x y.sock", export: "a b", uri: "nbd+unix:///a%20b?socket=/run/x+y.sock"},
+		{in: "nbds://h/e?tls-verify-peer=false&tls-hostname=srv", network: "tcp", addr: "h:10809", export: "e", uri: "nbds://h/e"},
+		{in: "nbd://h/e?tls-ca=/x", err: "needs an nbds"},
+		{in: "nbd://h/e?foo=1", err: "unknown parameter"},
+		{in: "nbd+unix:///e", err: "no socket"},
+		{in: "nbd://user@h/e", err: "user info"},
+		{in: "http://h/e", err: "scheme"},
+		{in: "nbds://h/e?tls-cert=/x", err: "go together"},
+	} {
+		tgt, err := ParseURI(tc.in)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) || !errors.Is(err, ErrBadURI) {
+				t.Errorf("%s: error %v, want %q", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v", tc.in, err)
+			continue
+		}
+		if tgt.Network != tc.network || tgt.Address != tc.addr || tgt.Export != tc.export || tgt.URI != tc.uri {
+			t.Errorf("%s: %+v", tc.in, tgt)
+		}
+		if IsURI(tc.in) != true {
+			t.Errorf("%s: IsURI false", tc.in)
+		}
+	}
+	if IsURI("/dev/sdb") || IsURI("nbd.img") {
+		t.Error("a path is a URI")
 	}
 }

@@ -123,11 +123,12 @@ func ParseURI(s string) (*Target, error) {
 	return &t, nil
 }
 
-// redact is u with only the socket parameter kept.
+// redact is u with only the socket parameter kept (its slashes as they
+// are, as libnbd writes it).
 func redact(u *url.URL) string {
 	r := url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawPath: u.RawPath}
 	if s := u.Query().Get("socket"); s != "" {
-		r.RawQuery = url.Values{"socket": {s}}.Encode()
+		r.RawQuery = "socket=" + strings.ReplaceAll(url.QueryEscape(s), "%2F", "/")
 	}
 	return r.String()
 }

@@ -97,3 +97,17 @@ func BindingOf(id blockdev.Identity) Binding {
 	return Binding{Kind: "block", Size: id.Size, Path: id.Path, StableID: id.StableID,
 		Rdev: fmt.Sprintf("%d:%d", unix.Major(id.Rdev), unix.Minor(id.Rdev))}
 }
+
+// BindingOfDevice is the binding naming dev, opened from name: an NBD
+// export by its URI without TLS parameters (it never shares storage with
+// a local cache), else the file or block device name identifies.
+func BindingOfDevice(name string, dev blockdev.Device) (Binding, error) {
+	if nd, ok := dev.(*blockdev.NBD); ok {
+		return Binding{Kind: "uri", Size: nd.Size(), URI: nd.URI()}, nil
+	}
+	id, err := blockdev.Identify(name)
+	if err != nil {
+		return Binding{}, err
+	}
+	return BindingOf(id), nil
+}
