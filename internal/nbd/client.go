@@ -61,6 +61,12 @@ type Client struct {
 		lost bool
 		// lastErr is why the last connection or reconnect attempt failed.
 		lastErr error
+		// acked counts the non-FUA writes, trims and write-zeroes
+		// acknowledged, on every connection; flushed is the count a
+		// successful FLUSH covered. Equal (and not lost): a FLUSH has
+		// nothing to do and is not sent, so a stop with the server
+		// unreachable and nothing to flush does not wait for it.
+		acked, flushed uint64
 	}
 }
 
@@ -115,8 +121,8 @@ type call struct {
 	p          []byte // write payload, or read destination
 	sentOn     *clientConn
 	// seq is, for a FLUSH, the sentOn connection's write count when it was
-	// sent: what it covers.
-	seq uint64
+	// sent: what it covers; cover is Client.mu.acked then.
+	seq, cover uint64
 	// timedOut: the caller gave up; a reply cut short is not sent again.
 	// Under Client.mu.
 	timedOut bool
@@ -300,8 +306,10 @@ func (c *Client) receive(cc *clientConn) error {
 			switch {
 			case cl.typ == cmdFlush:
 				cc.flushed = max(cc.flushed, cl.seq)
+				c.mu.flushed = max(c.mu.flushed, cl.cover)
 			case cl.flags&cmdFlagFUA == 0 && cl.typ != cmdRead:
 				cc.acked++
+				c.mu.acked++
 			}
 		}
 		c.mu.Unlock()
@@ -436,6 +444,10 @@ func (c *Client) do(typ, flags uint16, off uint64, length uint32, p []byte) erro
 		c.mu.Unlock()
 		return ErrUnflushedLost
 	}
+	if typ == cmdFlush && c.mu.acked == c.mu.flushed {
+		c.mu.Unlock()
+		return nil // every acknowledged write is covered already
+	}
 	h := c.mu.next
 	c.mu.next++
 	c.mu.pending[h] = cl
@@ -444,6 +456,7 @@ func (c *Client) do(typ, flags uint16, off uint64, length uint32, p []byte) erro
 	if cc != nil && typ == cmdFlush {
 		cl.seq = cc.acked
 	}
+	cl.cover = c.mu.acked
 	c.mu.Unlock()
 	if cc != nil {
 		cc.send(cl, h)

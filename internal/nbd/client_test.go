@@ -319,6 +319,9 @@ func TestClientReconnect(t *testing.T) {
 	}
 
 	// A FLUSH in flight when the connection drops fails.
+	if err := c.WriteAt(bytes.Repeat([]byte{7}, 4096), 0, false); err != nil {
+		t.Fatal(err)
+	}
 	entered := g.hold()
 	done := make(chan error, 1)
 	go func() { done <- c.Flush() }()
@@ -328,8 +331,19 @@ func TestClientReconnect(t *testing.T) {
 		t.Fatalf("flush in flight across a drop: %v", err)
 	}
 	g.release()
+	if err := c.Flush(); !errors.Is(err, ErrUnflushedLost) {
+		t.Fatalf("flush after the write its failed flush covered was lost: %v", err)
+	}
+	if err := c.WriteAt(bytes.Repeat([]byte{7}, 4096), 0, false); err != nil {
+		t.Fatal(err)
+	}
 	if err := c.Flush(); err != nil {
 		t.Fatalf("flush after reconnecting: %v", err)
+	}
+	// Nothing written since: a FLUSH is not sent.
+	before := g.flushes.Load()
+	if err := c.Flush(); err != nil || g.flushes.Load() != before {
+		t.Fatalf("an empty flush: %v, %d sent", err, g.flushes.Load()-before)
 	}
 	got := make([]byte, 17*4096)
 	if err := c.ReadAt(got, 0); err != nil {
