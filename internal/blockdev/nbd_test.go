@@ -6,12 +6,11 @@ import (
 	"errors"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/writeboost/writeboost/internal/nbd"
+	"github.com/writeboost/writeboost/internal/nbd/nbdtest"
 )
 
 // memExport serves a Mem over NBD: its crash simulation tells which
@@ -112,29 +111,7 @@ func TestNBDDevice(t *testing.T) {
 // A server without NBD_CMD_FLUSH is refused unless the caller says it has
 // no volatile cache.
 func TestNBDNoFlushRefused(t *testing.T) {
-	nbdkit, err := exec.LookPath("nbdkit")
-	if err != nil {
-		t.Skip("nbdkit not installed (Debian package nbdkit)")
-	}
-	dir, err := os.MkdirTemp("", "bdnbd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	sock := filepath.Join(dir, "k")
-	cmd := exec.Command(nbdkit, "--foreground", "--unix", sock, "--exit-with-parent", "eval",
-		"get_size=echo 1048576", "pread=dd if=/dev/zero count=$3 iflag=count_bytes status=none",
-		"pwrite=cat >/dev/null", "can_write=exit 0", "can_flush=exit 3")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	for i := 0; i < 100; i++ {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	sock := nbdtest.Nbdkit(t, nbdtest.NoFlush...)
 	uri := "nbd+unix:///?socket=" + sock
 	if _, err := OpenNBD(context.Background(), uri, NBDOptions{}); !errors.Is(err, ErrNoFlush) {
 		t.Fatalf("server without flush: %v", err)

@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -18,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/writeboost/writeboost/internal/nbd/nbdtest"
 )
 
 func unixURI(sock, export string) string {
@@ -490,26 +491,7 @@ func hostileServer(l net.Listener, reply func([]byte) []byte) {
 // nbdkit's memory plugin, a real server: the client's commands work, and
 // the data round-trips.
 func TestClientNbdkitMemory(t *testing.T) {
-	nbdkit, err := exec.LookPath("nbdkit")
-	if err != nil {
-		t.Skip("nbdkit not installed (Debian package nbdkit)")
-	}
-	sock := filepath.Join(shortTempDir(t), "k.sock")
-	cmd := exec.Command(nbdkit, "--foreground", "--unix", sock, "--exit-with-parent", "memory", "4M")
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	for i := 0; ; i++ {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		if i == 100 {
-			t.Fatal("nbdkit did not create its socket")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	sock := nbdtest.Nbdkit(t, "memory", "4M")
 	c := dialTest(t, unixURI(sock, ""), ClientOptions{})
 	if c.Info().Size != 4<<20 || !c.Info().Has(FlagSendFlush) {
 		t.Fatalf("info %+v", c.Info())
