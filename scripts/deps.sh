@@ -13,6 +13,7 @@ declare -A pkg=(
 	[nbdfuse]=nbdfuse
 	[qemu-io]=qemu-utils
 	[qemu-nbd]=qemu-utils
+	[nbd-server]=nbd-server
 	[qemu-img]=qemu-utils
 	[fio]=fio
 	[fusermount3]=fuse3

@@ -54,6 +54,30 @@ wb_defer "kill_ours \$(cat $WB_WORK/qemu-nbd.pid) qemu-nbd"
 leg qemu-nbd "nbd+unix:///?socket=$WB_WORK/qemu.sock"
 cmp -n $((40 << 20)) qemu.img data.bin || fail "qemu-nbd: the file behind the export lacks the data"
 
+# Debian's nbd-server on a file, on a unix socket (and loopback TCP, which
+# its configuration cannot leave out).
+sparse nbd-server.img "$size"
+nport=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat >nbd-server.conf <<EOF
+[generic]
+    user = root
+    group = root
+    unixsock = $WB_WORK/nbd-server.sock
+    listenaddr = 127.0.0.1
+    port = $nport
+[disk]
+    exportname = $WB_WORK/nbd-server.img
+    flush = true
+    fua = true
+    trim = true
+EOF
+# NB: -d (no daemon) serves one connection only: it forks, with a pid file.
+nbd-server -C "$WB_WORK/nbd-server.conf" -p "$WB_WORK/nbd-server.pid" 2>nbd-server.log || fail "nbd-server"
+wb_defer "kill_ours \$(cat $WB_WORK/nbd-server.pid) nbd-server"
+wait_for 10 "nbd-server" test -S nbd-server.sock
+leg nbd-server "nbd+unix:///disk?socket=$WB_WORK/nbd-server.sock"
+cmp -n $((40 << 20)) nbd-server.img data.bin || fail "nbd-server: the file behind the export lacks the data"
+
 # nbdkit with TLS required, over TCP.
 mkdir -p pki server client
 ossl() { openssl "$@" >/dev/null 2>&1 || fail "openssl $1"; }
@@ -95,12 +119,13 @@ timeout 300 wb-message vol drop_caches >drop.out 2>&1 &
 drop=$!
 wait_for 20 "writeback to start" bash -c "[ \$(wb-status --json vol | jq -er .nr_dirty_cache_blocks) -lt $((40 << 20 >> 12)) ]"
 kill -KILL "$BACK_PID"
-down=$(date +%s.%N)
+down=$(date +%s%3N)
 # Cached data is served; uncached data fails within the timeout; writes land.
 qemu-io -f raw -c "read -P 0 60M 64k" "$vol" >uncached.out 2>&1 && fail "a read of uncached data succeeded with the backing server down"
-took=$(echo "$(date +%s.%N) - $down" | bc)
+took=$(($(date +%s%3N) - down))
 grep -qi "input/output error" uncached.out || { cat uncached.out; fail "the uncached read did not fail with EIO"; }
-echo "figure: uncached read with the backing server down failed with EIO after ${took}s (--backing-timeout 3s)"
+echo "figure: uncached read with the backing server down failed with EIO after ${took} ms (--backing-timeout 3s)"
+[ "$took" -lt 10000 ] || fail "the uncached read took ${took} ms"
 qemu-io -f raw -c "write -P 0xc3 44M 2M" "$vol" >/dev/null || fail "a write with the backing server down failed"
 qemu-io -f raw -c "read -P 0xc3 44M 2M" "$vol" >/dev/null || fail "cached data not served with the backing server down"
 kill -0 "$drop" || fail "drop_caches ended while the backing server was down: $(cat drop.out)"
@@ -125,17 +150,17 @@ timeout 120 wb-message vol drop_caches >/dev/null 2>&1 &
 drop=$!
 sleep 1
 qemu-io -f raw -c "write -P 0x7f 20M 1M" "$vol" >/dev/null || fail "a write with the backing server down failed"
-start=$(date +%s.%N)
+start=$(date +%s%3N)
 kill -TERM "$WB_PID"
 wait_for 30 "wb-create to exit after SIGTERM during the outage" bash -c "! kill -0 $WB_PID"
-took=$(echo "$(date +%s.%N) - $start" | bc)
+took=$(($(date +%s%3N) - start))
 rc=0
 wait "$WB_PID" || rc=$?
 wait "$drop" 2>/dev/null || true
 no_panic "$WB_LOG"
-echo "figure: SIGTERM with the backing server down: exit $rc after ${took}s"
+echo "figure: SIGTERM with the backing server down: exit $rc after ${took} ms"
 [ "$rc" -eq 0 ] || { tail -n 5 "$WB_LOG"; fail "SIGTERM during the outage: exit $rc"; }
-[ "$(echo "$took < 10" | bc)" -eq 1 ] || fail "SIGTERM during the outage took ${took}s"
+[ "$took" -lt 10000 ] || fail "SIGTERM during the outage took ${took} ms"
 serve_back
 wb_start vol "$buri" cache.img --backing-timeout 3s
 qemu-io -f raw -c "read -P 0x7e 8M 4M" -c "read -P 0x7f 20M 1M" -c "read -P 0xc3 44M 2M" "$vol" >/dev/null ||
