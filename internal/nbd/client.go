@@ -36,7 +36,17 @@ import (
 //     wrote since its last successful Flush, then flush (the engine's
 //     writeback retries its whole batch, which is exactly that).
 //
+// NB: a request the client gave up on (timed out, or in flight on a dropped
+// connection) may still be carried out by the server later, after newer
+// requests on the new connection: the kernel's nbd client has the same
+// hazard. The engine never has two writes to one sector in flight, and
+// writes a sector back again only after its earlier write failed, so only
+// a server that holds a request for longer than the timeout and then runs
+// it can reorder a write; a timeout well above the server's worst latency
+// keeps that away.
+//
 // Only simple replies are used (structured replies are never negotiated).
+// Several connections (NBD_FLAG_CAN_MULTI_CONN) are not used yet.
 type Client struct {
 	dial   func(ctx context.Context) (net.Conn, error)
 	export string

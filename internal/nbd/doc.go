@@ -61,4 +61,12 @@
 //
 // Attach (Linux) hands a connection to the kernel's nbd driver instead, for
 // a /dev/nbdN device.
+//
+// Client (client.go, client_handshake.go, client_ops.go, client_uri.go) is
+// the other side, for a backing device on the network: NBD URIs (nbd://,
+// nbds://, nbd+unix://), the fixed newstyle handshake with NBD_OPT_STARTTLS
+// and NBD_OPT_GO (NBD_OPT_EXPORT_NAME where GO is unknown), block sizes
+// honoured, simple replies only, one connection with many requests in
+// flight, a timeout per request, and a reconnect that re-sends them. Its
+// rule for FLUSH across a reconnect is in Client's comment.
 package nbd
