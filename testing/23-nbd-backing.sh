@@ -10,7 +10,8 @@
 # killed during writeback and restarted 7 s later on the same socket over
 # the same file. While it is down, cached data is served, a read of
 # uncached data fails with EIO within the request timeout (--backing-timeout
-# 3s), and writes land in the cache; once it is back, writeback resumes by
+# 3s), wb-status says the backing device is unreachable, and writes land in
+# the cache; once it is back, writeback resumes by
 # itself and nothing is lost. Then SIGTERM during an outage: the engine
 # stops cleanly (exit 0) within seconds, and a restart serves every write.
 . "$WB_TESTING/lib.sh"
@@ -126,6 +127,9 @@ took=$(($(date +%s%3N) - down))
 grep -qi "input/output error" uncached.out || { cat uncached.out; fail "the uncached read did not fail with EIO"; }
 echo "figure: uncached read with the backing server down failed with EIO after ${took} ms (--backing-timeout 3s)"
 [ "$took" -lt 10000 ] || fail "the uncached read took ${took} ms"
+why=$(status_field vol .backing_unreachable) || fail "wb-status does not say the backing device is unreachable"
+wb-status vol | grep -q "backing device unreachable" || fail "wb-status's summary does not say the backing device is unreachable"
+echo "figure: wb-status with the backing server down: backing_unreachable: $why"
 qemu-io -f raw -c "write -P 0xc3 44M 2M" "$vol" >/dev/null || fail "a write with the backing server down failed"
 qemu-io -f raw -c "read -P 0xc3 44M 2M" "$vol" >/dev/null || fail "cached data not served with the backing server down"
 kill -0 "$drop" || fail "drop_caches ended while the backing server was down: $(cat drop.out)"
@@ -133,6 +137,7 @@ sleep 7
 serve_back
 wait "$drop" || fail "drop_caches after the backing server returned: $(cat drop.out)"
 [ "$(status_field vol .nr_dirty_cache_blocks)" -eq 0 ] || fail "dirty blocks after drop_caches"
+[ "$(wb-status --json vol | jq -r '.backing_unreachable // ""')" = "" ] || fail "the backing device still said unreachable once back"
 grep -q "nbd connection restored" "$WB_LOG" || fail "no reconnect logged"
 grep -q "writeback failed, will retry" "$WB_LOG" || fail "writeback never failed: the server was not killed during writeback"
 nbdcopy "$vol" expect.img || fail "nbdcopy from the volume"

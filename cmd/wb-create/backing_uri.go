@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/writeboost/writeboost/internal/blockdev"
@@ -15,6 +16,26 @@ import (
 type NetBacking struct {
 	BackingTimeout   time.Duration `name:"backing-timeout" default:"30s" help:"With an NBD URI as BACKING: how long one request to its server may take, reconnecting included, before it fails with EIO (a read of uncached data; writeback retries)."`
 	BackingNoFlushOK bool          `name:"backing-no-flush-ok" help:"With an NBD URI as BACKING: accept a server that offers no flush (NBD_CMD_FLUSH), because its export has no volatile write cache. Without it such a server is refused: data written back could still be lost there."`
+}
+
+// netBacking is the process's backing device when it is on the network
+// (one volume per process), for the status to say whether it is reachable.
+var netBacking atomic.Pointer[blockdev.NBD]
+
+// backingUnreachable is why the network backing device cannot be reached
+// now; "" when it can, or is not on the network.
+func backingUnreachable() string {
+	d := netBacking.Load()
+	if d == nil {
+		return ""
+	}
+	if ok, why := d.Reachable(); !ok {
+		if why == nil {
+			return "reconnecting"
+		}
+		return why.Error()
+	}
+	return ""
 }
 
 // openNetDevices opens a BACKING that is an NBD URI, and CACHE, then runs
@@ -36,6 +57,7 @@ func (cli *CLI) openNetDevices(ctx context.Context, log *slog.Logger) (blockdev.
 		return nil, nil, fmt.Errorf("backing device: %w", err)
 	}
 	log.Info("backing device on the network", "uri", backing.URI(), "size", backing.Size())
+	netBacking.Store(backing)
 	if err := cli.refuse(ctx, backing, cache, log); err != nil {
 		cache.Close()
 		backing.Close()

@@ -67,6 +67,7 @@ func (v *volume) Message(ctx context.Context, m vocab.Message) (string, error) {
 func (v *volume) Status() vocab.Status {
 	s := v.Volume.Status()
 	s.Name, s.Backing, s.Cache = v.name, v.backing, v.cache
+	s.BackingUnreachable = backingUnreachable() // backing_uri.go
 	s.UptimeSeconds = time.Since(v.start).Seconds()
 	n := uint64(v.clients())
 	s.NrClients = &n

@@ -327,6 +327,9 @@ func renderHuman(w io.Writer, s vocab.Status) error {
 		add("backing device", s.Backing)
 		add("cache device", s.Cache)
 	}
+	if s.BackingUnreachable != "" {
+		add("backing device unreachable", s.BackingUnreachable)
+	}
 	if s.SizeBytes != 0 {
 		add("size", fmt.Sprintf("%s (%d sectors)", wbcli.HumanBytes(s.SizeBytes), s.Sectors()))
 	}

@@ -142,6 +142,10 @@ type Status struct {
 	// refused while it is not 0 (control.RefuseRemove).
 	NrClients *uint64 `json:"nr_clients,omitempty"`
 
+	// BackingUnreachable says why a backing device on the network cannot
+	// be reached now (its connection is down and being dialled again).
+	BackingUnreachable string `json:"backing_unreachable,omitempty"`
+
 	// The engine's own timings, for its benchmarks and tests; not sent
 	// over the control socket.
 	SegmentWrites      uint64 `json:"-"`
