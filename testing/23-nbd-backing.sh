@@ -14,6 +14,9 @@
 # the cache; once it is back, writeback resumes by
 # itself and nothing is lost. Then SIGTERM during an outage: the engine
 # stops cleanly (exit 0) within seconds, and a restart serves every write.
+# Last, nbdkit's error filter between the engine and a reachable server:
+# EIO reaches only reads of uncached data, writeback holds last_writeback_id
+# while writes fail, and no acknowledged write is lost.
 . "$WB_TESTING/lib.sh"
 
 vol=$(wb_uri vol)
@@ -128,7 +131,8 @@ grep -qi "input/output error" uncached.out || { cat uncached.out; fail "the unca
 echo "figure: uncached read with the backing server down failed with EIO after ${took} ms (--backing-timeout 3s)"
 [ "$took" -lt 10000 ] || fail "the uncached read took ${took} ms"
 why=$(status_field vol .backing_unreachable) || fail "wb-status does not say the backing device is unreachable"
-wb-status vol | grep -q "backing device unreachable" || fail "wb-status's summary does not say the backing device is unreachable"
+wb-status vol >summary.out || fail "wb-status"
+grep -q "backing device unreachable" summary.out || fail "wb-status's summary does not say the backing device is unreachable"
 echo "figure: wb-status with the backing server down: backing_unreachable: $why"
 qemu-io -f raw -c "write -P 0xc3 44M 2M" "$vol" >/dev/null || fail "a write with the backing server down failed"
 qemu-io -f raw -c "read -P 0xc3 44M 2M" "$vol" >/dev/null || fail "cached data not served with the backing server down"
@@ -174,3 +178,30 @@ wb_stop
 wb-check --writeback "$buri" cache.img || fail "wb-check --writeback"
 qemu-io -f raw -c "read -P 0x7e 8M 4M" -c "read -P 0x7f 20M 1M" "nbd+unix:///?socket=$bsock" >/dev/null ||
 	fail "the backing export lacks the writes after wb-check --writeback"
+
+note "fault: the server answers with EIO (nbdkit's error filter)"
+sparse err.img "$size"
+rm -f err.fail-read err.fail-write
+nbdkit -f -U "$WB_WORK/err.sock" --filter=error file err.img error=EIO \
+	error-pread-rate=100% error-pread-file="$WB_WORK/err.fail-read" \
+	error-pwrite-rate=100% error-pwrite-file="$WB_WORK/err.fail-write" &
+wb_defer "kill_ours $! nbdkit"
+wait_for 10 "nbdkit with the error filter" test -S err.sock
+euri="nbd+unix:///?socket=$WB_WORK/err.sock"
+sparse cache-err.img 16M
+wb_start vol "$euri" cache-err.img --reformat writeback_threshold 0
+qemu-io -f raw -c "write -P 0x11 0 4M" "$vol" >/dev/null || fail "write"
+touch err.fail-read err.fail-write
+qemu-io -f raw -c "read -P 0x11 0 4M" "$vol" >/dev/null || fail "cached data not served while the server fails"
+qemu-io -f raw -c "read 30M 64k" "$vol" >eio.out 2>&1 && fail "a read of uncached data succeeded while the server fails reads"
+grep -qi "input/output error" eio.out || { cat eio.out; fail "the uncached read did not fail with EIO"; }
+qemu-io -f raw -c "write -P 0x22 8M 1M" "$vol" >/dev/null || fail "a write failed while the server fails writes"
+wid=$(status_field vol .last_writeback_id)
+if timeout 5 wb-message vol drop_caches >/dev/null 2>&1; then fail "drop_caches succeeded while the server fails writes"; fi
+[ "$(status_field vol .last_writeback_id)" = "$wid" ] || fail "last_writeback_id moved while the server fails writes"
+[ "$(status_field vol .errors.writeback)" -gt 0 ] || fail "no writeback error counted"
+rm -f err.fail-read err.fail-write
+timeout 120 wb-message vol drop_caches || fail "drop_caches once the server recovered"
+wb_stop
+qemu-io -f raw -c "read -P 0x11 0 4M" -c "read -P 0x22 8M 1M" "$euri" >/dev/null || fail "the export lacks acknowledged writes after the errors"
+echo "figure: server EIO: cached reads served, uncached reads EIO, writeback held at id $wid until the errors stopped, nothing lost"
