@@ -34,13 +34,14 @@ leg() {
 	qemu-io -f raw -c "write -P 0x5a 50M 3M" "$vol" >/dev/null || fail "$name: qemu-io write"
 	nbdcopy "$vol" "expect-$name.img" || fail "$name: nbdcopy from the volume"
 	dirty=$(status_field vol .nr_dirty_cache_blocks)
+	conns=$(grep -o 'msg="backing device on the network".*conns=[0-9]*' "$WB_LOG" | grep -o '[0-9]*$') || fail "$name: no connection count logged"
 	wb_stop
 	wb-check --json "cache-$name.img" | jq -er '.binding' >"binding-$name.txt" || fail "$name: no binding"
 	grep -q "tls" "binding-$name.txt" && fail "$name: the binding keeps TLS parameters: $(cat "binding-$name.txt")"
 	wb-check --writeback "$uri" "cache-$name.img" || fail "$name: wb-check --writeback $uri"
 	nbdcopy "$uri" "export-$name.img" || fail "$name: nbdcopy from the export"
 	cmp "export-$name.img" "expect-$name.img" || fail "$name: the export differs from the volume"
-	echo "figure: $name: $dirty dirty cache blocks at stop, written back offline; export equals the volume"
+	echo "figure: $name: $conns connection(s), $dirty dirty cache blocks at stop, written back offline; export equals the volume"
 }
 
 # nbdkit memory.

@@ -56,7 +56,7 @@ func (cli *CLI) openNetDevices(ctx context.Context, log *slog.Logger) (blockdev.
 		cache.Close()
 		return nil, nil, fmt.Errorf("backing device: %w", err)
 	}
-	log.Info("backing device on the network", "uri", backing.URI(), "size", backing.Size())
+	log.Info("backing device on the network", "uri", backing.URI(), "size", backing.Size(), "conns", backing.Conns())
 	netBacking.Store(backing)
 	if err := cli.refuse(ctx, backing, cache, log); err != nil {
 		cache.Close()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -18,16 +19,22 @@ var (
 
 // NBD is a Device on an NBD server's export: a backing device on the
 // network (nbd://, nbds://, nbd+unix://; see nbd.ParseURI). Its requests
-// are many at once on one connection; a dropped connection is redialled and
-// its requests sent again (nbd.Client). Sync is NBD_CMD_FLUSH, Discard is
-// NBD_CMD_TRIM where the server offers it, and WriteAtFUA a write with
-// NBD_CMD_FLAG_FUA (or a write and a flush).
+// are many at once on each connection; a dropped connection is redialled
+// and its requests sent again (nbd.Client). Where the server offers
+// multi-conn (NBD_FLAG_CAN_MULTI_CONN) it opens several connections and
+// spreads the requests over them: a server that serves each connection in
+// one thread (nbd-server) then works on several at once. Sync is
+// NBD_CMD_FLUSH on every connection with writes to cover (each client
+// skips one with none), Discard is NBD_CMD_TRIM where the server offers
+// it, and WriteAtFUA a write with NBD_CMD_FLAG_FUA (or a write and a
+// flush).
 //
 // NB: nothing here is exclusive: another client of the same export is not
 // seen, unlike File's locks.
 type NBD struct {
-	c      *nbd.Client
-	uri    string // without TLS parameters
+	cs     []*nbd.Client // the connections, all to one export
+	next   atomic.Uint64 // round robin over cs
+	uri    string        // without TLS parameters
 	closed atomic.Bool
 }
 
@@ -42,8 +49,13 @@ type NBDOptions struct {
 	// would mark data written back that a power loss can still take.
 	NoFlushOK bool
 	ReadOnly  bool
-	Logger    *slog.Logger
+	// Conns is how many connections to open where the server offers
+	// multi-conn. 0: 4.
+	Conns  int
+	Logger *slog.Logger
 }
+
+const defaultNBDConns = 4
 
 // ErrNoFlush marks an NBD server refused for not offering NBD_CMD_FLUSH.
 var ErrNoFlush = errors.New("blockdev: the NBD server offers no flush")
@@ -71,23 +83,63 @@ func OpenNBD(ctx context.Context, uri string, opts NBDOptions) (*NBD, error) {
 		c.Close()
 		return nil, refuse
 	}
-	return &NBD{c: c, uri: t.URI}, nil
+	d := &NBD{cs: []*nbd.Client{c}, uri: t.URI}
+	n := opts.Conns
+	if n <= 0 {
+		n = defaultNBDConns
+	}
+	if !info.Has(nbd.FlagCanMultiConn) {
+		n = 1
+	}
+	for len(d.cs) < n {
+		more, _, err := nbd.DialURI(ctx, uri, nbd.ClientOptions{Timeout: opts.Timeout, Logger: opts.Logger})
+		if err == nil && more.Info() != info {
+			more.Close()
+			err = fmt.Errorf("the export changed between connections: %+v, then %+v", info, more.Info())
+		}
+		if err != nil {
+			if opts.Logger != nil {
+				opts.Logger.Warn("NBD backing device: fewer connections than asked", "uri", t.URI, "conns", len(d.cs), "err", err)
+			}
+			break
+		}
+		d.cs = append(d.cs, more)
+	}
+	return d, nil
 }
+
+// pick is the connection for the next request.
+func (d *NBD) pick() *nbd.Client {
+	return d.cs[d.next.Add(1)%uint64(len(d.cs))]
+}
+
+// Conns is how many connections are open.
+func (d *NBD) Conns() int { return len(d.cs) }
 
 // URI names the export, without TLS parameters.
 func (d *NBD) URI() string { return d.uri }
 
 // Size is the export's size.
-func (d *NBD) Size() int64 { return d.c.Info().Size }
+func (d *NBD) Size() int64 { return d.cs[0].Info().Size }
 
-// Reachable reports whether the connection is up; if not, why it failed.
-func (d *NBD) Reachable() (bool, error) { return d.c.Connected() }
+// has reports whether the server offers every flag in f.
+func (d *NBD) has(f uint16) bool { return d.cs[0].Info().Has(f) }
+
+// Reachable reports whether every connection is up; if not, why one failed.
+func (d *NBD) Reachable() (bool, error) {
+	for _, c := range d.cs {
+		if ok, why := c.Connected(); !ok {
+			return false, why
+		}
+	}
+	return true, nil
+}
 
 func (d *NBD) ReadAt(p []byte, off int64) (int, error) {
 	if d.closed.Load() {
 		return 0, ErrClosed
 	}
-	if err := d.c.ReadAt(p, off); err != nil {
+	if err := d.pick().ReadAt(p, off); err != nil {
 		return 0, err
 	}
 	return len(p), nil
@@ -97,7 +149,7 @@ func (d *NBD) WriteAt(p []byte, off int64) (int, error) {
 	if d.closed.Load() {
 		return 0, ErrClosed
 	}
-	if err := d.c.WriteAt(p, off, false); err != nil {
+	if err := d.pick().WriteAt(p, off, false); err != nil {
 		return 0, err
 	}
 	return len(p), nil
@@ -106,7 +158,7 @@ func (d *NBD) WriteAt(p []byte, off int64) (int, error) {
 // WriteAtFUA is a FUA write where the server offers it, else a write and
 // a flush.
 func (d *NBD) WriteAtFUA(p []byte, off int64) (int, error) {
-	if !d.c.Info().Has(nbd.FlagSendFUA) {
+	if !d.has(nbd.FlagSendFUA) {
 		n, err := d.WriteAt(p, off)
 		if err != nil {
 			return n, err
@@ -116,7 +168,7 @@ func (d *NBD) WriteAtFUA(p []byte, off int64) (int, error) {
 	if d.closed.Load() {
 		return 0, ErrClosed
 	}
-	if err := d.c.WriteAt(p, off, true); err != nil {
+	if err := d.pick().WriteAt(p, off, true); err != nil {
 		return 0, err
 	}
 	return len(p), nil
@@ -128,10 +180,16 @@ func (d *NBD) Sync() error {
 	if d.closed.Load() {
 		return ErrClosed
 	}
-	if !d.c.Info().Has(nbd.FlagSendFlush) {
+	if !d.has(nbd.FlagSendFlush) {
 		return nil
 	}
-	if err := d.c.Flush(); err != nil {
+	errs := make([]error, len(d.cs))
+	var wg sync.WaitGroup
+	for i, c := range d.cs {
+		wg.Go(func() { errs[i] = c.Flush() })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("nbd flush %s: %w", d.uri, err)
 	}
 	return nil
@@ -142,10 +200,10 @@ func (d *NBD) Discard(off, length int64) error {
 	if d.closed.Load() {
 		return ErrClosed
 	}
-	if !d.c.Info().Has(nbd.FlagSendTrim) {
+	if !d.has(nbd.FlagSendTrim) {
 		return fmt.Errorf("%s: trim: %w", d.uri, ErrNotSupported)
 	}
-	return d.c.Trim(off, length)
+	return d.pick().Trim(off, length)
 }
 
 // Close disconnects; requests still waiting fail.
@@ -153,5 +211,8 @@ func (d *NBD) Close() error {
 	if d.closed.Swap(true) {
 		return nil
 	}
-	return d.c.Close()
+	for _, c := range d.cs {
+		c.Close()
+	}
+	return nil
 }

@@ -37,14 +37,14 @@ func (e memExport) WriteZeroes(off, n int64, fua bool) error { return nbdUnsuppo
 
 var nbdUnsupported = errors.New("unsupported")
 
-func serveMem(t *testing.T, m *Mem) string {
+func serveMem(t *testing.T, m *Mem, opts nbd.Options) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "bdnbd")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	srv, err := nbd.NewServer([]nbd.Export{{Name: "b", Backend: memExport{m}}}, nbd.Options{})
+	srv, err := nbd.NewServer([]nbd.Export{{Name: "b", Backend: memExport{m}}}, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +62,7 @@ func serveMem(t *testing.T, m *Mem) string {
 
 func TestNBDDevice(t *testing.T) {
 	m := NewMem(1 << 20)
-	uri := serveMem(t, m)
+	uri := serveMem(t, m, nbd.Options{})
 	if !IsURI(uri) || IsURI("/dev/sda") {
 		t.Fatal("IsURI")
 	}
@@ -71,8 +71,8 @@ func TestNBDDevice(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	if d.Size() != 1<<20 || d.URI() != uri {
-		t.Fatalf("size %d, uri %q", d.Size(), d.URI())
+	if d.Size() != 1<<20 || d.URI() != uri || d.Conns() != defaultNBDConns {
+		t.Fatalf("size %d, uri %q, %d connections", d.Size(), d.URI(), d.Conns())
 	}
 	a, b := bytes.Repeat([]byte{1}, 4096), bytes.Repeat([]byte{2}, 4096)
 	if _, err := d.WriteAt(a, 0); err != nil {
@@ -105,6 +105,44 @@ func TestNBDDevice(t *testing.T) {
 	d.Close()
 	if _, err := d.ReadAt(got, 0); !errors.Is(err, ErrClosed) {
 		t.Fatalf("read after Close: %v", err)
+	}
+}
+
+// Writes spread over several connections are all made durable by Sync;
+// a server without multi-conn gets one connection.
+func TestNBDMultiConn(t *testing.T) {
+	m := NewMem(1 << 20)
+	d, err := OpenNBD(context.Background(), serveMem(t, m, nbd.Options{}), NBDOptions{Conns: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if d.Conns() != 3 {
+		t.Fatalf("%d connections, want 3", d.Conns())
+	}
+	want := make([]byte, 64*4096)
+	for i := range 64 {
+		p := bytes.Repeat([]byte{byte(i + 1)}, 4096)
+		copy(want[i*4096:], p)
+		if _, err := d.WriteAt(p, int64(i)*4096); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(want))
+	if _, err := m.CrashClone().ReadAt(got, 0); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("after Sync and a crash: %v, equal %v", err, bytes.Equal(got, want))
+	}
+
+	one, err := OpenNBD(context.Background(), serveMem(t, NewMem(1<<20), nbd.Options{NoMultiConn: true}), NBDOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer one.Close()
+	if one.Conns() != 1 {
+		t.Fatalf("%d connections to a server without multi-conn", one.Conns())
 	}
 }
 
