@@ -46,7 +46,8 @@ import (
 // keeps that away.
 //
 // Only simple replies are used (structured replies are never negotiated).
-// Several connections (NBD_FLAG_CAN_MULTI_CONN) are not used yet.
+// One Client is one connection; blockdev.NBD opens several where the
+// server offers multi-conn.
 type Client struct {
 	dial   func(ctx context.Context) (net.Conn, error)
 	export string
