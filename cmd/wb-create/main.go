@@ -47,9 +47,11 @@ type CLI struct {
 	Listen   []string `placeholder:"tcp://HOST:PORT" help:"Also serve NBD on this TCP address (repeatable). The unix socket RUNDIR/NAME.sock is always served."`
 	Attach   string   `placeholder:"/dev/nbdN" help:"Also connect the volume to the kernel nbd driver at this device (needs the nbd module)."`
 	NoDirect bool     `help:"Do not open the devices with O_DIRECT (use the page cache; for file systems without O_DIRECT support this is automatic)."`
-	Verbose  bool     `short:"v" help:"Log debug messages."`
-	Bounds   `embed:""`
-	TLSFlags `embed:""`
+
+	WriteWaitLimit time.Duration `placeholder:"DURATION" help:"How long a write may wait for a free segment while writeback is failing (a full or failing backing device, the ring full): then it fails with writeback's error (ENOSPC, EIO) instead of hanging. 0 (the default) waits as long as it takes, as the kernel target does. Either way a waiting writer and a failing writeback are logged every 10 s."`
+	Verbose        bool          `short:"v" help:"Log debug messages."`
+	Bounds         `embed:""`
+	TLSFlags       `embed:""`
 }
 
 const description = `Start a writeboost volume: log-structured write-back caching of BACKING on CACHE,
@@ -236,7 +238,7 @@ func (cli *CLI) openVolume(ctx context.Context, log *slog.Logger, backing, cache
 	if err != nil {
 		return nil, err
 	}
-	vol, err := engine.Open(engine.Config{Backing: backing, Cache: cache, Logger: log, Tunables: tun})
+	vol, err := engine.Open(engine.Config{Backing: backing, Cache: cache, Logger: log, Tunables: tun, WriteWaitLimit: cli.WriteWaitLimit})
 	switch {
 	case errors.Is(err, engine.ErrNotFormatted):
 		return nil, cli.notFormatted(ctx, backing)

@@ -355,6 +355,10 @@ func renderHuman(w io.Writer, s vocab.Status) error {
 	if s.Failed != "" {
 		add("FAILED", s.Failed)
 	}
+	if s.WritebackError != "" {
+		add("WRITEBACK FAILING", fmt.Sprintf("for %.0fs, %s dirty waits (retrying): %s", s.WritebackFailingSeconds,
+			wbcli.HumanBytes(s.NrDirtyCacheBlocks*4096), s.WritebackError))
+	}
 	if s.LastDurableID != 0 {
 		add("last durable id", u(s.LastDurableID))
 	}

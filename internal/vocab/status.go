@@ -134,7 +134,11 @@ type Status struct {
 	IndexBytes            uint64   `json:"index_bytes,omitempty"`       // memory of the in-memory index
 	Errors                IOErrors `json:"errors,omitzero"`
 	Failed                string   `json:"failed,omitempty"` // why the volume refuses writes
-	UptimeSeconds         float64  `json:"uptime_seconds,omitempty"`
+	// WritebackError is why writeback fails (retried with backoff) and
+	// WritebackFailingSeconds since when; empty and 0 while it works.
+	WritebackError          string  `json:"writeback_error,omitempty"`
+	WritebackFailingSeconds float64 `json:"writeback_failing_seconds,omitempty"`
+	UptimeSeconds           float64 `json:"uptime_seconds,omitempty"`
 	// NrClients counts the NBD connections open now: every listener, the
 	// handshake and transmission, and the kernel's (--attach). A running
 	// volume always reports it, 0 included; nil (no key) is unknown, as for
