@@ -50,6 +50,8 @@ type CLI struct {
 	Verbose  bool     `short:"v" help:"Log debug messages."`
 	Bounds   `embed:""`
 	TLSFlags `embed:""`
+
+	wbcli.Common `embed:""`
 }
 
 const description = `Start a writeboost volume: log-structured write-back caching of BACKING on CACHE,
@@ -98,6 +100,9 @@ func run(args []string, stdout, stderr io.Writer, sig <-chan os.Signal) int {
 	}
 	if err := cli.run(log, sig); err != nil {
 		fmt.Fprintf(stderr, "wb-create: %v\n", err)
+		if wbcli.IsUsage(err) {
+			return 2
+		}
 		return 1
 	}
 	return 0
@@ -105,15 +110,15 @@ func run(args []string, stdout, stderr io.Writer, sig <-chan os.Signal) int {
 
 func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 	if err := control.ValidName(cli.Name); err != nil {
-		return err
+		return wbcli.Usage(err)
 	}
 	tun, tableArgs, err := vocab.ParseOptionalArgs(cli.Args)
 	if err != nil {
-		return err
+		return wbcli.Usage(err)
 	}
 	tcp, err := parseListen(cli.Listen)
 	if err != nil {
-		return err
+		return wbcli.Usage(err)
 	}
 	tlsConf, err := cli.listenSecurity(context.Background(), tcp) // tls.go
 	if err != nil {

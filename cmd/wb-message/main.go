@@ -85,6 +85,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitInterrupted
 	}
 	fmt.Fprintf(stderr, "%s: %s\n", progName, wbcli.OneLine(err.Error()))
+	if wbcli.IsUsage(err) {
+		return 2
+	}
 	return 1
 }
 
@@ -103,20 +106,20 @@ func dynamicTunables() string {
 // Run validates the message, then sends it.
 func (c *cli) Run(e *env) error {
 	if err := control.ValidName(c.Name); err != nil {
-		return err
+		return wbcli.Usage(err)
 	}
 	words := c.Message
 	if len(words) > 0 {
 		if _, err := strconv.ParseUint(words[0], 10, 64); err == nil {
 			if words[0] != "0" {
-				return fmt.Errorf("sector %s: a writeboost volume is one target starting at sector 0; give 0 or no sector", words[0])
+				return wbcli.Usagef("sector %s: a writeboost volume is one target starting at sector 0; give 0 or no sector", words[0])
 			}
 			words = words[1:]
 		}
 	}
 	m, err := vocab.ParseMessage(words)
 	if err != nil {
-		return err
+		return wbcli.Usage(err)
 	}
 	cl, err := control.Dial(c.Name)
 	if err != nil {

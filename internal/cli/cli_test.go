@@ -2,13 +2,16 @@ package cli
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
 
 type grammar struct {
-	Name  string `arg:"" help:"A name."`
-	Count int    `help:"How many."`
+	Name   string `arg:"" help:"A name."`
+	Count  int    `help:"How many."`
+	Common `embed:""`
 }
 
 func TestParse(t *testing.T) {
@@ -20,6 +23,7 @@ func TestParse(t *testing.T) {
 	}{
 		{args: []string{"x", "--count", "3"}},
 		{args: []string{"--help"}, done: true, code: 0, out: "A name."},
+		{args: []string{"--version"}, done: true, code: 0, out: "prog " + Version() + "\n"},
 		{args: []string{}, done: true, code: 16, errln: "prog: expected \"<name>\"\n"},
 		{args: []string{"x", "--count", "many"}, done: true, code: 16, errln: "prog: --count: expected a valid 64 bit int but got \"many\"\n"},
 	} {
@@ -46,5 +50,18 @@ func TestHumanBytes(t *testing.T) {
 	}
 	if OneLine("a\n  b\tc ") != "a b c" {
 		t.Error("OneLine")
+	}
+}
+
+func TestUsage(t *testing.T) {
+	if Usage(nil) != nil {
+		t.Error("Usage(nil) is not nil")
+	}
+	err := fmt.Errorf("wrapped: %w", Usagef("bad %s", "name"))
+	if !IsUsage(err) || err.Error() != "wrapped: bad name" {
+		t.Errorf("IsUsage(%v) false", err)
+	}
+	if IsUsage(errors.New("plain")) {
+		t.Error("a plain error is a usage error")
 	}
 }
