@@ -109,6 +109,8 @@ func run(args []string, stdout, stderr io.Writer, sig <-chan os.Signal) int {
 }
 
 func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
+	n := newNotifier(log) // notify.go: systemd's Type=notify
+	defer n.close()
 	if err := control.ValidName(cli.Name); err != nil {
 		return wbcli.Usage(err)
 	}
@@ -139,6 +141,7 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 		return err
 	}
 
+	n.status("opening %s and %s, replaying the log", cli.Backing, cli.Cache)
 	backing, cache, err := cli.openDevices(ctx, log) // devices.go: the refusals, --reformat
 	if err != nil {
 		return err
@@ -206,6 +209,7 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 		return stopErr(err)
 	}
 	log.Info("ready", "name", cli.Name, "socket", sock, "uri", "nbd+unix:///"+cli.Name+"?socket="+sock)
+	n.ready(cli.Name, v.Status)
 
 	var noWriteback bool
 	select {
@@ -216,6 +220,7 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 	case err := <-s.errc:
 		log.Error("serving failed; stopping cleanly"+stopHint, "err", err)
 	}
+	n.stopping()
 	// A second signal during the stop exits at once, a duplicate of the
 	// first is ignored (signals.go). The watch ends with run.
 	defer watchStop(sig, stopWatch{acked: time.Now(), grace: secondSignalGrace}, time.Now, onStopSignal(log))()
