@@ -48,6 +48,7 @@ type CLI struct {
 	Attach   string   `placeholder:"/dev/nbdN" help:"Also connect the volume to the kernel nbd driver at this device (needs the nbd module)."`
 	NoDirect bool     `help:"Do not open the devices with O_DIRECT (use the page cache; for file systems without O_DIRECT support this is automatic)."`
 	Verbose  bool     `short:"v" help:"Log debug messages."`
+	Tab      string   `placeholder:"FILE" help:"--tab [FILE] NAME: start NAME as its line of the volume table says (NAME BACKING CACHE [KEY VALUE]...; FILE is $WB_TAB, else /etc/writeboosttab), checked as the command line is."`
 	Bounds   `embed:""`
 	TLSFlags `embed:""`
 
@@ -84,6 +85,11 @@ func setMaxProcs() {
 // run parses args and runs the volume until a signal; sig, if not nil,
 // replaces the process's SIGTERM/SIGINT/SIGHUP (for tests).
 func run(args []string, stdout, stderr io.Writer, sig <-chan os.Signal) int {
+	args, err := expandTab(args) // tab.go: --tab [FILE] NAME
+	if err != nil {
+		fmt.Fprintf(stderr, "wb-create: %v\n", err)
+		return 2
+	}
 	var cli CLI
 	if _, code, done := wbcli.Parse("wb-create", description, &cli, args, stdout, stderr, 2, kong.Vars{"tunables": tunableRanges()}); done {
 		return code
