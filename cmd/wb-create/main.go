@@ -48,6 +48,7 @@ type CLI struct {
 	Attach   string   `placeholder:"/dev/nbdN" help:"Also connect the volume to the kernel nbd driver at this device (needs the nbd module)."`
 	NoDirect bool     `help:"Do not open the devices with O_DIRECT (use the page cache; for file systems without O_DIRECT support this is automatic)."`
 	Verbose  bool     `short:"v" help:"Log debug messages."`
+	Pidfile  string   `placeholder:"PATH" help:"Write the process id to PATH (atomically) once the volume serves; removed at a clean stop."`
 	Tab      string   `placeholder:"FILE" help:"--tab [FILE] NAME: start NAME as its line of the volume table says (NAME BACKING CACHE [KEY VALUE]...; FILE is $WB_TAB, else /etc/writeboosttab), checked as the command line is."`
 	Bounds   `embed:""`
 	TLSFlags `embed:""`
@@ -214,6 +215,10 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 	if err := control.WriteState(dir, st); err != nil {
 		return stopErr(err)
 	}
+	if err := cli.writePidfile(); err != nil { // pidfile.go
+		return stopErr(err)
+	}
+	defer cli.removePidfile(log)
 	log.Info("ready", "name", cli.Name, "socket", sock, "uri", "nbd+unix:///"+cli.Name+"?socket="+sock)
 	n.ready(cli.Name, v.Status)
 
