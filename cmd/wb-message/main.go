@@ -51,6 +51,8 @@ type cli struct {
 	Quiet   bool     `short:"q" help:"Print no progress while drop_caches waits."`
 	Name    string   `arg:"" help:"Volume name."`
 	Message []string `arg:"" passthrough:"" help:"[SECTOR] MESSAGE [ARGS...]: one of ${tunables}, clear_stat, drop_caches, flush, remove [--no-writeback] [--force] (refused while NBD clients are connected, unless --force). SECTOR must be 0 if given."`
+
+	wbcli.Common `embed:""`
 }
 
 type env struct {

@@ -275,6 +275,13 @@ func TestDropCachesInterrupt(t *testing.T) {
 	}
 }
 
+func TestVersion(t *testing.T) {
+	out, _, code := runCmd(context.Background(), "--version")
+	if code != 0 || !strings.HasPrefix(out, "wb-message ") {
+		t.Errorf("--version: exit %d, %q", code, out)
+	}
+}
+
 func TestHelp(t *testing.T) {
 	out, _, code := runCmd(context.Background(), "--help")
 	if code != 0 || !strings.Contains(out, "Usage: wb-message <name> <message> ...") || !strings.Contains(out, "drop_caches") {
