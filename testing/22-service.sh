@@ -7,7 +7,8 @@
 # with the line's tunables, again after a restart, writes its --pidfile and
 # removes it at a clean stop, which sends STOPPING=1; make install into a
 # DESTDIR lays out binaries, man pages (man -l renders each), the unit and
-# the example table, and make uninstall takes them away again.
+# the example table, and make uninstall takes them away again. /metrics
+# (--metrics) shows the counters, dirty bytes and tunables move.
 . "$WB_TESTING/lib.sh"
 top=$(cd "$WB_TESTING/.." && pwd)
 cmds=(wb-format-cache wb-create wb-status wb-message wb-check)
@@ -50,6 +51,7 @@ exits 2 wb-create vol backing.img cache.img writeback_threshold 101
 exits 2 wb-create vol backing.img cache.img writeback_threshold
 exits 2 wb-create --listen udp://x:1 vol backing.img cache.img
 exits 2 wb-create --tab nosuch.tab vol
+exits 2 wb-create --metrics http://:1 vol backing.img cache.img
 exits 2 wb-format-cache --bogus cache.img
 exits 16 wb-check --backing 12X cache.img
 exits 16 wb-check --segment 999999 cache.img
@@ -89,7 +91,7 @@ wait_for 10 "the fake notify socket" test -S notify.sock
 # start_from_tab N: wb-create --tab under the fake systemd; wait for READY=1.
 start_from_tab() {
 	WB_LOG=$WB_WORK/wb-create.tab.$1.log
-	NOTIFY_SOCKET=$WB_WORK/notify.sock WB_TAB=$WB_WORK/tab wb-create --tab vol --pidfile "$WB_WORK/wb.pid" 2>"$WB_LOG" &
+	NOTIFY_SOCKET=$WB_WORK/notify.sock WB_TAB=$WB_WORK/tab wb-create --tab vol --pidfile "$WB_WORK/wb.pid" --metrics tcp://127.0.0.1:0 2>"$WB_LOG" &
 	WB_PID=$!
 	wb_defer "kill_ours $WB_PID wb-create; wait $WB_PID"
 	wait_for 60 "READY=1 number $1" bash -c "[ \$(grep -c '^READY=1' notify.log) -ge $1 ]"
@@ -100,7 +102,20 @@ start_from_tab() {
 }
 start_from_tab 1
 grep -q "STATUS=opening" notify.log || fail "no STATUS= before READY=1: $(cat notify.log)"
+murl=$(grep -o 'url=http://[^ ]*/metrics' "$WB_LOG" | cut -d= -f2)
+[ -n "$murl" ] || fail "no metrics url logged"
+# metric SERIES: its value in one scrape of /metrics.
+metric() {
+	python3 -c 'import sys, urllib.request
+body = urllib.request.urlopen(sys.argv[1], timeout=10).read().decode()
+print(next(l.rsplit(" ", 1)[1] for l in body.splitlines() if l.startswith(sys.argv[2] + " ")))' "$murl" "$1"
+}
+writes='writeboost_io_total{op="write",result="miss",size="full",volume="vol",where="cache"}'
+[ "$(metric "$writes")" = 0 ] && [ "$(metric 'writeboost_dirty_bytes{volume="vol"}')" = 0 ] || fail "metrics not 0 on a fresh volume"
 qemu-io -f raw "$(wb_uri vol)" -c "write -P 7 0 64k" >/dev/null || fail "write"
+[ "$(metric "$writes")" = 16 ] || fail "writes: $(metric "$writes") in /metrics, want 16"
+[ "$(metric 'writeboost_dirty_bytes{volume="vol"}')" = 65536 ] || fail "dirty_bytes in /metrics: $(metric 'writeboost_dirty_bytes{volume="vol"}')"
+[ "$(metric 'writeboost_tunable{name="writeback_threshold",volume="vol"}')" = 37 ] || fail "tunable not in /metrics"
 [ "$(status_field vol .dirty_bytes)" -gt 0 ] || fail "dirty_bytes 0 after a write"
 [ "$(status_field vol .schema)" = 1 ] || fail "schema not 1"
 wb_stop
@@ -135,4 +150,4 @@ make -s -C "$top" uninstall DESTDIR="$dest" PREFIX=/usr >make.log 2>&1 || { cat 
 left=$(find "$dest" -type f)
 [ "$left" = "$dest/etc/writeboosttab" ] || fail "make uninstall left: $left"
 
-echo "figure: service: --version on ${#cmds[@]} commands, $usage usage errors with their exit status, 2 starts from writeboosttab with its tunables, $notes sd_notify messages (READY=1 after the NBD socket accepted, STOPPING=1), pidfile written and removed, $installed files installed and uninstalled"
+echo "figure: service: --version on ${#cmds[@]} commands, $usage usage errors with their exit status, 2 starts from writeboosttab with its tunables, $notes sd_notify messages (READY=1 after the NBD socket accepted, STOPPING=1), pidfile written and removed, /metrics counters and dirty bytes moved with qemu-io writes, $installed files installed and uninstalled"

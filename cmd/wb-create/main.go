@@ -48,6 +48,7 @@ type CLI struct {
 	Attach   string   `placeholder:"/dev/nbdN" help:"Also connect the volume to the kernel nbd driver at this device (needs the nbd module)."`
 	NoDirect bool     `help:"Do not open the devices with O_DIRECT (use the page cache; for file systems without O_DIRECT support this is automatic)."`
 	Verbose  bool     `short:"v" help:"Log debug messages."`
+	Metrics  string   `placeholder:"tcp://HOST:PORT" help:"Serve Prometheus metrics at http://HOST:PORT/metrics (HOST empty: 127.0.0.1; any other than loopback is warned about)."`
 	Pidfile  string   `placeholder:"PATH" help:"Write the process id to PATH (atomically) once the volume serves; removed at a clean stop."`
 	Tab      string   `placeholder:"FILE" help:"--tab [FILE] NAME: start NAME as its line of the volume table says (NAME BACKING CACHE [KEY VALUE]...; FILE is $WB_TAB, else /etc/writeboosttab), checked as the command line is."`
 	Bounds   `embed:""`
@@ -128,6 +129,10 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 	tcp, err := parseListen(cli.Listen)
 	if err != nil {
 		return wbcli.Usage(err)
+	}
+	metricsAddr, err := parseMetrics(cli.Metrics) // metrics.go
+	if err != nil {
+		return err
 	}
 	tlsConf, err := cli.listenSecurity(context.Background(), tcp) // tls.go
 	if err != nil {
@@ -215,6 +220,11 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 	if err := control.WriteState(dir, st); err != nil {
 		return stopErr(err)
 	}
+	stopMetrics, err := serveMetrics(log, metricsAddr, cli.Name, v.Status) // metrics.go
+	if err != nil {
+		return stopErr(err)
+	}
+	defer stopMetrics()
 	if err := cli.writePidfile(); err != nil { // pidfile.go
 		return stopErr(err)
 	}

@@ -81,7 +81,7 @@ func TestHelp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, flag := range []string{`\-\-reformat`, `\-\-force`, `\-\-listen`, `\-\-attach`, `\-\-no\-direct`, `\-\-verbose`, `\-\-tab`, `\-\-pidfile`, `\-\-version`} {
+	for _, flag := range []string{`\-\-reformat`, `\-\-force`, `\-\-listen`, `\-\-attach`, `\-\-no\-direct`, `\-\-verbose`, `\-\-tab`, `\-\-pidfile`, `\-\-metrics`, `\-\-version`} {
 		if !bytes.Contains(page, []byte(flag)) {
 			t.Errorf("man page lacks %s", flag)
 		}
