@@ -8,7 +8,8 @@
 # removes it at a clean stop, which sends STOPPING=1; make install into a
 # DESTDIR lays out binaries, man pages (man -l renders each), the unit and
 # the example table, and make uninstall takes them away again. /metrics
-# (--metrics) shows the counters, dirty bytes and tunables move.
+# (--metrics) shows the counters, dirty bytes and tunables move; the
+# binaries complete volume names, messages and tunables for the shell.
 . "$WB_TESTING/lib.sh"
 top=$(cd "$WB_TESTING/.." && pwd)
 cmds=(wb-format-cache wb-create wb-status wb-message wb-check)
@@ -60,7 +61,7 @@ note "a volume from its writeboosttab line, under a fake systemd"
 cat >tab <<EOF
 # NAME BACKING CACHE [KEY VALUE]...
 other  /dev/null  /dev/null
-vol    $WB_WORK/backing.img  $WB_WORK/cache.img  writeback_threshold 37 read_cache_threshold 9  # the test volume
+vol    $WB_WORK/backing.img  $WB_WORK/cache.img  writeback_threshold 0 update_sb_record_interval 37 read_cache_threshold 9  # no background writeback: dirty data stays
 EOF
 # The service manager's end of NOTIFY_SOCKET: log each datagram; at READY=1
 # connect to the NBD socket at once and log whether it accepted.
@@ -97,7 +98,7 @@ start_from_tab() {
 	wait_for 60 "READY=1 number $1" bash -c "[ \$(grep -c '^READY=1' notify.log) -ge $1 ]"
 	[ "$(grep -c "nbd accepted at READY=1" notify.log)" -ge "$1" ] || { cat notify.log; fail "READY=1 before the NBD socket accepted"; }
 	[ "$(cat wb.pid)" = "$WB_PID" ] || fail "pidfile holds '$(cat wb.pid)', want $WB_PID"
-	[ "$(status_field vol .tunables.writeback_threshold)" = 37 ] && [ "$(status_field vol .tunables.read_cache_threshold)" = 9 ] ||
+	[ "$(status_field vol .tunables.update_sb_record_interval)" = 37 ] && [ "$(status_field vol .tunables.read_cache_threshold)" = 9 ] ||
 		fail "start $1: the table's tunables are not in effect: $(wb-status --json vol | jq -c .tunables)"
 }
 start_from_tab 1
@@ -115,9 +116,19 @@ writes='writeboost_io_total{op="write",result="miss",size="full",volume="vol",wh
 qemu-io -f raw "$(wb_uri vol)" -c "write -P 7 0 64k" >/dev/null || fail "write"
 [ "$(metric "$writes")" = 16 ] || fail "writes: $(metric "$writes") in /metrics, want 16"
 [ "$(metric 'writeboost_dirty_bytes{volume="vol"}')" = 65536 ] || fail "dirty_bytes in /metrics: $(metric 'writeboost_dirty_bytes{volume="vol"}')"
-[ "$(metric 'writeboost_tunable{name="writeback_threshold",volume="vol"}')" = 37 ] || fail "tunable not in /metrics"
+[ "$(metric 'writeboost_tunable{name="update_sb_record_interval",volume="vol"}')" = 37 ] || fail "tunable not in /metrics"
 [ "$(status_field vol .dirty_bytes)" -gt 0 ] || fail "dirty_bytes 0 after a write"
 [ "$(status_field vol .schema)" = 1 ] || fail "schema not 1"
+
+note "shell completion"
+# What bash's complete -C asks of the binary (dist/completion/writeboost.bash).
+comp() { COMP_LINE="$*" "${1}"; }
+[ "$(comp wb-status v)" = vol ] || fail "wb-status does not complete the running volume: $(comp wb-status v)"
+[ "$(comp wb-message vol drop)" = drop_caches ] || fail "wb-message does not complete messages: $(comp wb-message vol drop)"
+[ "$(WB_TAB=$WB_WORK/tab comp wb-create vo)" = vol ] || fail "wb-create does not complete names from the table"
+comp wb-create vol backing.img cache.img writeback | grep -qx writeback_threshold || fail "wb-create does not complete tunables"
+bash -c ". '$top/dist/completion/writeboost.bash' && complete -p wb-create" | grep -q -- "-C 'wb-create' wb-create" || fail "the bash completion does not register"
+
 wb_stop
 grep -q "STOPPING=1" notify.log || fail "no STOPPING=1 at the clean stop: $(cat notify.log)"
 [ ! -e wb.pid ] || fail "pidfile left after a clean stop"
@@ -140,6 +151,10 @@ for c in "${cmds[@]}"; do
 	MANWIDTH=80 man -l "$page" 2>man.err | grep -q "^NAME" || { cat man.err; fail "man -l $page renders nothing"; }
 done
 unit=$dest/usr/lib/systemd/system/writeboost@.service
+for c in "${cmds[@]}"; do
+	[ -f "$dest/usr/share/bash-completion/completions/$c" ] || fail "no bash completion for $c"
+done
+[ -f "$dest/usr/share/zsh/site-functions/_writeboost" ] || fail "no zsh completion"
 grep -qx "ExecStart=/usr/sbin/wb-create --tab /etc/writeboosttab %i" "$unit" || fail "unit not pointed at /usr/sbin: $(grep ExecStart "$unit")"
 [ -f "$dest/etc/writeboosttab" ] && [ -f "$dest/usr/share/doc/writeboost/writeboosttab.example" ] || fail "example table not installed"
 installed=$(find "$dest" -type f | wc -l)
@@ -150,4 +165,4 @@ make -s -C "$top" uninstall DESTDIR="$dest" PREFIX=/usr >make.log 2>&1 || { cat 
 left=$(find "$dest" -type f)
 [ "$left" = "$dest/etc/writeboosttab" ] || fail "make uninstall left: $left"
 
-echo "figure: service: --version on ${#cmds[@]} commands, $usage usage errors with their exit status, 2 starts from writeboosttab with its tunables, $notes sd_notify messages (READY=1 after the NBD socket accepted, STOPPING=1), pidfile written and removed, /metrics counters and dirty bytes moved with qemu-io writes, $installed files installed and uninstalled"
+echo "figure: service: --version on ${#cmds[@]} commands, $usage usage errors with their exit status, 2 starts from writeboosttab with its tunables, $notes sd_notify messages (READY=1 after the NBD socket accepted, STOPPING=1), pidfile written and removed, /metrics counters and dirty bytes moved with qemu-io writes, 4 completions, $installed files installed and uninstalled"

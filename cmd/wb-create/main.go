@@ -37,10 +37,10 @@ import (
 
 // CLI is wb-create's command line.
 type CLI struct {
-	Name    string   `arg:"" help:"Volume name, [A-Za-z0-9._-]{1,64}; also the NBD export name."`
+	Name    string   `arg:"" predictor:"tabname" help:"Volume name, [A-Za-z0-9._-]{1,64}; also the NBD export name."`
 	Backing string   `arg:"" help:"Backing device: the slow disk (a block device or a regular file). The volume has its size."`
 	Cache   string   `arg:"" help:"Cache device: the fast disk (a block device or a regular file) holding the log."`
-	Args    []string `arg:"" optional:"" help:"Optional KEY VALUE pairs, as the kernel target's optional args: ${tunables}."`
+	Args    []string `arg:"" optional:"" predictor:"tunable" help:"Optional KEY VALUE pairs, as the kernel target's optional args: ${tunables}."`
 
 	Reformat bool     `help:"Format the cache device first: every cached block is forgotten, dirty or not. A CACHE holding a file system or other signature is refused (see --force)."`
 	Force    bool     `help:"Start even when CACHE is larger than BACKING or BACKING is a writeboost cache device (both hint at swapped arguments), and let --reformat format a CACHE holding a file system, partition table or other signature, or one it cannot probe (wipefs missing): that data is lost; and start a CACHE bound to another backing device (or whose binding record is damaged), replaying its dirty blocks onto BACKING and binding it there. BACKING and CACHE sharing storage is never allowed."`
@@ -93,7 +93,7 @@ func run(args []string, stdout, stderr io.Writer, sig <-chan os.Signal) int {
 		return 2
 	}
 	var cli CLI
-	if _, code, done := wbcli.Parse("wb-create", description, &cli, args, stdout, stderr, 2, kong.Vars{"tunables": tunableRanges()}); done {
+	if _, code, done := wbcli.Parse("wb-create", description, &cli, args, stdout, stderr, 2, kong.Vars{"tunables": tunableRanges()}, predictors); done {
 		return code
 	}
 	level := slog.LevelInfo

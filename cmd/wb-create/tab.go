@@ -99,6 +99,9 @@ func readTab(path string) ([]tabEntry, error) {
 // have typed. Args without --tab come back as they are. Errors are usage
 // errors: the table is part of the command line.
 func expandTab(args []string) ([]string, error) {
+	if os.Getenv("COMP_LINE") != "" {
+		return args, nil // the shell asks for completions: Parse answers, args are the shell's
+	}
 	i := -1
 	var file string
 	for j, a := range args {
@@ -136,4 +139,18 @@ func expandTab(args []string) ([]string, error) {
 		}
 	}
 	return nil, wbcli.Usagef("no volume %q in %s", name, file)
+}
+
+// predictors complete wb-create's command line: NAME from the volume
+// table, KEYs from the tunables.
+var predictors = wbcli.Predictors{
+	"tabname": func() []string {
+		entries, _ := readTab(tabPath())
+		names := make([]string, 0, len(entries))
+		for _, e := range entries {
+			names = append(names, e.name)
+		}
+		return names
+	},
+	"tunable": vocab.TunableNames,
 }

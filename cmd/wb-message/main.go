@@ -49,8 +49,8 @@ var (
 
 type cli struct {
 	Quiet   bool     `short:"q" help:"Print no progress while drop_caches waits."`
-	Name    string   `arg:"" help:"Volume name."`
-	Message []string `arg:"" passthrough:"" help:"[SECTOR] MESSAGE [ARGS...]: one of ${tunables}, clear_stat, drop_caches, flush, remove [--no-writeback] [--force] (refused while NBD clients are connected, unless --force). SECTOR must be 0 if given."`
+	Name    string   `arg:"" predictor:"volume" help:"Volume name."`
+	Message []string `arg:"" passthrough:"" predictor:"message" help:"[SECTOR] MESSAGE [ARGS...]: one of ${tunables}, clear_stat, drop_caches, flush, remove [--no-writeback] [--force] (refused while NBD clients are connected, unless --force). SECTOR must be 0 if given."`
 
 	wbcli.Common `embed:""`
 }
@@ -74,7 +74,8 @@ var errInterrupted = errors.New("interrupted")
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var c cli
 	kctx, code, done := wbcli.Parse(progName, "Send a message to a writeboost volume (dmsetup message for the kernel target).",
-		&c, args, stdout, stderr, 2, kong.Vars{"tunables": dynamicTunables()})
+		&c, args, stdout, stderr, 2, kong.Vars{"tunables": dynamicTunables()},
+		wbcli.Predictors{"volume": control.VolumeNames, "message": vocab.MessageWords})
 	if done {
 		return code
 	}

@@ -41,7 +41,7 @@ type cli struct {
 	Table bool    `help:"Print the table line, as dmsetup table prints it." xor:"format"`
 	JSON  bool    `name:"json" help:"Print JSON on one line: an object for NAME, an array when listing (empty when no volume runs)." xor:"format"`
 	Watch float64 `help:"Refresh every SECONDS: in place on a terminal, repeated output otherwise." placeholder:"SECONDS"`
-	Name  string  `arg:"" optional:"" help:"Volume name. '-' reads status lines (table lines with --table) from standard input. Without NAME, one line per running volume."`
+	Name  string  `arg:"" optional:"" predictor:"volume" help:"Volume name. '-' reads status lines (table lines with --table) from standard input. Without NAME, one line per running volume."`
 
 	wbcli.Common `embed:""`
 }
@@ -66,7 +66,7 @@ func main() {
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var c cli
 	kctx, code, done := wbcli.Parse(progName, "Show the status of writeboost volumes (dmsetup status and dmsetup table for the kernel target).",
-		&c, args, stdout, stderr, 2)
+		&c, args, stdout, stderr, 2, wbcli.Predictors{"volume": control.VolumeNames})
 	if done {
 		return code
 	}

@@ -15,6 +15,8 @@ import (
 	"github.com/olekukonko/tablewriter"
 	"github.com/olekukonko/tablewriter/renderer"
 	"github.com/olekukonko/tablewriter/tw"
+	"github.com/posener/complete"
+	"github.com/willabides/kongplete"
 	"golang.org/x/term"
 )
 
@@ -47,6 +49,9 @@ func Parse(name, description string, grammar any, args []string, stdout, stderr 
 		fmt.Fprintf(stderr, "%s: %v\n", name, err)
 		return nil, usageCode, true
 	}
+	// Run by the shell for completion (COMP_LINE set: bash's complete -C,
+	// dist/completion), print the candidates and exit 0.
+	kongplete.Complete(parser, kongplete.WithPredictors(predictors(opts)))
 	kctx, err = parser.Parse(args)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %s\n", name, OneLine(err.Error()))
@@ -91,6 +96,28 @@ func Version() string {
 		rev = "unknown"
 	}
 	return fmt.Sprintf("%s (rev %s%s, %s)", v, rev, modified, bi.GoVersion)
+}
+
+// Predictors complete the values of a command line for the shell: a
+// `predictor:"NAME"` tag names one, which returns every candidate (the
+// shell keeps those matching the word typed). "file" is built in. Pass
+// Predictors to Parse among the kong options.
+type Predictors map[string]func() []string
+
+// Apply makes Predictors a kong.Option; Parse reads them, kong does not.
+func (Predictors) Apply(*kong.Kong) error { return nil }
+
+// predictors gathers the Predictors among opts for kongplete.
+func predictors(opts []kong.Option) map[string]complete.Predictor {
+	m := map[string]complete.Predictor{"file": complete.PredictFiles("*")}
+	for _, o := range opts {
+		if p, ok := o.(Predictors); ok {
+			for name, f := range p {
+				m[name] = complete.PredictFunc(func(complete.Args) []string { return f() })
+			}
+		}
+	}
+	return m
 }
 
 // UsageError is a command line that parses but cannot be carried out as

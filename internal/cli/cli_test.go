@@ -65,3 +65,26 @@ func TestUsage(t *testing.T) {
 		t.Error("a plain error is a usage error")
 	}
 }
+
+type completed struct {
+	Vol   string `arg:"" predictor:"volume" help:"A volume."`
+	Quiet bool   `help:"Say less."`
+}
+
+// TestComplete: with COMP_LINE set (the shell asking), Parse prints the
+// candidates for the word being typed and ends the run with status 0.
+func TestComplete(t *testing.T) {
+	for line, want := range map[string]string{
+		"prog --q":  "--quiet\n",
+		"prog v":    "vol0\nvol1\n",
+		"prog vol1": "vol1\n",
+	} {
+		t.Setenv("COMP_LINE", line)
+		var g completed
+		var out, errb bytes.Buffer
+		_, code, done := Parse("prog", "Test.", &g, nil, &out, &errb, 2, Predictors{"volume": func() []string { return []string{"vol0", "vol1", "other"} }})
+		if !done || code != 0 || out.String() != want {
+			t.Errorf("COMP_LINE=%q: done %v code %d stdout %q stderr %q, want %q", line, done, code, out.String(), errb.String(), want)
+		}
+	}
+}
