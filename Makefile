@@ -4,13 +4,47 @@ BIN      := bin
 COMMANDS := wb-format-cache wb-create wb-status wb-message wb-check
 FUZZTIME ?= 30s
 
-.PHONY: all build deps kernel-deps demo test test-kernel unit scenarios lint fuzz bench bench-quick clean
+# make install: PREFIX and DESTDIR as usual (DESTDIR for staging a package).
+PREFIX     ?= /usr/local
+SBINDIR    ?= $(PREFIX)/sbin
+MANDIR     ?= $(PREFIX)/share/man
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+DOCDIR     ?= $(PREFIX)/share/doc/writeboost
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
+SYSCONFDIR ?= /etc
+
+.PHONY: all build install uninstall deps kernel-deps demo test test-kernel unit scenarios lint fuzz bench bench-quick clean
 
 all: build
 
 build:
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(COMMANDS))
+
+# The five binaries, their man pages (section 8), bash and zsh completion, the systemd unit (its
+# ExecStart pointed at SBINDIR), the example volume table; /etc/writeboosttab
+# only if there is none (an admin's table is never overwritten).
+install: build
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR) \
+		$(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR)
+	for c in $(COMMANDS); do install -m 0644 dist/completion/writeboost.bash $(DESTDIR)$(BASHCOMPDIR)/$$c || exit 1; done
+	install -m 0644 dist/completion/_writeboost $(DESTDIR)$(ZSHCOMPDIR)/_writeboost
+	install -m 0755 $(addprefix $(BIN)/,$(COMMANDS)) $(DESTDIR)$(SBINDIR)/
+	install -m 0644 $(addprefix man/,$(addsuffix .8,$(COMMANDS))) $(DESTDIR)$(MANDIR)/man8/
+	sed 's#/usr/local/sbin/#$(SBINDIR)/#g; s#/etc/writeboosttab#$(SYSCONFDIR)/writeboosttab#g' dist/systemd/writeboost@.service >$(DESTDIR)$(UNITDIR)/writeboost@.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/writeboost@.service
+	install -m 0644 dist/writeboosttab $(DESTDIR)$(DOCDIR)/writeboosttab.example
+	[ -e $(DESTDIR)$(SYSCONFDIR)/writeboosttab ] || install -m 0644 dist/writeboosttab $(DESTDIR)$(SYSCONFDIR)/writeboosttab
+
+# Everything install put there but the volume table, which holds the admin's
+# volumes.
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(SBINDIR)/,$(COMMANDS))
+	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man8/,$(addsuffix .8,$(COMMANDS)))
+	rm -f $(addprefix $(DESTDIR)$(BASHCOMPDIR)/,$(COMMANDS)) $(DESTDIR)$(ZSHCOMPDIR)/_writeboost
+	rm -f $(DESTDIR)$(UNITDIR)/writeboost@.service $(DESTDIR)$(DOCDIR)/writeboosttab.example
+	-rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null
 
 deps:
 	@scripts/deps.sh

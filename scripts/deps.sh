@@ -30,6 +30,7 @@ declare -A pkg=(
 	[make-bcache]=bcache-tools
 	[man]=man-db
 	[jq]=jq
+	[systemd-analyze]=systemd
 )
 
 missing=()

@@ -49,6 +49,8 @@ type cli struct {
 	DryRun    bool   `name:"dry-run" help:"With --writeback: say what would be written (cache blocks, sectors, merged writes, bytes) and write nothing."`
 	Force     bool   `help:"With --writeback: write back what the valid prefix of a damaged log holds, and say what is lost; and write back to a backing device the cache is not bound to."`
 	Cache     string `arg:"" help:"The cache device: a block device or an image file." placeholder:"CACHE"`
+
+	wbcli.Common `embed:""`
 }
 
 // env carries the process's streams into Run.
@@ -137,8 +139,13 @@ func open(path string, opts blockdev.FileOptions) (*blockdev.File, error) {
 	return d, nil
 }
 
+// schema is the version of the JSON object (output): adding a key keeps
+// it; renaming or removing one, or changing a value's meaning, bumps it.
+const schema = 1
+
 // output is the JSON object: the report, and what the options added.
 type output struct {
+	Schema int    `json:"schema"`
 	Device string `json:"device"`
 	check.Report
 	Segment   *check.SegmentDetail `json:"segment,omitempty"`
@@ -196,7 +203,7 @@ func (c *cli) Run(e *env) error {
 	if err != nil {
 		return fail(check.ExitOperational, c.Cache, "%s", fault(err))
 	}
-	out := output{Device: c.Cache, Report: r.Report}
+	out := output{Schema: schema, Device: c.Cache, Report: r.Report}
 	if c.Segments {
 		r.FillSegments()
 		out.Report.Segments = r.Report.Segments
@@ -269,6 +276,9 @@ func (c *cli) backingSize(arg string) (int64, error) {
 			}
 			return n, nil
 		}
+	}
+	if _, err := os.Stat(arg); err != nil && arg[0] >= '0' && arg[0] <= '9' {
+		return 0, &exitError{code: check.ExitUsage, msg: fmt.Sprintf("--backing %s: neither a size (bytes, or a number with K, M, G, T, P or S) nor a device", arg)}
 	}
 	d, err := c.openBacking(arg, true)
 	if err != nil {

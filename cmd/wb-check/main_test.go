@@ -102,7 +102,10 @@ func TestFixturesJSON(t *testing.T) {
 				t.Errorf("%v: stderr %q", d, errs)
 			}
 			j := decode(t, out)
-			for _, k := range []string{"formatted", "nr_segments", "max_id", "last_flushed_id", "last_writeback_id",
+			if j.num(t, "schema") != schema {
+				t.Errorf("%v: schema %v, want %d", d, j["schema"], schema)
+			}
+			for _, k := range []string{"device", "backing_size", "formatted", "nr_segments", "max_id", "last_flushed_id", "last_writeback_id",
 				"valid_segments", "torn_segment_id", "corrupt_segment_ids", "nr_dirty_blocks", "problems"} {
 				if _, ok := j[k]; !ok {
 					t.Errorf("%v: no field %q", d, k)
@@ -200,6 +203,7 @@ func TestUsageErrors(t *testing.T) {
 		{"--segment", "x", f.path},
 		{"--segment", "99999", f.path},
 		{"--backing", "0", f.path},
+		{"--backing", "12X", f.path},
 		{f.path, f.path},
 	} {
 		code, out, errs := runCheck(t, args...)

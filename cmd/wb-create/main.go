@@ -37,10 +37,10 @@ import (
 
 // CLI is wb-create's command line.
 type CLI struct {
-	Name    string   `arg:"" help:"Volume name, [A-Za-z0-9._-]{1,64}; also the NBD export name."`
+	Name    string   `arg:"" predictor:"tabname" help:"Volume name, [A-Za-z0-9._-]{1,64}; also the NBD export name."`
 	Backing string   `arg:"" help:"Backing device: the slow disk (a block device, a regular file, or an NBD export by URI: nbd://HOST[:PORT]/EXPORT, nbds://..., nbd+unix:///EXPORT?socket=PATH). The volume has its size."`
 	Cache   string   `arg:"" help:"Cache device: the fast disk (a block device or a regular file) holding the log."`
-	Args    []string `arg:"" optional:"" help:"Optional KEY VALUE pairs, as the kernel target's optional args: ${tunables}."`
+	Args    []string `arg:"" optional:"" predictor:"tunable" help:"Optional KEY VALUE pairs, as the kernel target's optional args: ${tunables}."`
 
 	Reformat bool     `help:"Format the cache device first: every cached block is forgotten, dirty or not. A CACHE holding a file system or other signature is refused (see --force)."`
 	Force    bool     `help:"Start even when CACHE is larger than BACKING or BACKING is a writeboost cache device (both hint at swapped arguments), and let --reformat format a CACHE holding a file system, partition table or other signature, or one it cannot probe (wipefs missing): that data is lost; and start a CACHE bound to another backing device (or whose binding record is damaged), replaying its dirty blocks onto BACKING and binding it there. BACKING and CACHE sharing storage is never allowed."`
@@ -48,8 +48,15 @@ type CLI struct {
 	Attach   string   `placeholder:"/dev/nbdN" help:"Also connect the volume to the kernel nbd driver at this device (needs the nbd module)."`
 	NoDirect bool     `help:"Do not open the devices with O_DIRECT (use the page cache; for file systems without O_DIRECT support this is automatic)."`
 	Verbose  bool     `short:"v" help:"Log debug messages."`
-	Bounds   `embed:""`
-	TLSFlags `embed:""`
+	Metrics  string   `placeholder:"tcp://HOST:PORT" help:"Serve Prometheus metrics at http://HOST:PORT/metrics (HOST empty: 127.0.0.1; any other than loopback is warned about)."`
+	Pidfile  string   `placeholder:"PATH" help:"Write the process id to PATH (atomically) once the volume serves; removed at a clean stop."`
+	Tab      string   `placeholder:"FILE" help:"--tab [FILE] NAME: start NAME as its line of the volume table says (NAME BACKING CACHE [KEY VALUE]...; FILE is $WB_TAB, else /etc/writeboosttab), checked as the command line is."`
+
+	WriteWaitLimit time.Duration `placeholder:"DURATION" help:"How long a write may wait for a free segment while writeback is failing (a full or failing backing device, the ring full): then it fails with writeback's error (ENOSPC, EIO) instead of hanging. 0 (the default) waits as long as it takes, as the kernel target does. Either way a waiting writer and a failing writeback are logged every 10 s."`
+	Bounds         `embed:""`
+	TLSFlags       `embed:""`
+
+	wbcli.Common `embed:""`
 
 	NetBacking `embed:""` // backing_uri.go: BACKING as an NBD URI
 }
@@ -84,8 +91,13 @@ func setMaxProcs() {
 // run parses args and runs the volume until a signal; sig, if not nil,
 // replaces the process's SIGTERM/SIGINT/SIGHUP (for tests).
 func run(args []string, stdout, stderr io.Writer, sig <-chan os.Signal) int {
+	args, err := expandTab(args) // tab.go: --tab [FILE] NAME
+	if err != nil {
+		fmt.Fprintf(stderr, "wb-create: %v\n", err)
+		return 2
+	}
 	var cli CLI
-	if _, code, done := wbcli.Parse("wb-create", description, &cli, args, stdout, stderr, 2, kong.Vars{"tunables": tunableRanges()}); done {
+	if _, code, done := wbcli.Parse("wb-create", description, &cli, args, stdout, stderr, 2, kong.Vars{"tunables": tunableRanges()}, predictors); done {
 		return code
 	}
 	level := slog.LevelInfo
@@ -100,20 +112,29 @@ func run(args []string, stdout, stderr io.Writer, sig <-chan os.Signal) int {
 	}
 	if err := cli.run(log, sig); err != nil {
 		fmt.Fprintf(stderr, "wb-create: %v\n", err)
+		if wbcli.IsUsage(err) {
+			return 2
+		}
 		return 1
 	}
 	return 0
 }
 
 func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
+	n := newNotifier(log) // notify.go: systemd's Type=notify
+	defer n.close()
 	if err := control.ValidName(cli.Name); err != nil {
-		return err
+		return wbcli.Usage(err)
 	}
 	tun, tableArgs, err := vocab.ParseOptionalArgs(cli.Args)
 	if err != nil {
-		return err
+		return wbcli.Usage(err)
 	}
 	tcp, err := parseListen(cli.Listen)
+	if err != nil {
+		return wbcli.Usage(err)
+	}
+	metricsAddr, err := parseMetrics(cli.Metrics) // metrics.go
 	if err != nil {
 		return err
 	}
@@ -136,6 +157,7 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 		return err
 	}
 
+	n.status("opening %s and %s, replaying the log", cli.Backing, cli.Cache)
 	backing, cache, err := cli.openDevices(ctx, log) // devices.go: the refusals, --reformat
 	if err != nil {
 		return err
@@ -202,7 +224,17 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 	if err := control.WriteState(dir, st); err != nil {
 		return stopErr(err)
 	}
+	stopMetrics, err := serveMetrics(log, metricsAddr, cli.Name, v.Status) // metrics.go
+	if err != nil {
+		return stopErr(err)
+	}
+	defer stopMetrics()
+	if err := cli.writePidfile(); err != nil { // pidfile.go
+		return stopErr(err)
+	}
+	defer cli.removePidfile(log)
 	log.Info("ready", "name", cli.Name, "socket", sock, "uri", "nbd+unix:///"+cli.Name+"?socket="+sock)
+	n.ready(cli.Name, v.Status)
 
 	var noWriteback bool
 	select {
@@ -213,6 +245,7 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 	case err := <-s.errc:
 		log.Error("serving failed; stopping cleanly"+stopHint, "err", err)
 	}
+	n.stopping()
 	// A second signal during the stop exits at once, a duplicate of the
 	// first is ignored (signals.go). The watch ends with run.
 	defer watchStop(sig, stopWatch{acked: time.Now(), grace: secondSignalGrace}, time.Now, onStopSignal(log))()
@@ -238,7 +271,7 @@ func (cli *CLI) openVolume(ctx context.Context, log *slog.Logger, backing blockd
 	if err != nil {
 		return nil, err
 	}
-	vol, err := engine.Open(engine.Config{Backing: backing, Cache: cache, Logger: log, Tunables: tun})
+	vol, err := engine.Open(engine.Config{Backing: backing, Cache: cache, Logger: log, Tunables: tun, WriteWaitLimit: cli.WriteWaitLimit})
 	switch {
 	case errors.Is(err, engine.ErrNotFormatted):
 		return nil, cli.notFormatted(ctx, backing)

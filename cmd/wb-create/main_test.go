@@ -81,7 +81,7 @@ func TestHelp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, flag := range []string{`\-\-reformat`, `\-\-force`, `\-\-listen`, `\-\-attach`, `\-\-no\-direct`, `\-\-verbose`} {
+	for _, flag := range []string{`\-\-reformat`, `\-\-force`, `\-\-listen`, `\-\-attach`, `\-\-no\-direct`, `\-\-verbose`, `\-\-tab`, `\-\-pidfile`, `\-\-metrics`, `\-\-version`} {
 		if !bytes.Contains(page, []byte(flag)) {
 			t.Errorf("man page lacks %s", flag)
 		}
@@ -108,25 +108,26 @@ func TestRefusals(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		args []string
+		code int // 2: usage error; 1: refusal
 		want string
 	}{
-		{"bad name", []string{"a/b", b, c}, "only letters"},
-		{"long name", []string{strings.Repeat("x", 65), b, c}, "1 to 64"},
-		{"odd optional args", []string{"v", b, c, "writeback_threshold"}, "KEY VALUE pairs"},
-		{"out of range", []string{"v", b, c, "writeback_threshold", "101"}, "out of range 0..100"},
-		{"unknown key", []string{"v", b, c, "bogus", "1"}, "unknown optional arg"},
-		{"bad listen", []string{"--listen", "udp://x:1", "v", b, c}, "want tcp://HOST:PORT"},
-		{"missing backing", []string{"v", filepath.Join(dir, "nope"), c}, "backing device"},
-		{"missing cache", []string{"v", b, filepath.Join(dir, "nope")}, "cache device"},
-		{"unformatted", []string{"v", b, c}, "wb-format-cache " + c + ", or start with --reformat"},
-		{"cache too small", []string{"--reformat", "v", b, b + ".small"}, "cache device"},
+		{"bad name", []string{"a/b", b, c}, 2, "only letters"},
+		{"long name", []string{strings.Repeat("x", 65), b, c}, 2, "1 to 64"},
+		{"odd optional args", []string{"v", b, c, "writeback_threshold"}, 2, "KEY VALUE pairs"},
+		{"out of range", []string{"v", b, c, "writeback_threshold", "101"}, 2, "out of range 0..100"},
+		{"unknown key", []string{"v", b, c, "bogus", "1"}, 2, "unknown optional arg"},
+		{"bad listen", []string{"--listen", "udp://x:1", "v", b, c}, 2, "want tcp://HOST:PORT"},
+		{"missing backing", []string{"v", filepath.Join(dir, "nope"), c}, 1, "backing device"},
+		{"missing cache", []string{"v", b, filepath.Join(dir, "nope")}, 1, "cache device"},
+		{"unformatted", []string{"v", b, c}, 1, "wb-format-cache " + c + ", or start with --reformat"},
+		{"cache too small", []string{"--reformat", "v", b, b + ".small"}, 1, "cache device"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, stderr := runOnce(t, tc.args...)
 			lines := strings.Split(strings.TrimSpace(stderr), "\n")
 			last := lines[len(lines)-1]
-			if code != 1 || !strings.HasPrefix(last, "wb-create: ") || !strings.Contains(last, tc.want) {
-				t.Fatalf("exit %d, stderr %q; want exit 1 and a line naming %q", code, stderr, tc.want)
+			if code != tc.code || !strings.HasPrefix(last, "wb-create: ") || !strings.Contains(last, tc.want) {
+				t.Fatalf("exit %d, stderr %q; want exit %d and a line naming %q", code, stderr, tc.code, tc.want)
 			}
 			if strings.Contains(stderr, "panic") || strings.Contains(stderr, "goroutine ") {
 				t.Fatal(stderr)

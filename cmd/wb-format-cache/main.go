@@ -54,6 +54,8 @@ type cli struct {
 	Quiet   bool   `short:"q" help:"Print nothing but errors: no geometry, no progress bar."`
 	Backing string `help:"Bind the cache to this backing device (recorded in the superblock area; without it, the first wb-create binds it): a start or an offline writeback with another backing device is then refused. It must exist and must not share storage with CACHE; an NBD URI (nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH, nbds://...) is asked for its size." placeholder:"BACKING"`
 	Cache   string `arg:"" help:"The device to format: a block device or a regular file (at least 1 MiB + 512 KiB)." placeholder:"CACHE"`
+
+	wbcli.Common `embed:""`
 }
 
 // env carries the process's streams into Run; stderrTTY says whether

@@ -49,8 +49,10 @@ var (
 
 type cli struct {
 	Quiet   bool     `short:"q" help:"Print no progress while drop_caches waits."`
-	Name    string   `arg:"" help:"Volume name."`
-	Message []string `arg:"" passthrough:"" help:"[SECTOR] MESSAGE [ARGS...]: one of ${tunables}, clear_stat, drop_caches, flush, remove [--no-writeback] [--force] (refused while NBD clients are connected, unless --force). SECTOR must be 0 if given."`
+	Name    string   `arg:"" predictor:"volume" help:"Volume name."`
+	Message []string `arg:"" passthrough:"" predictor:"message" help:"[SECTOR] MESSAGE [ARGS...]: one of ${tunables}, clear_stat, drop_caches, flush, remove [--no-writeback] [--force] (refused while NBD clients are connected, unless --force). SECTOR must be 0 if given."`
+
+	wbcli.Common `embed:""`
 }
 
 type env struct {
@@ -72,7 +74,8 @@ var errInterrupted = errors.New("interrupted")
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var c cli
 	kctx, code, done := wbcli.Parse(progName, "Send a message to a writeboost volume (dmsetup message for the kernel target).",
-		&c, args, stdout, stderr, 2, kong.Vars{"tunables": dynamicTunables()})
+		&c, args, stdout, stderr, 2, kong.Vars{"tunables": dynamicTunables()},
+		wbcli.Predictors{"volume": control.VolumeNames, "message": vocab.MessageWords})
 	if done {
 		return code
 	}
@@ -85,6 +88,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitInterrupted
 	}
 	fmt.Fprintf(stderr, "%s: %s\n", progName, wbcli.OneLine(err.Error()))
+	if wbcli.IsUsage(err) {
+		return 2
+	}
 	return 1
 }
 
@@ -103,20 +109,20 @@ func dynamicTunables() string {
 // Run validates the message, then sends it.
 func (c *cli) Run(e *env) error {
 	if err := control.ValidName(c.Name); err != nil {
-		return err
+		return wbcli.Usage(err)
 	}
 	words := c.Message
 	if len(words) > 0 {
 		if _, err := strconv.ParseUint(words[0], 10, 64); err == nil {
 			if words[0] != "0" {
-				return fmt.Errorf("sector %s: a writeboost volume is one target starting at sector 0; give 0 or no sector", words[0])
+				return wbcli.Usagef("sector %s: a writeboost volume is one target starting at sector 0; give 0 or no sector", words[0])
 			}
 			words = words[1:]
 		}
 	}
 	m, err := vocab.ParseMessage(words)
 	if err != nil {
-		return err
+		return wbcli.Usage(err)
 	}
 	cl, err := control.Dial(c.Name)
 	if err != nil {

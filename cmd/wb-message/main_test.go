@@ -129,17 +129,17 @@ func TestMessages(t *testing.T) {
 
 		{[]string{"vol", "remove", "--no-writeback"}, 0, "vol removed: flushed, written back, stopped\n", ""},
 		{[]string{"vol", "0", "remove"}, 0, "vol removed: flushed, written back, stopped\n", ""},
-		// Refused before reaching the volume.
-		{[]string{"vol", "writeback_threshold", "101"}, 1, "", "writeback_threshold: 101 is out of range 0..100"},
-		{[]string{"vol", "nr_max_batched_writeback", "0"}, 1, "", "0 is out of range 1..32"},
-		{[]string{"vol", "read_cache_threshold", "x"}, 1, "", `"x" is not a number`},
-		{[]string{"vol", "write_around_mode", "1"}, 1, "", "write_around_mode can only be set when the volume is created"},
-		{[]string{"vol", "nr_read_cache_cells", "16"}, 1, "", "nr_read_cache_cells can only be set when the volume is created"},
-		{[]string{"vol", "suspend"}, 1, "", `unknown message "suspend"`},
-		{[]string{"vol", "8", "flush"}, 1, "", "sector 8"},
-		{[]string{"vol", "0"}, 1, "", "empty message"},
+		// Refused before reaching the volume: usage errors.
+		{[]string{"vol", "writeback_threshold", "101"}, 2, "", "writeback_threshold: 101 is out of range 0..100"},
+		{[]string{"vol", "nr_max_batched_writeback", "0"}, 2, "", "0 is out of range 1..32"},
+		{[]string{"vol", "read_cache_threshold", "x"}, 2, "", `"x" is not a number`},
+		{[]string{"vol", "write_around_mode", "1"}, 2, "", "write_around_mode can only be set when the volume is created"},
+		{[]string{"vol", "nr_read_cache_cells", "16"}, 2, "", "nr_read_cache_cells can only be set when the volume is created"},
+		{[]string{"vol", "suspend"}, 2, "", `unknown message "suspend"`},
+		{[]string{"vol", "8", "flush"}, 2, "", "sector 8"},
+		{[]string{"vol", "0"}, 2, "", "empty message"},
 		{[]string{"other", "flush"}, 1, "", "no such volume: other"},
-		{[]string{"a/b", "flush"}, 1, "", "bad volume name"},
+		{[]string{"a/b", "flush"}, 2, "", "bad volume name"},
 		// Refused by the volume; the verb is not repeated when the
 		// volume's answer starts with it.
 		{[]string{"vol", "sync_data_interval", "5"}, 1, "", "sync_data_interval: engine: cannot start the data syncer"},
@@ -272,6 +272,13 @@ func TestDropCachesInterrupt(t *testing.T) {
 	// The volume is healthy: it answers and takes messages.
 	if _, errOut, code := runCmd(context.Background(), "vol", "clear_stat"); code != 0 {
 		t.Errorf("clear_stat after interrupt: exit %d, %q", code, errOut)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	out, _, code := runCmd(context.Background(), "--version")
+	if code != 0 || !strings.HasPrefix(out, "wb-message ") {
+		t.Errorf("--version: exit %d, %q", code, out)
 	}
 }
 

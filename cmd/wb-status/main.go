@@ -39,9 +39,11 @@ const progName = "wb-status"
 type cli struct {
 	Raw   bool    `help:"Print the kernel target's status line, exactly as dmsetup status prints it." xor:"format"`
 	Table bool    `help:"Print the table line, as dmsetup table prints it." xor:"format"`
-	JSON  bool    `name:"json" help:"Print a JSON object on one line (one line per volume)." xor:"format"`
+	JSON  bool    `name:"json" help:"Print JSON on one line: an object for NAME, an array when listing (empty when no volume runs)." xor:"format"`
 	Watch float64 `help:"Refresh every SECONDS: in place on a terminal, repeated output otherwise." placeholder:"SECONDS"`
-	Name  string  `arg:"" optional:"" help:"Volume name. '-' reads status lines (table lines with --table) from standard input. Without NAME, one line per running volume."`
+	Name  string  `arg:"" optional:"" predictor:"volume" help:"Volume name. '-' reads status lines (table lines with --table) from standard input. Without NAME, one line per running volume."`
+
+	wbcli.Common `embed:""`
 }
 
 // env carries the process's context and streams into Run.
@@ -64,12 +66,15 @@ func main() {
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var c cli
 	kctx, code, done := wbcli.Parse(progName, "Show the status of writeboost volumes (dmsetup status and dmsetup table for the kernel target).",
-		&c, args, stdout, stderr, 2)
+		&c, args, stdout, stderr, 2, wbcli.Predictors{"volume": control.VolumeNames})
 	if done {
 		return code
 	}
 	if err := kctx.Run(&env{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr}); err != nil {
 		fmt.Fprintf(stderr, "%s: %s\n", progName, wbcli.OneLine(err.Error()))
+		if wbcli.IsUsage(err) {
+			return 2
+		}
 		return 1
 	}
 	return 0
@@ -78,17 +83,17 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 // Run carries out the command.
 func (c *cli) Run(e *env) error {
 	if c.Watch < 0 || math.IsNaN(c.Watch) || math.IsInf(c.Watch, 0) {
-		return fmt.Errorf("--watch %v: want a positive number of seconds", c.Watch)
+		return wbcli.Usagef("--watch %v: want a positive number of seconds", c.Watch)
 	}
 	if c.Name == "-" {
 		if c.Watch > 0 {
-			return errors.New("--watch cannot re-read standard input")
+			return wbcli.Usage(errors.New("--watch cannot re-read standard input"))
 		}
 		return c.fromStdin(e)
 	}
 	if c.Name != "" {
 		if err := control.ValidName(c.Name); err != nil {
-			return err
+			return wbcli.Usage(err)
 		}
 	}
 	if c.Watch == 0 {
@@ -169,16 +174,20 @@ func (c *cli) print(w io.Writer, s vocab.Status, inList bool) error {
 		_, err := fmt.Fprintln(w, line)
 		return err
 	case c.JSON:
-		// One line per object, whether one volume or several: scripts read
-		// JSON lines, people pipe to jq.
-		b, err := json.Marshal(s)
-		if err != nil {
-			return fmt.Errorf("encode status: %w", err)
-		}
-		_, err = fmt.Fprintf(w, "%s\n", b)
-		return err
+		return printJSON(w, s.Report())
 	}
 	return renderHuman(w, s)
+}
+
+// printJSON writes v as JSON on one line: an object for one volume, an
+// array for a listing.
+func printJSON(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode status: %w", err)
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
 }
 
 // list prints one line per running volume, like dmsetup status without a
@@ -188,11 +197,13 @@ func (c *cli) list(e *env, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if len(vols) == 0 {
-		_, err := fmt.Fprintln(w, "No volumes found")
+	if len(vols) == 0 && !c.JSON {
+		// A note for people, on stderr: stdout stays what scripts parse.
+		_, err := fmt.Fprintln(e.stderr, "No volumes found")
 		return err
 	}
 	var rows []vocab.Status
+	reports := []vocab.StatusReport{} // --json: [] when none answers
 	for _, st := range vols {
 		if c.Table {
 			if _, err := fmt.Fprintf(w, "%s: %s\n", st.Name, control.FormatTableLine(st.Table())); err != nil {
@@ -205,13 +216,20 @@ func (c *cli) list(e *env, w io.Writer) error {
 			// It stopped between the listing and now: not running any more.
 			continue
 		}
-		if c.Raw || c.JSON {
+		if c.JSON {
+			reports = append(reports, s.Report())
+			continue
+		}
+		if c.Raw {
 			if err := c.print(w, s, true); err != nil {
 				return err
 			}
 			continue
 		}
 		rows = append(rows, s)
+	}
+	if c.JSON {
+		return printJSON(w, reports)
 	}
 	if len(rows) == 0 {
 		return nil
@@ -286,6 +304,13 @@ func (c *cli) fromStdin(e *env) error {
 	if len(parsed) == 0 {
 		return errors.New("no writeboost status line on standard input")
 	}
+	if c.JSON && len(parsed) > 1 {
+		reports := make([]vocab.StatusReport, len(parsed))
+		for i, s := range parsed {
+			reports[i] = s.Report()
+		}
+		return printJSON(e.stdout, reports)
+	}
 	for i, s := range parsed {
 		if i > 0 && !c.Raw && !c.JSON {
 			fmt.Fprintln(e.stdout)
@@ -357,6 +382,10 @@ func renderHuman(w io.Writer, s vocab.Status) error {
 	}
 	if s.Failed != "" {
 		add("FAILED", s.Failed)
+	}
+	if s.WritebackError != "" {
+		add("WRITEBACK FAILING", fmt.Sprintf("for %.0fs, %s dirty waits (retrying): %s", s.WritebackFailingSeconds,
+			wbcli.HumanBytes(s.NrDirtyCacheBlocks*4096), s.WritebackError))
 	}
 	if s.LastDurableID != 0 {
 		add("last durable id", u(s.LastDurableID))

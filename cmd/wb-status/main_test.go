@@ -123,6 +123,7 @@ func TestGolden(t *testing.T) {
 		{"list-json.golden", "", []string{"--json"}},
 		{"stdin.golden", sampleLine + "\n", []string{"-"}},
 		{"stdin-json.golden", sampleLine + "\n", []string{"--json", "-"}},
+		{"stdin-multi-json.golden", "a: " + sampleLine + "\nb: " + sampleLine + "\n", []string{"--json", "-"}},
 		{"stdin-multi.golden", "a: " + sampleLine + "\n\nvg-root: 0 409600 linear 8:2 2048\nb: " + sampleLine + "\n", []string{"--raw", "-"}},
 		{"stdin-table.golden", "wbdev: 0 2048 writeboost 8:16 8:32 2 read_cache_threshold 31\n", []string{"--table", "-"}},
 	} {
@@ -207,9 +208,9 @@ func TestClientsShown(t *testing.T) {
 	if code != 0 || out != sampleLine+"\n" {
 		t.Errorf("--raw = %q, want the kernel's line", out)
 	}
-	// A kernel line read from stdin does not say: no key, no row.
+	// A kernel line read from stdin does not say: null, no row.
 	out, _, _ = runCmd(t, ctx, sampleLine, "--json", "-")
-	if strings.Contains(out, "nr_clients") {
+	if !strings.Contains(out, `"nr_clients":null`) {
 		t.Errorf("--json - invents a client count: %s", out)
 	}
 	out, _, _ = runCmd(t, ctx, sampleLine, "-")
@@ -229,7 +230,7 @@ func TestErrors(t *testing.T) {
 		wantErr string
 	}{
 		{"unknown volume", "", []string{"nope"}, 1, "no such volume: nope"},
-		{"bad name", "", []string{"a/b"}, 1, "bad volume name"},
+		{"bad name", "", []string{"a/b"}, 2, "bad volume name"},
 		{"malformed stdin", "0 204800 writeboost 2 762 6 73 x\n", []string{"-"}, 1, `field 5 (last_flushed_id): "x" is not a number`},
 		{"empty stdin", "\n", []string{"-"}, 1, "no writeboost status line"},
 		{"only other tables", "vg-root: 0 409600 linear 8:2 2048\n", []string{"--table", "-"}, 1, "no writeboost table line"},
@@ -238,8 +239,9 @@ func TestErrors(t *testing.T) {
 		{"bad table stdin", "0 8 writeboost /b /c 2 write_around_mode 5\n", []string{"--table", "-"}, 1, "write_around_mode: 5 is out of range 0..1"},
 		{"two formats", "", []string{"--raw", "--json", "x"}, 2, "can't be used together"},
 		{"unknown flag", "", []string{"--bogus"}, 2, "unknown flag --bogus"},
-		{"watch stdin", "", []string{"--watch", "1", "-"}, 1, "--watch cannot re-read standard input"},
-		{"negative watch", "", []string{"--watch=-1", "x"}, 1, "want a positive number"},
+		{"watch stdin", "", []string{"--watch", "1", "-"}, 2, "--watch cannot re-read standard input"},
+		{"negative watch", "", []string{"--watch=-1", "x"}, 2, "want a positive number"},
+		{"watch not a number", "", []string{"--watch=x", "x"}, 2, "--watch"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, errOut, code := runCmd(t, context.Background(), tc.stdin, tc.args...)
@@ -266,9 +268,14 @@ func TestHelp(t *testing.T) {
 func TestListSkipsStale(t *testing.T) {
 	dir := t.TempDir()
 	t.Setenv(control.RunDirEnv, dir)
-	out, _, code := runCmd(t, context.Background(), "")
-	if code != 0 || out != "No volumes found\n" {
-		t.Errorf("empty run dir: %q, exit %d", out, code)
+	out, errOut, code := runCmd(t, context.Background(), "")
+	if code != 0 || out != "" || errOut != "No volumes found\n" {
+		t.Errorf("empty run dir: stdout %q, stderr %q, exit %d", out, errOut, code)
+	}
+	// Scripts parse stdout: with no volume it is still JSON.
+	out, errOut, code = runCmd(t, context.Background(), "", "--json")
+	if code != 0 || out != "[]\n" || errOut != "" {
+		t.Errorf("empty run dir --json: stdout %q, stderr %q, exit %d", out, errOut, code)
 	}
 	serveVolume(t, dir, "live")
 	cmd := exec.Command("true")

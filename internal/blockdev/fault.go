@@ -61,6 +61,9 @@ type Rule struct {
 	// the I/O stream (cf. dmflakey's "drop writes"). Pair it with Mem's
 	// CrashClone to see what survived.
 	Die bool
+	// Errno is the error a failing operation reports (0: EIO), e.g.
+	// ENOSPC for a full disk.
+	Errno syscall.Errno
 }
 
 // RuleID names a rule for Remove.
@@ -224,17 +227,21 @@ func (r *faultRule) fires() bool {
 	return true
 }
 
-func injected(op Op, n int, off int64) error {
-	if op == OpSync {
-		return fmt.Errorf("blockdev: sync: %w: %w", ErrInjected, syscall.EIO)
+func injected(r *Rule, op Op, n int, off int64) error {
+	errno := syscall.EIO
+	if r.Errno != 0 {
+		errno = r.Errno
 	}
-	return fmt.Errorf("blockdev: %s %d bytes at %d: %w: %w", op, n, off, ErrInjected, syscall.EIO)
+	if op == OpSync {
+		return fmt.Errorf("blockdev: sync: %w: %w", ErrInjected, errno)
+	}
+	return fmt.Errorf("blockdev: %s %d bytes at %d: %w: %w", op, n, off, ErrInjected, errno)
 }
 
 // ReadAt fails (reading nothing) or passes through.
 func (f *Faulty) ReadAt(p []byte, off int64) (int, error) {
-	if f.check(OpRead, off, int64(len(p))) != nil {
-		return 0, injected(OpRead, len(p), off)
+	if r := f.check(OpRead, off, int64(len(p))); r != nil {
+		return 0, injected(r, OpRead, len(p), off)
 	}
 	return f.dev.ReadAt(p, off)
 }
@@ -281,21 +288,21 @@ func (f *Faulty) write(p []byte, off int64, fua bool) (int, error) {
 		}
 		return n, fmt.Errorf("blockdev: write %d bytes at %d torn after %d: %w: %w", len(p), off, n, ErrInjected, syscall.EIO)
 	}
-	return 0, injected(OpWrite, len(p), off)
+	return 0, injected(r, OpWrite, len(p), off)
 }
 
 // Sync fails or passes through.
 func (f *Faulty) Sync() error {
-	if f.check(OpSync, 0, 0) != nil {
-		return injected(OpSync, 0, 0)
+	if r := f.check(OpSync, 0, 0); r != nil {
+		return injected(r, OpSync, 0, 0)
 	}
 	return f.dev.Sync()
 }
 
 // Discard fails or passes through.
 func (f *Faulty) Discard(off, length int64) error {
-	if f.check(OpDiscard, off, length) != nil {
-		return injected(OpDiscard, int(length), off)
+	if r := f.check(OpDiscard, off, length); r != nil {
+		return injected(r, OpDiscard, int(length), off)
 	}
 	return f.dev.Discard(off, length)
 }

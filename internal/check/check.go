@@ -82,7 +82,7 @@ type Report struct {
 	// Binding names the backing device the cache belongs to ("": not
 	// bound, e.g. formatted or run by the kernel target).
 	Binding     string   `json:"binding"`
-	BackingSize int64    `json:"backing_size,omitempty"`
+	BackingSize int64    `json:"backing_size"`
 	Status      string   `json:"status"`
 	ExitStatus  int      `json:"exit_status"`
 	Problems    []string `json:"problems"`

@@ -4,15 +4,19 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"strings"
 
 	"github.com/alecthomas/kong"
 	"github.com/olekukonko/tablewriter"
 	"github.com/olekukonko/tablewriter/renderer"
 	"github.com/olekukonko/tablewriter/tw"
+	"github.com/posener/complete"
+	"github.com/willabides/kongplete"
 	"golang.org/x/term"
 )
 
@@ -39,17 +43,106 @@ func Parse(name, description string, grammar any, args []string, stdout, stderr 
 		kong.Description(description),
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(code int) { panic(exit{code}) }),
+		kong.Vars{"version": name + " " + Version()},
 	}, opts...)...)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", name, err)
 		return nil, usageCode, true
 	}
+	// Run by the shell for completion (COMP_LINE set: bash's complete -C,
+	// dist/completion), print the candidates and exit 0.
+	kongplete.Complete(parser, kongplete.WithPredictors(predictors(opts)))
 	kctx, err = parser.Parse(args)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %s\n", name, OneLine(err.Error()))
 		return nil, usageCode, true
 	}
 	return kctx, 0, false
+}
+
+// Common is the flags every command has; embed it in the CLI struct with
+// `embed:""`.
+type Common struct {
+	Version kong.VersionFlag `help:"Print the version (module version and VCS revision) and exit."`
+}
+
+// Version says which build this is: the module version and, when the
+// binary was built from a checkout, the VCS revision, e.g.
+// "v0.3.0 (rev 1a2b3c4d5e6f, modified, go1.26.0)".
+func Version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown (no build info)"
+	}
+	v := bi.Main.Version
+	if v == "" {
+		v = "(devel)"
+	}
+	var rev, modified string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				modified = ", modified"
+			}
+		}
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if rev == "" {
+		rev = "unknown"
+	}
+	return fmt.Sprintf("%s (rev %s%s, %s)", v, rev, modified, bi.GoVersion)
+}
+
+// Predictors complete the values of a command line for the shell: a
+// `predictor:"NAME"` tag names one, which returns every candidate (the
+// shell keeps those matching the word typed). "file" is built in. Pass
+// Predictors to Parse among the kong options.
+type Predictors map[string]func() []string
+
+// Apply makes Predictors a kong.Option; Parse reads them, kong does not.
+func (Predictors) Apply(*kong.Kong) error { return nil }
+
+// predictors gathers the Predictors among opts for kongplete.
+func predictors(opts []kong.Option) map[string]complete.Predictor {
+	m := map[string]complete.Predictor{"file": complete.PredictFiles("*")}
+	for _, o := range opts {
+		if p, ok := o.(Predictors); ok {
+			for name, f := range p {
+				m[name] = complete.PredictFunc(func(complete.Args) []string { return f() })
+			}
+		}
+	}
+	return m
+}
+
+// UsageError is a command line that parses but cannot be carried out as
+// given (a bad volume name, a KEY VALUE out of range, a malformed URL or
+// size): the command exits with its usage status, as for a parse error.
+type UsageError struct{ Err error }
+
+func (e *UsageError) Error() string { return e.Err.Error() }
+func (e *UsageError) Unwrap() error { return e.Err }
+
+// Usage marks err as a usage error; nil stays nil.
+func Usage(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &UsageError{Err: err}
+}
+
+// Usagef is Usage(fmt.Errorf(format, args...)).
+func Usagef(format string, args ...any) error { return Usage(fmt.Errorf(format, args...)) }
+
+// IsUsage reports whether err is, or wraps, a usage error.
+func IsUsage(err error) bool {
+	var u *UsageError
+	return errors.As(err, &u)
 }
 
 // OneLine folds s onto one line: a command's error is one line.

@@ -2,13 +2,16 @@ package cli
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
 
 type grammar struct {
-	Name  string `arg:"" help:"A name."`
-	Count int    `help:"How many."`
+	Name   string `arg:"" help:"A name."`
+	Count  int    `help:"How many."`
+	Common `embed:""`
 }
 
 func TestParse(t *testing.T) {
@@ -20,6 +23,7 @@ func TestParse(t *testing.T) {
 	}{
 		{args: []string{"x", "--count", "3"}},
 		{args: []string{"--help"}, done: true, code: 0, out: "A name."},
+		{args: []string{"--version"}, done: true, code: 0, out: "prog " + Version() + "\n"},
 		{args: []string{}, done: true, code: 16, errln: "prog: expected \"<name>\"\n"},
 		{args: []string{"x", "--count", "many"}, done: true, code: 16, errln: "prog: --count: expected a valid 64 bit int but got \"many\"\n"},
 	} {
@@ -46,5 +50,41 @@ func TestHumanBytes(t *testing.T) {
 	}
 	if OneLine("a\n  b\tc ") != "a b c" {
 		t.Error("OneLine")
+	}
+}
+
+func TestUsage(t *testing.T) {
+	if Usage(nil) != nil {
+		t.Error("Usage(nil) is not nil")
+	}
+	err := fmt.Errorf("wrapped: %w", Usagef("bad %s", "name"))
+	if !IsUsage(err) || err.Error() != "wrapped: bad name" {
+		t.Errorf("IsUsage(%v) false", err)
+	}
+	if IsUsage(errors.New("plain")) {
+		t.Error("a plain error is a usage error")
+	}
+}
+
+type completed struct {
+	Vol   string `arg:"" predictor:"volume" help:"A volume."`
+	Quiet bool   `help:"Say less."`
+}
+
+// TestComplete: with COMP_LINE set (the shell asking), Parse prints the
+// candidates for the word being typed and ends the run with status 0.
+func TestComplete(t *testing.T) {
+	for line, want := range map[string]string{
+		"prog --q":  "--quiet\n",
+		"prog v":    "vol0\nvol1\n",
+		"prog vol1": "vol1\n",
+	} {
+		t.Setenv("COMP_LINE", line)
+		var g completed
+		var out, errb bytes.Buffer
+		_, code, done := Parse("prog", "Test.", &g, nil, &out, &errb, 2, Predictors{"volume": func() []string { return []string{"vol0", "vol1", "other"} }})
+		if !done || code != 0 || out.String() != want {
+			t.Errorf("COMP_LINE=%q: done %v code %d stdout %q stderr %q, want %q", line, done, code, out.String(), errb.String(), want)
+		}
 	}
 }

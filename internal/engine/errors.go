@@ -30,4 +30,8 @@ var (
 	// ErrFailed: an earlier write to the cache device failed for good; the
 	// volume accepts no more writes (reads still work).
 	ErrFailed = errors.New("engine: cache device failed")
+	// ErrNoSpace: a write waited longer than Config.WriteWaitLimit for a
+	// free segment while writeback was failing; the error also wraps
+	// writeback's own (ENOSPC of a full backing device, EIO...).
+	ErrNoSpace = errors.New("engine: no free segment")
 )

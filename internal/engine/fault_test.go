@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -374,5 +376,81 @@ func TestCloseWithDeadBacking(t *testing.T) {
 	case <-cerr:
 	case <-time.After(10 * time.Second):
 		t.Fatal("Close hangs")
+	}
+}
+
+// TestFullBackingIsVisibleAndBounded: a backing device that answers
+// ENOSPC makes writeback fail; the status says so (why, since when), and
+// once the ring is full a write waits at most Config.WriteWaitLimit, then
+// fails with ErrNoSpace wrapping the backing device's ENOSPC. When space
+// comes back, writeback resumes by itself and every flushed write is
+// there, also after a restart.
+func TestFullBackingIsVisibleAndBounded(t *testing.T) {
+	cacheMem, backMem := blockdev.NewMem(cacheSize(3)), blockdev.NewMem(4<<20)
+	if err := Format(cacheMem); err != nil {
+		t.Fatal(err)
+	}
+	back := blockdev.NewFaulty(backMem)
+	v, err := Open(Config{Backing: back, Cache: cacheMem, Logger: testLogger(t), WriteWaitLimit: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { back.Clear(); _ = v.Close() }()
+	full := back.Inject(blockdev.Rule{Ops: blockdev.OpWrite, Errno: syscall.ENOSPC})
+	want := make([]byte, 4<<20)
+	var werr error
+	start := time.Now()
+	for k := 0; k < 4*layout.NrCachesPerSegment; k++ {
+		p := fill(layout.BlockSize, byte(k+1))
+		if werr = v.WriteAt(p, int64(k)*layout.BlockSize, false); werr != nil {
+			break
+		}
+		copy(want[k*layout.BlockSize:], p)
+		if k%64 == 63 {
+			if err := v.Flush(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if !errors.Is(werr, ErrNoSpace) || !errors.Is(werr, syscall.ENOSPC) {
+		t.Fatalf("a write with the ring full and the backing device full: %v, want ErrNoSpace wrapping ENOSPC", werr)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("the refused write took %v", d)
+	}
+	s := v.Status()
+	if !strings.Contains(s.WritebackError, "no space left") || s.WritebackFailingSeconds <= 0 {
+		t.Fatalf("status while writeback fails: writeback_error %q, failing for %v s", s.WritebackError, s.WritebackFailingSeconds)
+	}
+	// Space comes back: writeback resumes without help, writes work again.
+	back.Remove(full)
+	if err := v.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for v.Status().WritebackError != "" && time.Now().Before(deadline) {
+		_ = v.WriteAt(fill(layout.BlockSize, 0xAB), 3<<20, false) // needs a segment: forces writeback
+		time.Sleep(10 * time.Millisecond)
+	}
+	if s := v.Status(); s.WritebackError != "" {
+		t.Fatalf("writeback still failing after the space came back: %q", s.WritebackError)
+	}
+	copy(want[3<<20:], fill(layout.BlockSize, 0xAB))
+	if err := v.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 3<<20)
+	if err := v.ReadAt(got, 0); err != nil || !bytes.Equal(got, want[:3<<20]) {
+		t.Fatalf("flushed data after the backing device recovered: %v", err)
+	}
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
+	}
+	v, err = Open(Config{Backing: back, Cache: cacheMem, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.ReadAt(got, 0); err != nil || !bytes.Equal(got, want[:3<<20]) {
+		t.Fatalf("flushed data after a restart: %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/layout"
@@ -55,6 +56,7 @@ func (rb *rambuf) image(zeroHeader bool) []byte {
 // then stale. With wait false it gives up instead (read caching is best
 // effort). Caller holds mu.
 func (v *Volume) ensureOpenLocked(wait bool) (waited bool, ok bool, err error) {
+	var waitStart, nextLog time.Time // waiting for writeback to free a slot
 	for {
 		if v.mu.failErr != nil {
 			return waited, false, v.mu.failErr
@@ -78,9 +80,34 @@ func (v *Volume) ensureOpenLocked(wait bool) (waited bool, ok bool, err error) {
 				// write was not acknowledged.
 				return waited, false, fmt.Errorf("%w: writeback is failing, no free segment", ErrClosed)
 			}
+			if waitStart.IsZero() {
+				waitStart, nextLog = time.Now(), time.Now().Add(spaceLogEvery)
+			}
+			if v.writeWaitLimit > 0 && v.mu.wbFailing && time.Since(waitStart) >= v.writeWaitLimit {
+				// Fail with writeback's own error (a full backing device's
+				// ENOSPC reaches the client as ENOSPC) rather than hang.
+				return waited, false, fmt.Errorf("%w: no free segment after %v: writeback is failing: %w",
+					ErrNoSpace, time.Since(waitStart).Round(time.Millisecond), v.mu.wbErr)
+			}
+			if now := time.Now(); !now.Before(nextLog) {
+				nextLog = now.Add(spaceLogEvery)
+				v.log.Warn("a write waits for a free segment: the ring is full and writeback has not freed one",
+					"for", now.Sub(waitStart).Round(time.Second), "writeback_failing", v.mu.wbFailing, "err", v.mu.wbErr)
+			}
 			v.mu.urgentWB++
 			v.cond.Broadcast() // the writeback daemon
+			// Wake up to log, or to give up at the limit.
+			wake := time.Until(nextLog)
+			if v.writeWaitLimit > 0 {
+				wake = min(wake, time.Until(waitStart.Add(v.writeWaitLimit)))
+			}
+			t := time.AfterFunc(max(wake, time.Millisecond), func() {
+				v.mu.Lock()
+				v.spaceCond.Broadcast()
+				v.mu.Unlock()
+			})
 			v.spaceCond.Wait()
+			t.Stop()
 			v.mu.urgentWB--
 			waited = true
 			continue

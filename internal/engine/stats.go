@@ -2,6 +2,7 @@ package engine
 
 import (
 	"sync/atomic"
+	"time"
 
 	"github.com/writeboost/writeboost/internal/vocab"
 )
@@ -107,6 +108,10 @@ func (v *Volume) Status() vocab.Status {
 	s.IndexBytes = uint64(v.mu.idx.bytes())
 	if v.mu.failErr != nil {
 		s.Failed = v.mu.failErr.Error()
+	}
+	if v.mu.wbFailing && v.mu.wbErr != nil {
+		s.WritebackError = v.mu.wbErr.Error()
+		s.WritebackFailingSeconds = time.Since(v.mu.wbFailSince).Seconds()
 	}
 	return s
 }

@@ -27,6 +27,12 @@ type Config struct {
 	// at most 256). Whatever the number, at most replay.TornWindow
 	// segments are ever written but not synced.
 	NrRAMBuffers int
+	// WriteWaitLimit bounds how long a write waits for a free segment
+	// while writeback is failing: then it fails with writeback's error
+	// (ENOSPC of a full backing device reaches the client as ENOSPC).
+	// 0: wait as long as it takes, as the kernel does. Either way a
+	// waiting writer logs every spaceLogEvery.
+	WriteWaitLimit time.Duration
 }
 
 // Daemon timings; variables so that tests can shorten them.
@@ -36,6 +42,9 @@ var (
 	// writebackBatchTime bounds a writeback batch by time as well as by
 	// nr_max_batched_writeback, from the rate measured on earlier batches.
 	writebackBatchTime = time.Second
+	// spaceLogEvery is how often a writer waiting for a free segment, and
+	// a failing writeback, say so in the log.
+	spaceLogEvery = 10 * time.Second
 )
 
 // defaultRAMBuffers is the kernel's nr_rambuf_pool default.
@@ -110,9 +119,13 @@ type Volume struct {
 		urgentWB  int  // writers waiting for a free slot, DropCaches callers
 		allowWB   bool // the modulator's verdict
 		wbFailing bool // the last writeback batch failed
-		failErr   error
-		closing   bool
-		stopping  bool // daemons must exit
+		// wbErr is why (its error) and wbFailSince since when, while
+		// wbFailing.
+		wbErr       error
+		wbFailSince time.Time
+		failErr     error
+		closing     bool
+		stopping    bool // daemons must exit
 
 		// The read cache cells (readcache.go).
 		rc readCache
@@ -141,6 +154,7 @@ type Volume struct {
 	group     *errgroup.Group
 	segWrites sync.WaitGroup // segment writes started by the flusher
 
+	writeWaitLimit     time.Duration // Config.WriteWaitLimit
 	modulatorInterval  time.Duration // 1s; tests shorten it
 	writebackBatchTime time.Duration // what one writeback batch should take at most (writebackDaemon)
 	writebackBackoff   time.Duration // first retry delay after a failed writeback
@@ -158,6 +172,7 @@ func Open(cfg Config) (*Volume, error) {
 		cache:              cfg.Cache,
 		backing:            &timedDevice{Device: cfg.Backing},
 		log:                cfg.Logger,
+		writeWaitLimit:     cfg.WriteWaitLimit,
 		modulatorInterval:  modulatorInterval,
 		writebackBatchTime: writebackBatchTime,
 		writebackBackoff:   writebackBackoff,

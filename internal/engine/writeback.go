@@ -77,7 +77,8 @@ func (v *Volume) writebackDaemon(ctx context.Context) {
 	var segBuf []byte
 	failing := false
 	backoff := v.writebackBackoff
-	var rate float64 // bytes per second the last batches took, 0: not measured yet
+	var rate float64      // bytes per second the last batches took, 0: not measured yet
+	var lastLog time.Time // last "writeback still failing" line
 	for {
 		v.mu.Lock()
 		for !v.mu.stopping && !(v.mu.lastWB < v.mu.lastWritten && (v.mu.urgentWB > 0 || v.mu.allowWB)) {
@@ -149,14 +150,21 @@ func (v *Volume) writebackDaemon(ctx context.Context) {
 		ents, n, err := v.writebackBatch(ents, from, segBuf)
 		if err != nil {
 			v.stats.writebackErrors.Add(1)
+			v.mu.Lock()
+			v.mu.wbErr = err
 			if !failing {
 				v.log.Warn("writeback failed, will retry", "segments", fmt.Sprintf("%d..%d", from, to), "err", err)
 				failing = true
-				v.mu.Lock()
 				v.mu.wbFailing = true
+				v.mu.wbFailSince = time.Now()
+				lastLog = time.Now()
 				v.wakeWritersLocked()
-				v.mu.Unlock()
+			} else if time.Since(lastLog) >= spaceLogEvery {
+				lastLog = time.Now()
+				v.log.Warn("writeback still failing", "for", time.Since(v.mu.wbFailSince).Round(time.Second),
+					"dirty_bytes", v.mu.idx.nrDirty*layout.BlockSize, "segments", fmt.Sprintf("%d..%d", from, to), "err", err)
 			}
+			v.mu.Unlock()
 			select {
 			case <-ctx.Done():
 				return
@@ -169,7 +177,7 @@ func (v *Volume) writebackDaemon(ctx context.Context) {
 			v.log.Info("writeback recovered", "segments", fmt.Sprintf("%d..%d", from, to))
 			failing = false
 			v.mu.Lock()
-			v.mu.wbFailing = false
+			v.mu.wbFailing, v.mu.wbErr = false, nil
 			v.mu.Unlock()
 		}
 		backoff = v.writebackBackoff

@@ -93,3 +93,31 @@ func TestManMessageTunables(t *testing.T) {
 		t.Errorf("man/wb-message.8 Tunables lists\n%s\nthe table says\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// TestManExitStatus: every page's EXIT STATUS is one table (".TP", ".B N",
+// then what it means) listing exactly the statuses its command returns;
+// the commands' tests check which cases give which.
+func TestManExitStatus(t *testing.T) {
+	for page, want := range map[string]string{
+		"wb-create.8":       "0 1 2",
+		"wb-status.8":       "0 1 2",
+		"wb-message.8":      "0 1 2 130",
+		"wb-format-cache.8": "0 1 2",
+		"wb-check.8":        "0 1 4 8 16",
+	} {
+		lines := manSection(t, page, ".SH EXIT STATUS")
+		var got []string
+		for i, l := range lines {
+			if l == ".TP" && i+1 < len(lines) {
+				code, ok := strings.CutPrefix(lines[i+1], ".B ")
+				if !ok {
+					t.Errorf("%s EXIT STATUS: %q after .TP, want .B N", page, lines[i+1])
+				}
+				got = append(got, code)
+			}
+		}
+		if strings.Join(got, " ") != want {
+			t.Errorf("%s EXIT STATUS lists %q, want %q", page, strings.Join(got, " "), want)
+		}
+	}
+}

@@ -123,3 +123,25 @@ func ParseMessage(args []string) (Message, error) {
 	}
 	return Message{Kind: MsgSetTunable, Tunable: t, Value: n}, nil
 }
+
+// MessageWords are the first words of the messages wb-message sends, for
+// shell completion: the verbs, then the dynamic tunables.
+func MessageWords() []string {
+	words := []string{"clear_stat", "drop_caches", "flush", "remove"}
+	for _, t := range Tunables() {
+		if !t.Spec().Static {
+			words = append(words, t.String())
+		}
+	}
+	return words
+}
+
+// TunableNames are the names of every tunable, static ones included (the
+// KEYs of wb-create's optional args), for shell completion.
+func TunableNames() []string {
+	var names []string
+	for _, t := range Tunables() {
+		names = append(names, t.String())
+	}
+	return names
+}

@@ -3,6 +3,7 @@ package vocab
 import (
 	"errors"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -147,4 +148,22 @@ func FuzzParseOptionalArgs(f *testing.F) {
 			t.Fatalf("ParseOptionalArgs(%q) = %+v, %v; want %+v", words, again, err, v)
 		}
 	})
+}
+
+// TestMessageWords: every word completion offers starts a valid message.
+func TestMessageWords(t *testing.T) {
+	for _, w := range MessageWords() {
+		args := []string{w}
+		if tu, ok := LookupTunable(w); ok {
+			args = append(args, strconv.FormatInt(tu.Spec().Min, 10))
+		}
+		if _, err := ParseMessage(args); err != nil {
+			t.Errorf("completion offers %q: %v", w, err)
+		}
+	}
+	for _, n := range TunableNames() {
+		if _, ok := LookupTunable(n); !ok {
+			t.Errorf("completion offers unknown tunable %q", n)
+		}
+	}
 }

@@ -89,22 +89,24 @@ func (t *StatusTunables) Field(i int) *uint64 {
 
 // IOErrors counts failed I/Os by device and direction.
 type IOErrors struct {
-	CacheRead    uint64 `json:"cache_read,omitempty"`
-	CacheWrite   uint64 `json:"cache_write,omitempty"`
-	BackingRead  uint64 `json:"backing_read,omitempty"`
-	BackingWrite uint64 `json:"backing_write,omitempty"`
-	Writeback    uint64 `json:"writeback,omitempty"` // failed writeback batches (each retried)
+	CacheRead    uint64 `json:"cache_read"`
+	CacheWrite   uint64 `json:"cache_write"`
+	BackingRead  uint64 `json:"backing_read"`
+	BackingWrite uint64 `json:"backing_write"`
+	Writeback    uint64 `json:"writeback"` // failed writeback batches (each retried)
 }
 
 // Status is a snapshot of a volume: the fields of the kernel's status line
 // under the names its documentation uses, the devices, and extras the
-// kernel does not print (omitted from JSON when zero or unknown). The
+// kernel does not print. Every field is in the JSON, zero included; the
+// two pointers are null when unknown (a status line read from standard
+// input carries neither). The
 // engine fills what it knows, wb-create the rest (name, devices, uptime,
 // clients); the control socket carries it as JSON; wb-status prints it.
 type Status struct {
-	Name      string `json:"name,omitempty"`
-	Backing   string `json:"backing,omitempty"`
-	Cache     string `json:"cache,omitempty"`
+	Name      string `json:"name"`
+	Backing   string `json:"backing"`
+	Cache     string `json:"cache"`
 	SizeBytes uint64 `json:"size_bytes"` // the volume (= backing device) size
 
 	CursorPos          uint64          `json:"cursor_pos"` // metablock index of the last write in the ring
@@ -119,32 +121,35 @@ type Status struct {
 	Tunables           StatusTunables  `json:"tunables"`
 
 	// Extras, not part of the kernel's line.
-	NrMaxBatchedWriteback uint64   `json:"nr_max_batched_writeback,omitempty"`
-	WriteAroundMode       bool     `json:"write_around_mode,omitempty"`
-	NrReadCacheCells      uint64   `json:"nr_read_cache_cells,omitempty"`
-	LastDurableID         uint64   `json:"last_durable_id,omitempty"`      // segments synced on the cache device
-	SuperblockRecordID    uint64   `json:"superblock_record_id,omitempty"` // last_writeback_segment_id last recorded
-	NrRAMBuffers          uint64   `json:"nr_ram_buffers,omitempty"`
-	RAMBufferBytes        uint64   `json:"ram_buffer_bytes,omitempty"` // data in rambufs not yet on the cache device
-	WritebackBytes        uint64   `json:"writeback_bytes,omitempty"`  // written back since start
-	WritebackBytesPerSec  uint64   `json:"writeback_bytes_per_sec,omitempty"`
-	WritebackAllowed      *bool    `json:"writeback_allowed,omitempty"` // the modulator's verdict; nil: unknown
-	BackingUtilPercent    uint64   `json:"backing_util_percent,omitempty"`
-	ReadCacheStaged       uint64   `json:"read_cache_staged,omitempty"` // blocks staged by read caching
-	IndexBytes            uint64   `json:"index_bytes,omitempty"`       // memory of the in-memory index
-	Errors                IOErrors `json:"errors,omitzero"`
-	Failed                string   `json:"failed,omitempty"` // why the volume refuses writes
-	UptimeSeconds         float64  `json:"uptime_seconds,omitempty"`
-	// NrClients counts the NBD connections open now: every listener, the
-	// handshake and transmission, and the kernel's (--attach). A running
-	// volume always reports it, 0 included; nil (no key) is unknown, as for
-	// a status line read from standard input. A remove without --force is
-	// refused while it is not 0 (control.RefuseRemove).
-	NrClients *uint64 `json:"nr_clients,omitempty"`
-
+	NrMaxBatchedWriteback uint64   `json:"nr_max_batched_writeback"`
+	WriteAroundMode       bool     `json:"write_around_mode"`
+	NrReadCacheCells      uint64   `json:"nr_read_cache_cells"`
+	LastDurableID         uint64   `json:"last_durable_id"`      // segments synced on the cache device
+	SuperblockRecordID    uint64   `json:"superblock_record_id"` // last_writeback_segment_id last recorded
+	NrRAMBuffers          uint64   `json:"nr_ram_buffers"`
+	RAMBufferBytes        uint64   `json:"ram_buffer_bytes"` // data in rambufs not yet on the cache device
+	WritebackBytes        uint64   `json:"writeback_bytes"`  // written back since start
+	WritebackBytesPerSec  uint64   `json:"writeback_bytes_per_sec"`
+	WritebackAllowed      *bool    `json:"writeback_allowed"` // the modulator's verdict; nil: unknown
+	BackingUtilPercent    uint64   `json:"backing_util_percent"`
+	ReadCacheStaged       uint64   `json:"read_cache_staged"` // blocks staged by read caching
+	IndexBytes            uint64   `json:"index_bytes"`       // memory of the in-memory index
+	Errors                IOErrors `json:"errors"`
+	Failed                string   `json:"failed"` // why the volume refuses writes
+	// WritebackError is why writeback fails (retried with backoff) and
+	// WritebackFailingSeconds since when; empty and 0 while it works.
+	WritebackError          string  `json:"writeback_error"`
+	WritebackFailingSeconds float64 `json:"writeback_failing_seconds"`
 	// BackingUnreachable says why a backing device on the network cannot
 	// be reached now (its connection is down and being dialled again).
-	BackingUnreachable string `json:"backing_unreachable,omitempty"`
+	BackingUnreachable string  `json:"backing_unreachable"`
+	UptimeSeconds      float64 `json:"uptime_seconds"`
+	// NrClients counts the NBD connections open now: every listener, the
+	// handshake and transmission, and the kernel's (--attach). A running
+	// volume always reports it, 0 included; nil (null) is unknown, as for
+	// a status line read from standard input. A remove without --force is
+	// refused while it is not 0 (control.RefuseRemove).
+	NrClients *uint64 `json:"nr_clients"`
 
 	// The engine's own timings, for its benchmarks and tests; not sent
 	// over the control socket.
@@ -175,4 +180,26 @@ func (s Status) HitRatio(write bool) (ratio float64, total uint64) {
 		return 0, 0
 	}
 	return float64(hits) / float64(total), total
+}
+
+// StatusSchema is the version of the JSON object wb-status prints
+// (StatusReport). Adding a key keeps it; renaming or removing one, or
+// changing a value's meaning, bumps it.
+const StatusSchema = 1
+
+// blockBytes is a cache block: 4 KiB (layout.BlockSize).
+const blockBytes = 4096
+
+// StatusReport is the JSON object wb-status --json prints: the schema
+// version, every field of the status, and sizes in bytes derived from its
+// block counts.
+type StatusReport struct {
+	Schema int `json:"schema"`
+	Status
+	DirtyBytes uint64 `json:"dirty_bytes"` // nr_dirty_cache_blocks * 4096, as bcache's dirty_data
+}
+
+// Report returns the status as wb-status --json prints it.
+func (s Status) Report() StatusReport {
+	return StatusReport{Schema: StatusSchema, Status: s, DirtyBytes: s.NrDirtyCacheBlocks * blockBytes}
 }

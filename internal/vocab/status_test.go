@@ -1,6 +1,8 @@
 package vocab
 
 import (
+	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -41,5 +43,34 @@ func TestHitRatio(t *testing.T) {
 	}
 	if r, n := (Status{}).HitRatio(true); r != 0 || n != 0 {
 		t.Errorf("empty HitRatio = %v, %d", r, n)
+	}
+}
+
+// TestStatusReportKeys: wb-status --json prints every key, zero values
+// included, with the schema version and the sizes in bytes.
+func TestStatusReportKeys(t *testing.T) {
+	b, err := json.Marshal(Status{NrDirtyCacheBlocks: 3}.Report())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	if m["schema"] != float64(StatusSchema) || m["dirty_bytes"] != float64(3*4096) {
+		t.Errorf("schema %v, dirty_bytes %v", m["schema"], m["dirty_bytes"])
+	}
+	for _, k := range []string{"name", "backing", "cache", "size_bytes", "nr_max_batched_writeback", "write_around_mode", "ram_buffer_bytes",
+		"writeback_bytes_per_sec", "writeback_allowed", "backing_util_percent", "errors", "failed", "uptime_seconds", "nr_clients"} {
+		if _, ok := m[k]; !ok {
+			t.Errorf("key %q missing from %s", k, b)
+		}
+	}
+	for _, st := range []reflect.Type{reflect.TypeFor[Status](), reflect.TypeFor[IOErrors](), reflect.TypeFor[StatusTunables]()} {
+		for f := range st.Fields() {
+			if tag := f.Tag.Get("json"); strings.Contains(tag, "omit") {
+				t.Errorf("%s.%s: json tag %q: a key scripts read must not vanish when zero", st.Name(), f.Name, tag)
+			}
+		}
 	}
 }
