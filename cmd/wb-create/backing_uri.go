@@ -54,7 +54,7 @@ func (cli *CLI) openNetDevices(ctx context.Context, log *slog.Logger) (blockdev.
 	}
 	if err != nil {
 		cache.Close()
-		return nil, nil, fmt.Errorf("backing device: %w", err)
+		return nil, nil, fmt.Errorf("backing device %s: %w", cli.Backing, err)
 	}
 	log.Info("backing device on the network", "uri", backing.URI(), "size", backing.Size(), "conns", backing.Conns())
 	netBacking.Store(backing)

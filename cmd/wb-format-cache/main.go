@@ -98,7 +98,7 @@ func (c *cli) Run(e *env) error {
 	if c.Backing != "" && blockdev.IsURI(c.Backing) {
 		b, err := bindURI(c.Backing) // a URI never shares storage with CACHE
 		if err != nil {
-			return fmt.Errorf("--backing: %w", err)
+			return fmt.Errorf("--backing %s: %w", c.Backing, err)
 		}
 		bind = &b
 	} else if c.Backing != "" {

@@ -63,7 +63,8 @@ var ErrNoFlush = errors.New("blockdev: the NBD server offers no flush")
 // IsURI reports whether name is an NBD URI rather than a path.
 func IsURI(name string) bool { return nbd.IsURI(name) }
 
-// OpenNBD connects to the export uri names.
+// OpenNBD connects to the export uri names. Its errors do not repeat the
+// URI: the caller names the device.
 func OpenNBD(ctx context.Context, uri string, opts NBDOptions) (*NBD, error) {
 	c, t, err := nbd.DialURI(ctx, uri, nbd.ClientOptions{Timeout: opts.Timeout, Logger: opts.Logger})
 	if err != nil {
@@ -73,11 +74,11 @@ func OpenNBD(ctx context.Context, uri string, opts NBDOptions) (*NBD, error) {
 	var refuse error
 	switch {
 	case info.MinBlock > 512:
-		refuse = fmt.Errorf("%s: the server's minimum block size is %d bytes; writeboost writes 512-byte sectors", t.URI, info.MinBlock)
+		refuse = fmt.Errorf("the server's minimum block size is %d bytes; writeboost writes 512-byte sectors", info.MinBlock)
 	case !opts.ReadOnly && info.Has(nbd.FlagReadOnly):
-		refuse = fmt.Errorf("%s: the export is read-only: %w", t.URI, ErrReadOnly)
+		refuse = fmt.Errorf("the export is read-only: %w", ErrReadOnly)
 	case !opts.ReadOnly && !info.Has(nbd.FlagSendFlush) && !opts.NoFlushOK:
-		refuse = fmt.Errorf("%s: %w, so data written back could still be lost in its volatile cache; if the export has none (every write is durable once acknowledged), say so to accept it", t.URI, ErrNoFlush)
+		refuse = fmt.Errorf("%w, so data written back could still be lost in its volatile cache; if the export has none (every write is durable once acknowledged), say so to accept it", ErrNoFlush)
 	}
 	if refuse != nil {
 		c.Close()

@@ -202,7 +202,7 @@ func DialURI(ctx context.Context, uri string, opts ClientOptions) (*Client, *Tar
 	dial := func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, t.Network, t.Address) }
 	c, err := Dial(ctx, dial, t.Export, t.TLS, opts)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", t.URI, err)
+		return nil, nil, err
 	}
 	return c, t, nil
 }
