@@ -42,15 +42,17 @@ type CLI struct {
 	Cache   string   `arg:"" help:"Cache device: the fast disk (a block device or a regular file) holding the log."`
 	Args    []string `arg:"" optional:"" predictor:"tunable" help:"Optional KEY VALUE pairs, as the kernel target's optional args: ${tunables}."`
 
-	Reformat bool     `help:"Format the cache device first: every cached block is forgotten, dirty or not. A CACHE holding a file system or other signature is refused (see --force)."`
-	Force    bool     `help:"Start even when CACHE is larger than BACKING or BACKING is a writeboost cache device (both hint at swapped arguments), and let --reformat format a CACHE holding a file system, partition table or other signature, or one it cannot probe (wipefs missing): that data is lost; and start a CACHE bound to another backing device (or whose binding record is damaged), replaying its dirty blocks onto BACKING and binding it there. BACKING and CACHE sharing storage is never allowed."`
-	Listen   []string `placeholder:"tcp://HOST:PORT" help:"Also serve NBD on this TCP address (repeatable). The unix socket RUNDIR/NAME.sock is always served."`
-	Attach   string   `placeholder:"/dev/nbdN" help:"Also connect the volume to the kernel nbd driver at this device (needs the nbd module)."`
-	NoDirect bool     `help:"Do not open the devices with O_DIRECT (use the page cache; for file systems without O_DIRECT support this is automatic)."`
-	Verbose  bool     `short:"v" help:"Log debug messages."`
-	Metrics  string   `placeholder:"tcp://HOST:PORT" help:"Serve Prometheus metrics at http://HOST:PORT/metrics (HOST empty: 127.0.0.1; any other than loopback is warned about)."`
-	Pidfile  string   `placeholder:"PATH" help:"Write the process id to PATH (atomically) once the volume serves; removed at a clean stop."`
-	Tab      string   `placeholder:"FILE" help:"--tab [FILE] NAME: start NAME as its line of the volume table says (NAME BACKING CACHE [KEY VALUE]...; FILE is $WB_TAB, else /etc/writeboosttab), checked as the command line is."`
+	Reformat    bool     `help:"Format the cache device first: every cached block is forgotten, dirty or not. A CACHE holding a file system or other signature is refused (see --force)."`
+	Force       bool     `help:"Start even when CACHE is larger than BACKING or BACKING is a writeboost cache device (both hint at swapped arguments), and let --reformat format a CACHE holding a file system, partition table or other signature, or one it cannot probe (wipefs missing): that data is lost; and start a CACHE bound to another backing device (or whose binding record is damaged), replaying its dirty blocks onto BACKING and binding it there. BACKING and CACHE sharing storage is never allowed."`
+	Listen      []string `placeholder:"tcp://HOST:PORT" help:"Also serve NBD on this TCP address (repeatable). The unix socket RUNDIR/NAME.sock is always served."`
+	Attach      string   `placeholder:"/dev/nbdN" help:"Also connect the volume to the kernel nbd driver at this device (needs the nbd module)."`
+	NoDirect    bool     `help:"Do not open the devices with O_DIRECT (use the page cache; for file systems without O_DIRECT support this is automatic)."`
+	Verbose     bool     `short:"v" help:"Log debug messages."`
+	Metrics     string   `placeholder:"tcp://HOST:PORT" help:"Serve Prometheus metrics at http://HOST:PORT/metrics (HOST empty: 127.0.0.1; any other than loopback is warned about)."`
+	Pidfile     string   `placeholder:"PATH" help:"Write the process id to PATH (atomically) once the volume serves; removed at a clean stop."`
+	SocketGroup string   `placeholder:"GROUP" help:"Let GROUP (a name or id) use the NBD and control sockets: they become root:GROUP, mode 0660 (see --socket-mode), and the run directory gets the group's search bit. Without it only root may connect."`
+	SocketMode  string   `placeholder:"MODE" help:"The sockets' mode, octal: 0600 (the default without --socket-group) or 0660 (the default with it). Others never get access."`
+	Tab         string   `placeholder:"FILE" help:"--tab [FILE] NAME: start NAME as its line of the volume table says (NAME BACKING CACHE [KEY VALUE]...; FILE is $WB_TAB, else /etc/writeboosttab), checked as the command line is."`
 
 	WriteWaitLimit time.Duration `placeholder:"DURATION" help:"How long a write may wait for a free segment while writeback is failing (a full or failing backing device, the ring full): then it fails with writeback's error (ENOSPC, EIO) instead of hanging. 0 (the default) waits as long as it takes, as the kernel target does. Either way a waiting writer and a failing writeback are logged every 10 s."`
 	Bounds         `embed:""`
@@ -138,6 +140,10 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 	if err != nil {
 		return err
 	}
+	access, err := control.ParseAccess(cli.SocketGroup, cli.SocketMode)
+	if err != nil {
+		return wbcli.Usage(err)
+	}
 	tlsConf, err := cli.listenSecurity(context.Background(), tcp) // tls.go
 	if err != nil {
 		return err
@@ -148,6 +154,9 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	if err := access.PrepareRunDir(ctx, dir); err != nil {
+		return err
+	}
 	lock, err := control.LockName(dir, cli.Name)
 	if err != nil {
 		return err
@@ -186,9 +195,9 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 	if err != nil {
 		return stopErr(fmt.Errorf("listen on %s: %w", sock, err))
 	}
-	if err := os.Chmod(sock, 0o600); err != nil {
+	if err := control.SetSocketAccess(sock, access); err != nil {
 		nl.Close()
-		return stopErr(fmt.Errorf("NBD socket mode: %w", err))
+		return stopErr(fmt.Errorf("NBD socket: %w", err))
 	}
 	s.serveNBD(ctx, srv, nl, nil)
 	for _, addr := range tcp {
@@ -201,11 +210,11 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 		}
 		s.serveNBD(ctx, srv, l, tlsConf)
 	}
-	cl, err := control.Listen(dir, cli.Name)
+	cl, err := control.ListenAccess(dir, cli.Name, access)
 	if err != nil {
 		return stopErr(err)
 	}
-	s.serveControl(ctx, cl, v)
+	s.serveControl(ctx, cl, v, access)
 	if cli.Attach != "" {
 		att, err := nbd.Attach(ctx, cli.Attach, nbd.Export{Name: cli.Name, Backend: vol}, nbd.Options{Logger: log})
 		if err != nil {

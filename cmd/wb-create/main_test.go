@@ -71,7 +71,7 @@ func TestHelp(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("--help exit %d", code)
 	}
-	for _, want := range []string{"NAME", "BACKING", "CACHE", "--reformat", "--force", "--listen", "--attach", "--no-direct", "writeback_threshold", "nr_read_cache_cells", "ready"} {
+	for _, want := range []string{"NAME", "BACKING", "CACHE", "--reformat", "--force", "--listen", "--attach", "--no-direct", "writeback_threshold", "nr_read_cache_cells", "ready", "--socket-group", "--socket-mode"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("--help lacks %q", want)
 		}
@@ -81,7 +81,7 @@ func TestHelp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, flag := range []string{`\-\-reformat`, `\-\-force`, `\-\-listen`, `\-\-attach`, `\-\-no\-direct`, `\-\-verbose`, `\-\-tab`, `\-\-pidfile`, `\-\-metrics`, `\-\-version`} {
+	for _, flag := range []string{`\-\-reformat`, `\-\-force`, `\-\-listen`, `\-\-attach`, `\-\-no\-direct`, `\-\-verbose`, `\-\-tab`, `\-\-pidfile`, `\-\-metrics`, `\-\-version`, `\-\-socket\-group`, `\-\-socket\-mode`} {
 		if !bytes.Contains(page, []byte(flag)) {
 			t.Errorf("man page lacks %s", flag)
 		}

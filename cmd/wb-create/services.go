@@ -71,12 +71,12 @@ func (s *services) serveNBD(ctx context.Context, srv *nbd.Server, l net.Listener
 }
 
 // serveControl answers control requests on l until stop.
-func (s *services) serveControl(ctx context.Context, l net.Listener, v control.Volume) {
+func (s *services) serveControl(ctx context.Context, l net.Listener, v control.Volume, a control.Access) {
 	ctx, s.ctlCancel = context.WithCancel(ctx)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		if err := control.Serve(ctx, l, v); err != nil {
+		if err := control.ServeAccess(ctx, l, v, a); err != nil {
 			s.fail(fmt.Errorf("control socket: %w", err))
 		}
 	}()

@@ -60,6 +60,9 @@ func DialPath(ctx context.Context, path string) (*Client, error) {
 		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
 			return nil, fmt.Errorf("%w: %s: %v", ErrNoVolume, path, errors.Unwrap(err))
 		}
+		if isPermission(err) {
+			return nil, fmt.Errorf("%w: %s", ErrPermission, PermissionHint(path))
+		}
 		return nil, fmt.Errorf("dial control socket: %w", err)
 	}
 	return &Client{path: path, conn: conn, r: bufio.NewReaderSize(conn, 4096)}, nil

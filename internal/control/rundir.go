@@ -260,6 +260,9 @@ func ListVolumes(ctx context.Context, dir string) ([]State, error) {
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
+	if isPermission(err) {
+		return nil, fmt.Errorf("%w: list volumes: %s", ErrPermission, listHint(dir))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("list volumes: %w", err)
 	}

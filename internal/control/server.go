@@ -46,6 +46,11 @@ const shutdownWriteTimeout = time.Second
 // file is removed when the listener is closed. The caller must have
 // claimed the name (ClaimName) so that no stale socket is in the way.
 func Listen(dir, name string) (*net.UnixListener, error) {
+	return ListenAccess(dir, name, Access{})
+}
+
+// ListenAccess is Listen with the socket's mode and group from a.
+func ListenAccess(dir, name string, a Access) (*net.UnixListener, error) {
 	if err := ValidName(name); err != nil {
 		return nil, err
 	}
@@ -56,7 +61,7 @@ func Listen(dir, name string) (*net.UnixListener, error) {
 	}
 	// NB: between bind and chmod the socket has the umask's mode; the run
 	// directory is 0700, so nobody else can reach it in that window.
-	if err := os.Chmod(path, 0o600); err != nil {
+	if err := a.applySocket(path); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("control socket mode: %w", err)
 	}
@@ -70,6 +75,12 @@ func Listen(dir, name string) (*net.UnixListener, error) {
 // socket listener: only root and the owner of the directory holding the
 // socket may connect (checked with SO_PEERCRED).
 func Serve(ctx context.Context, l net.Listener, v Volume) error {
+	return ServeAccess(ctx, l, v, Access{})
+}
+
+// ServeAccess is Serve letting in, besides, the members of a's group
+// (SO_PEERCRED's gid and SO_PEERGROUPS), when a has one.
+func ServeAccess(ctx context.Context, l net.Listener, v Volume, a Access) error {
 	ul, ok := l.(*net.UnixListener)
 	if !ok {
 		return fmt.Errorf("control: serve: need a unix socket listener, got %T", l)
@@ -101,7 +112,7 @@ func Serve(ctx context.Context, l net.Listener, v Volume) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			serveConn(ctx, c, v, owner)
+			serveConn(ctx, c, v, owner, a)
 		}()
 	}
 }
@@ -124,23 +135,28 @@ func socketDirOwner(l *net.UnixListener) (uint32, error) {
 	return st.Uid, nil
 }
 
-// peerUID returns the uid of the process at the other end of c.
-func peerUID(c *net.UnixConn) (uint32, error) {
+// peerAllowed returns the uid of the process at the other end of c and
+// whether it is in a's group (false when a lets no group in).
+func peerAllowed(c *net.UnixConn, a Access) (uint32, bool, error) {
 	raw, err := c.SyscallConn()
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	var cred *unix.Ucred
+	var inGroup bool
 	var credErr error
 	if err := raw.Control(func(fd uintptr) {
 		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+		if credErr == nil && a.grantsGroup() {
+			inGroup, credErr = peerInGroup(fd, cred.Gid, a.GID)
+		}
 	}); err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	if credErr != nil {
-		return 0, credErr
+		return 0, false, credErr
 	}
-	return cred.Uid, nil
+	return cred.Uid, inGroup, nil
 }
 
 // lineItem is what a connection's reader hands its handler: a request
@@ -155,7 +171,7 @@ type lineItem struct {
 // stops a running Message (the client went away), and closes lines. The
 // handler owns writing and the connection; it returns once lines is closed
 // or a write fails, and waits for the reader before returning.
-func serveConn(ctx context.Context, c *net.UnixConn, v Volume, owner uint32) {
+func serveConn(ctx context.Context, c *net.UnixConn, v Volume, owner uint32, a Access) {
 	defer c.Close()
 	// Server shutdown ends reading at once, which ends the reader and
 	// cancels a running message; the handler still writes the response of
@@ -164,13 +180,17 @@ func serveConn(ctx context.Context, c *net.UnixConn, v Volume, owner uint32) {
 	stop := context.AfterFunc(ctx, func() { c.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
 
-	uid, err := peerUID(c)
+	uid, inGroup, err := peerAllowed(c, a)
 	if err != nil {
 		refuse(ctx, c, Response{Error: fmt.Sprintf("control: peer credentials: %v", err)})
 		return
 	}
-	if uid != 0 && uid != owner {
-		refuse(ctx, c, Response{Error: fmt.Sprintf("%v: uid %d is neither root nor the owner (uid %d) of the run directory", ErrPermission, uid, owner)})
+	if uid != 0 && uid != owner && !inGroup {
+		who := "root"
+		if a.grantsGroup() {
+			who = "root or in group " + a.Group
+		}
+		refuse(ctx, c, Response{Error: fmt.Sprintf("%v: uid %d is neither %s nor the owner (uid %d) of the run directory", ErrPermission, uid, who, owner)})
 		return
 	}
 
