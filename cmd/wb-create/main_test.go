@@ -115,7 +115,7 @@ func TestRefusals(t *testing.T) {
 		{"long name", []string{strings.Repeat("x", 65), b, c}, 2, "1 to 64"},
 		{"odd optional args", []string{"v", b, c, "writeback_threshold"}, 2, "KEY VALUE pairs"},
 		{"out of range", []string{"v", b, c, "writeback_threshold", "101"}, 2, "out of range 0..100"},
-		{"unknown key", []string{"v", b, c, "bogus", "1"}, 2, "unknown optional arg"},
+		{"unknown key", []string{"v", b, c, "bogus", "1"}, 2, "unknown tunable \"bogus\""},
 		{"bad listen", []string{"--listen", "udp://x:1", "v", b, c}, 2, "want tcp://HOST:PORT"},
 		{"missing backing", []string{"v", filepath.Join(dir, "nope"), c}, 1, "backing device"},
 		{"missing cache", []string{"v", b, filepath.Join(dir, "nope")}, 1, "cache device"},

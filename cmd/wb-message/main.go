@@ -111,14 +111,9 @@ func (c *cli) Run(e *env) error {
 	if err := control.ValidName(c.Name); err != nil {
 		return wbcli.Usage(err)
 	}
-	words := c.Message
-	if len(words) > 0 {
-		if _, err := strconv.ParseUint(words[0], 10, 64); err == nil {
-			if words[0] != "0" {
-				return wbcli.Usagef("sector %s: a writeboost volume is one target starting at sector 0; give 0 or no sector", words[0])
-			}
-			words = words[1:]
-		}
+	words, err := messageWords(c.Message)
+	if err != nil {
+		return err
 	}
 	m, err := vocab.ParseMessage(words)
 	if err != nil {
@@ -308,3 +303,25 @@ func (p *lineProgress) finish() {
 }
 
 func (p *lineProgress) abort() {}
+
+// messageWords drops what may precede the message: dmsetup message's
+// sector (0: a writeboost volume is one target starting at sector 0),
+// and a dm table's count of the words that follow ("2
+// writeback_threshold 50"), in that order, each at most once. Another
+// leading number is a usage error saying what it could have been.
+func messageWords(words []string) ([]string, error) {
+	if len(words) > 0 && words[0] == "0" {
+		words = words[1:]
+	}
+	if len(words) == 0 {
+		return words, nil
+	}
+	if _, err := strconv.ParseUint(words[0], 10, 64); err != nil {
+		return words, nil
+	}
+	if n, _ := strconv.ParseUint(words[0], 10, 64); n == uint64(len(words)-1) {
+		return words[1:], nil
+	}
+	return nil, wbcli.Usagef("sector %s: a writeboost volume is one target starting at sector 0; give 0 or no sector (as a dm table's count of the words that follow it would be %d)",
+		words[0], len(words)-1)
+}

@@ -136,7 +136,11 @@ func TestMessages(t *testing.T) {
 		{[]string{"vol", "write_around_mode", "1"}, 2, "", "write_around_mode can only be set when the volume is created"},
 		{[]string{"vol", "nr_read_cache_cells", "16"}, 2, "", "nr_read_cache_cells can only be set when the volume is created"},
 		{[]string{"vol", "suspend"}, 2, "", `unknown message "suspend"`},
-		{[]string{"vol", "8", "flush"}, 2, "", "sector 8"},
+		{[]string{"vol", "8", "flush"}, 2, "", "sector 8: a writeboost volume is one target starting at sector 0; give 0 or no sector (as a dm table's count of the words that follow it would be 1)"},
+		{[]string{"vol", "writeback_treshold", "5"}, 2, "", `unknown message "writeback_treshold" (did you mean writeback_threshold?)`},
+		// A dm table's count of the words that follow is accepted.
+		{[]string{"vol", "2", "update_sb_record_interval", "60"}, 0, "", ""},
+		{[]string{"vol", "0", "1", "clear_stat"}, 0, "", ""},
 		{[]string{"vol", "0"}, 2, "", "empty message"},
 		{[]string{"other", "flush"}, 1, "", "no such volume: other"},
 		{[]string{"a/b", "flush"}, 2, "", "bad volume name"},
@@ -163,7 +167,7 @@ func TestMessages(t *testing.T) {
 		}
 	}
 	want := []string{"writeback_threshold 70", "nr_max_batched_writeback 8", "read_cache_threshold 127",
-		"update_sb_record_interval 3600", "clear_stat", "remove --no-writeback", "remove", "sync_data_interval 5", "flush"}
+		"update_sb_record_interval 3600", "clear_stat", "remove --no-writeback", "remove", "update_sb_record_interval 60", "clear_stat", "sync_data_interval 5", "flush"}
 	if got := v.recorded(); strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("the volume received %q\nwant %q", got, want)
 	}

@@ -106,8 +106,8 @@ func ParseMessage(args []string) (Message, error) {
 	}
 	t, ok := LookupTunable(verb)
 	if !ok {
-		return Message{}, fmt.Errorf("%w: unknown message %q (want clear_stat, drop_caches, flush, remove [--no-writeback] [--force], or one of %s followed by a value)",
-			ErrBadMessage, args[0], Names(false))
+		return Message{}, fmt.Errorf("%w: unknown message %q%s (want clear_stat, drop_caches, flush, remove [--no-writeback] [--force], or one of %s followed by a value)",
+			ErrBadMessage, args[0], didYouMean(args[0], append(MessageWords(), staticNames()...)), Names(false))
 	}
 	s := t.Spec()
 	if s.Static {
@@ -142,6 +142,18 @@ func TunableNames() []string {
 	var names []string
 	for _, t := range Tunables() {
 		names = append(names, t.String())
+	}
+	return names
+}
+
+// staticNames are the static tunables' names: not messages, but a typo of
+// one is better answered with its name and then why it cannot be sent.
+func staticNames() []string {
+	var names []string
+	for _, t := range Tunables() {
+		if t.Spec().Static {
+			names = append(names, t.String())
+		}
 	}
 	return names
 }

@@ -146,7 +146,14 @@ func (vs Values) Get(t Tunable) int64 {
 // canonical words (keys lower-cased, values as parsed), for the table line
 // and the state file. Unlike the kernel, a key given twice is an error
 // rather than last-wins: it is almost always a typo.
+//
+// A leading count of the words that follow, as a dm table has it
+// ("2 writeback_threshold 50"), is accepted and dropped (StripCount).
 func ParseOptionalArgs(args []string) (Values, []string, error) {
+	args, err := StripCount(args)
+	if err != nil {
+		return nil, nil, err
+	}
 	if len(args)%2 != 0 {
 		return nil, nil, fmt.Errorf("%w: optional args come in KEY VALUE pairs, got %d words", ErrBadMessage, len(args))
 	}
@@ -155,7 +162,7 @@ func ParseOptionalArgs(args []string) (Values, []string, error) {
 	for i := 0; i < len(args); i += 2 {
 		t, ok := LookupTunable(args[i])
 		if !ok {
-			return nil, nil, fmt.Errorf("%w: unknown optional arg %q (want one of %s)", ErrBadMessage, args[i], Names(true))
+			return nil, nil, fmt.Errorf("%w: unknown tunable %q%s (want one of %s)", ErrBadMessage, args[i], didYouMean(args[i], TunableNames()), Names(true))
 		}
 		if _, seen := vs[t]; seen {
 			return nil, nil, fmt.Errorf("%w: optional arg %s given twice", ErrBadMessage, t)
