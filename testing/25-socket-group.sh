@@ -10,8 +10,10 @@
 . "$WB_TESTING/lib.sh"
 
 group=wbtest25
-getent group "$group" >/dev/null || groupadd --system "$group"
-wb_defer "groupdel $group"
+if ! getent group "$group" >/dev/null; then
+	groupadd --system "$group"
+	wb_defer "groupdel $group"
+fi
 gid=$(getent group "$group" | cut -d: -f3)
 in_group() { setpriv --reuid=65534 --regid=65534 --groups="$gid" "$@"; }
 outside() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
