@@ -199,6 +199,7 @@ func (c *cli) Run(e *env) error {
 		}
 	}
 
+	opts.Progress = wbcli.NewLines(e.stderr, progName, "reading segments", "segments").Update
 	r, err := check.Check(cache, cache.Size(), opts)
 	if err != nil {
 		return fail(check.ExitOperational, c.Cache, "%s", fault(err))
@@ -218,7 +219,7 @@ func (c *cli) Run(e *env) error {
 
 	var wbErr error
 	if c.Writeback != "" {
-		out.Writeback, wbErr = c.writeback(cache, backing, r)
+		out.Writeback, wbErr = c.writeback(cache, backing, r, e.stderr)
 	}
 	if c.JSON {
 		enc := json.NewEncoder(e.stdout)
@@ -238,7 +239,7 @@ func (c *cli) Run(e *env) error {
 }
 
 // writeback runs --writeback; the error carries the exit status.
-func (c *cli) writeback(cache *blockdev.File, backing blockdev.Device, r *check.Result) (*writebackOut, error) {
+func (c *cli) writeback(cache *blockdev.File, backing blockdev.Device, r *check.Result, stderr io.Writer) (*writebackOut, error) {
 	rep := r.Report
 	if !rep.Formatted {
 		return nil, fail(check.ExitDamaged, c.Cache, "not a formatted cache device: nothing to write back")
@@ -258,7 +259,8 @@ func (c *cli) writeback(cache *blockdev.File, backing blockdev.Device, r *check.
 			return nil, fail(check.ExitUsage, c.Cache, "belongs to %s, not to %s: %s; write it back to its own backing device, or add --force", b, c.Writeback, why)
 		}
 	}
-	res, err := check.Writeback(cache, backing, r, check.WritebackOptions{Force: c.Force, DryRun: c.DryRun})
+	res, err := check.Writeback(cache, backing, r, check.WritebackOptions{Force: c.Force, DryRun: c.DryRun,
+		Progress: wbcli.NewLines(stderr, progName, "writing back", "sectors").Update})
 	if err != nil {
 		return nil, fail(check.ExitOperational, c.Cache, "writeback to %s: %s", c.Writeback, fault(err))
 	}

@@ -51,6 +51,9 @@ type Options struct {
 	// BackingSize is the backing device's size in bytes, 0 when unknown:
 	// every metablock must then lie inside it.
 	BackingSize int64
+	// Progress, when set, is called as the segments are read, with the
+	// segments read so far and their number.
+	Progress func(done, total int64)
 }
 
 // Report is what Check found; wb-check --json prints it as one object.
@@ -121,7 +124,11 @@ func Check(dev io.ReaderAt, size int64, opts Options) (*Result, error) {
 	r := &Result{Report: Report{DeviceSize: size, BackingSize: opts.BackingSize, Problems: []string{},
 		CorruptSegmentIDs: []uint64{}, DiscardedSegmentIDs: []uint64{}}}
 	rep := &r.Report
-	log, err := replay.Scan(dev, size)
+	var progress func(done, total uint64)
+	if opts.Progress != nil {
+		progress = func(done, total uint64) { opts.Progress(int64(done), int64(total)) }
+	}
+	log, err := replay.ScanProgress(dev, size, progress)
 	if errors.Is(err, layout.ErrTooSmall) {
 		r.damage("device of %d bytes is too small to be a cache device (at least %d bytes)", size, layout.MinDeviceSize)
 		r.finish()

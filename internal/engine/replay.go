@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"math/bits"
+	"time"
 
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/layout"
@@ -30,7 +31,15 @@ import (
 // record; ids of the discarded segments, whose headers are now zero, may
 // be used again.
 func (v *Volume) replay() error {
-	l, err := replay.Scan(v.cache, v.cache.Size())
+	// A big cache takes a while to read: say how far it is, once a second.
+	start := time.Now()
+	lastLine := start
+	l, err := replay.ScanProgress(v.cache, v.cache.Size(), func(done, total uint64) {
+		if now := time.Now(); now.Sub(lastLine) >= time.Second {
+			lastLine = now
+			v.log.Info("replaying the cache log", "segments_read", done, "segments", total, "elapsed", now.Sub(start).Round(time.Second))
+		}
+	})
 	if err != nil {
 		return fmt.Errorf("engine: replay: %w", err)
 	}

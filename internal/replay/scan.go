@@ -121,6 +121,12 @@ func (l *Log) addProblem(sev Severity, s *Segment, format string, args ...any) {
 // steps 1-3. It returns an error only when the device cannot be read or is
 // too small to be a cache; an unformatted device gives Formatted=false.
 func Scan(dev io.ReaderAt, size int64) (*Log, error) {
+	return ScanProgress(dev, size, nil)
+}
+
+// ScanProgress is Scan; progress, when not nil, is called after every
+// segment read with the segments read so far and their number.
+func ScanProgress(dev io.ReaderAt, size int64, progress func(done, total uint64)) (*Log, error) {
 	g, err := layout.NewGeometry(size)
 	if err != nil {
 		return nil, err
@@ -135,6 +141,9 @@ func Scan(dev io.ReaderAt, size int64) (*Log, error) {
 	l.SuperRecord = l.Super.Record
 	bySlot := make([]*Segment, g.NrSegments)
 	err = readSegments(dev, g, func(slot uint64, seg []byte) {
+		if progress != nil {
+			progress(slot+1, g.NrSegments)
+		}
 		id := layout.HeaderID(seg)
 		if id == 0 {
 			return
