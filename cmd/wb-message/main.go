@@ -195,7 +195,11 @@ func (c *cli) dropCaches(e *env, cl *control.Client) error {
 			finished = true
 			if e.ctx.Err() != nil {
 				p.abort()
-				return fmt.Errorf("%w: stopped waiting for drop_caches; the volume goes on, writeback continues at its normal pace", errInterrupted)
+				next := "writeback continues at its normal pace (writeback_threshold " + strconv.FormatUint(s.Tunables.WritebackThreshold, 10) + ")"
+				if s.Tunables.WritebackThreshold == 0 {
+					next = "writeback stops: with writeback_threshold 0 it runs only when the ring needs a free segment"
+				}
+				return fmt.Errorf("%w: stopped waiting for drop_caches; the volume goes on, %s", errInterrupted, next)
 			}
 			if err != nil {
 				p.abort()

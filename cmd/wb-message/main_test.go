@@ -262,6 +262,10 @@ func TestDropCachesInterrupt(t *testing.T) {
 	if !strings.Contains(errOut, "wb-message: interrupted: stopped waiting for drop_caches") {
 		t.Errorf("stderr %q", errOut)
 	}
+	// The fake volume's writeback_threshold is 0: writeback does not go on.
+	if !strings.Contains(errOut, "writeback stops: with writeback_threshold 0") {
+		t.Errorf("the interrupt message does not say writeback stops at threshold 0: %q", errOut)
+	}
 	if el := time.Since(start); el > 5*time.Second {
 		t.Errorf("interrupt took %v", el)
 	}
