@@ -15,6 +15,7 @@ const (
 	sQemu    = "qemu-nbd O_DIRECT cache file"
 	sWBFiles = "writeboost (files)"
 	sWBHDD   = "writeboost (HDD)"
+	sWBNBD   = "writeboost (HDD over NBD)" // the disk as an NBD URI, no nbdfuse (issue 15)
 	sCache   = "nbdkit cache filter (HDD)"
 	sHDD     = "nbdkit file (HDD)"
 )
@@ -38,22 +39,22 @@ type workload struct {
 // FLUSH. Within the last epoch the 1 MiB sequential write covers the whole
 // region before the cached reads, so every block read there is cached.
 func workloads() []workload {
-	all := []string{sMemory, sQemu, sWBFiles, sWBHDD, sCache, sHDD}
+	all := []string{sMemory, sQemu, sWBFiles, sWBHDD, sWBNBD, sCache, sHDD}
 	r4 := func(rw string, depth int) fioJob { return fioJob{RW: rw, BS: 4 * kib, Depth: depth} }
 	return []workload{
 		{key: "randread-cold-qd32", epoch: "cold", job: r4("randread", 32), unit: "IOPS",
-			subjects: []string{sWBHDD, sCache, sHDD},
-			ref:      map[string]string{sWBHDD: sHDD, sCache: sHDD}},
+			subjects: []string{sWBHDD, sWBNBD, sCache, sHDD},
+			ref:      map[string]string{sWBHDD: sHDD, sWBNBD: sWBHDD, sCache: sHDD}},
 		{key: "randwrite-flush32-qd1", epoch: "flush", job: fioJob{RW: "randwrite", BS: 4 * kib, Depth: 1, Fsync: 32}, unit: "IOPS",
 			subjects: []string{sMemory, sQemu, sWBFiles, sWBHDD, sCache},
 			quick:    []string{sWBHDD, sCache},
 			ref:      map[string]string{sWBHDD: sCache}},
 		{key: "randwrite-qd1", epoch: "qd1", job: r4("randwrite", 1), unit: "IOPS",
-			subjects: all, quick: []string{sWBHDD, sHDD},
-			ref: map[string]string{sWBHDD: sHDD}},
+			subjects: all, quick: []string{sWBHDD, sWBNBD, sHDD},
+			ref: map[string]string{sWBHDD: sHDD, sWBNBD: sWBHDD}},
 		{key: "randwrite-qd32", epoch: "qd32", job: r4("randwrite", 32), unit: "IOPS",
-			subjects: all, quick: []string{sMemory, sQemu, sWBFiles, sWBHDD, sCache, sHDD},
-			ref: map[string]string{sWBHDD: sHDD}},
+			subjects: all, quick: []string{sMemory, sQemu, sWBFiles, sWBHDD, sWBNBD, sCache, sHDD},
+			ref: map[string]string{sWBHDD: sHDD, sWBNBD: sWBHDD}},
 		{key: "randrw70-qd32", epoch: "qd32", job: fioJob{RW: "randrw", MixRead: 70, BS: 4 * kib, Depth: 32}, unit: "IOPS",
 			subjects: []string{sMemory, sWBHDD, sCache}},
 		{key: "seqwrite-1m-qd4", epoch: "seq", job: fioJob{RW: "write", BS: mib, Depth: 4}, unit: "MB/s",
@@ -69,7 +70,7 @@ func workloads() []workload {
 func nbdRowID(wl, subject string) string { return "nbd/" + wl + "/" + subject }
 
 // stateful subjects restart at each epoch; the others serve the whole phase.
-var stateful = map[string]bool{sWBFiles: true, sWBHDD: true, sCache: true}
+var stateful = map[string]bool{sWBFiles: true, sWBHDD: true, sWBNBD: true, sCache: true}
 
 // nbdPhase runs each workload's repetitions round robin over its subjects
 // (so that a noisy moment hits all of them alike) and records one row per
@@ -103,7 +104,8 @@ func nbdPhase(ctx context.Context, e *env, c config, res *results, haveWB bool) 
 		sHDD:     func() (*server, error) { return startHDDRef(ctx, e, c) },
 		sCache:   func() (*server, error) { return startCacheFilter(ctx, e, c) },
 		sWBFiles: func() (*server, error) { return startWBFiles(ctx, e, c, haveWB) },
-		sWBHDD:   func() (*server, error) { return startWBHDD(ctx, e, c, haveWB) },
+		sWBHDD:   func() (*server, error) { return startWBHDD(ctx, e, c, haveWB, false) },
+		sWBNBD:   func() (*server, error) { return startWBHDD(ctx, e, c, haveWB, true) },
 	}
 	ensure := func(name string) {
 		if _, ok := servers[name]; ok || failed[name] != "" {
@@ -282,36 +284,45 @@ func startWBFiles(ctx context.Context, e *env, c config, haveWB bool) (*server, 
 	return &server{key: "wbfiles", label: sWBFiles, uri: uri, procs: []*proc{p}, files: []string{back, cache}}, nil
 }
 
-// startWBHDD is writeboost in front of the emulated disk (through nbdfuse)
-// with a sparse cache file 12-16x the region: an epoch's writes then fit in
-// the ring, or reclaim segments whose blocks were overwritten since, which
-// costs no backing I/O.
-func startWBHDD(ctx context.Context, e *env, c config, haveWB bool) (*server, error) {
+// startWBHDD is writeboost in front of the emulated disk, through nbdfuse
+// or (direct) as an NBD URI, with a sparse cache file 12-16x the region: an
+// epoch's writes then fit in the ring, or reclaim segments whose blocks
+// were overwritten since, which costs no backing I/O.
+func startWBHDD(ctx context.Context, e *env, c config, haveWB, direct bool) (*server, error) {
 	if !haveWB {
 		return nil, errNoWB
 	}
-	img := e.path("hdd-wb.img")
+	key, label := "wbhdd", sWBHDD
+	if direct {
+		key, label = "wbnbd", sWBNBD
+	}
+	img := e.path(key + "-hdd.img")
 	if err := sparse(img, c.region); err != nil {
 		return nil, err
 	}
-	hdd, hsock, err := e.startHDD(ctx, "hdd-wb", img, "")
+	hdd, hsock, err := e.startHDD(ctx, "hdd-"+key, img, "")
 	if err != nil {
 		return nil, err
 	}
-	fuse, file, err := e.mountHDD(ctx, "nbdfuse-wb", hsock)
-	if err != nil {
-		e.ps.stop(hdd, time.Second)
-		return nil, err
+	procs, backing := []*proc{hdd}, nbdUnixURI("hdd", hsock)
+	if !direct {
+		fuse, file, err := e.mountHDD(ctx, "nbdfuse-"+key, hsock)
+		if err != nil {
+			e.ps.stop(hdd, time.Second)
+			return nil, err
+		}
+		procs, backing = append(procs, fuse), file
 	}
-	cache := e.path("wbhdd-cache.img")
+	cache := e.path(key + "-cache.img")
 	if err := sparse(cache, c.wbCache); err != nil {
 		return nil, err
 	}
-	p, uri, err := e.startWB(ctx, "wbhdd", file, cache)
+	p, uri, err := e.startWB(ctx, key, backing, cache)
 	if err != nil {
-		e.ps.stop(fuse, time.Second)
-		e.ps.stop(hdd, time.Second)
+		for i := len(procs) - 1; i >= 0; i-- {
+			e.ps.stop(procs[i], time.Second)
+		}
 		return nil, err
 	}
-	return &server{key: "wbhdd", label: sWBHDD, uri: uri, procs: []*proc{hdd, fuse, p}, files: []string{img, cache}}, nil
+	return &server{key: key, label: label, uri: uri, procs: append(procs, p), files: []string{img, cache}}, nil
 }

@@ -130,10 +130,13 @@ func (e *env) mountHDD(ctx context.Context, name, sock string) (*proc, string, e
 	return p, file, nil
 }
 
-// startWB runs wb-create --reformat NAME BACKING CACHE [KEY VALUE]... and
-// waits for its ready line.
+// startWB runs wb-create --reformat --force NAME BACKING CACHE [KEY
+// VALUE]... and waits for its ready line. --force: the NBD phase's caches
+// are sparse files larger than the region on purpose (an epoch's writes
+// fit in the ring), which wb-create otherwise refuses as a likely swap of
+// BACKING and CACHE.
 func (e *env) startWB(ctx context.Context, name, backing, cache string, kv ...string) (*proc, string, error) {
-	argv := append([]string{filepath.Join(e.bin, "wb-create"), "--reformat", name, backing, cache}, kv...)
+	argv := append([]string{filepath.Join(e.bin, "wb-create"), "--reformat", "--force", name, backing, cache}, kv...)
 	p, err := e.ps.start("wb-create-"+name, startOpts{env: []string{"WB_RUN_DIR=" + e.runDir, "TMPDIR=" + e.dir}, readyWord: "ready"}, argv...)
 	if err != nil {
 		return nil, "", err

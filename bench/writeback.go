@@ -62,16 +62,42 @@ type wbSample struct {
 	bytesBack float64 // bytes the emulated disk received
 }
 
+// transport is how writeboost reaches the emulated disk in the writeback
+// phase: through nbdfuse (a file), or directly as an NBD URI with its own
+// client (issue 15). Both are measured in the same run, round robin.
+type transport struct {
+	key     string // "" for nbdfuse: its row ids predate issue 15
+	subject string
+}
+
+var (
+	viaFuse = transport{"", "writeboost (HDD)"}
+	viaNBD  = transport{"nbd", "writeboost (HDD over NBD)"}
+)
+
+// wbRowID is the id of a writeback row: writeback/PATTERN/METRIC, with
+// /nbd after it for the direct NBD transport.
+func wbRowID(pat, metric string, tr transport) string {
+	id := "writeback/" + pat + "/" + metric
+	if tr.key != "" {
+		id += "/" + tr.key
+	}
+	return id
+}
+
 // writebackOnce builds a fresh stack (emulated disk with the stats filter,
-// nbdfuse, wb-create on an empty cache), writes the pattern, then times
+// nbdfuse or not, wb-create on an empty cache), writes the pattern, then times
 // drop_caches. The stats filter counts every request that reached the disk
 // in the stack's whole life; nbdkit writes it at exit, after wb-create's clean
 // stop. Writeback is the only backing traffic: the cache holds all of the
 // pattern, writeback_threshold is 0 (no background writeback) and the writes
 // are whole 4 KiB blocks (no backing reads).
-func writebackOnce(ctx context.Context, e *env, c config, pat pattern, rep int) (wbSample, error) {
+func writebackOnce(ctx context.Context, e *env, c config, pat pattern, tr transport, rep int) (wbSample, error) {
 	var s wbSample
 	tag := fmt.Sprintf("wb-%s-%d", pat.key, rep)
+	if tr.key != "" {
+		tag = fmt.Sprintf("wb-%s-%s-%d", pat.key, tr.key, rep)
+	}
 	img, cache, stats := e.path(tag+"-hdd.img"), e.path(tag+"-cache.img"), e.path(tag+".stats")
 	defer os.Remove(img)
 	defer os.Remove(cache)
@@ -91,21 +117,29 @@ func writebackOnce(ctx context.Context, e *env, c config, pat pattern, rep int) 
 	if err != nil {
 		return s, err
 	}
-	fuse, file, err := e.mountHDD(ctx, "nbdfuse-"+tag, hsock)
+	stack := []*proc{hdd}
+	backing := nbdUnixURI("hdd", hsock)
+	if tr.key == "" {
+		fuse, file, err := e.mountHDD(ctx, "nbdfuse-"+tag, hsock)
+		if err != nil {
+			e.ps.stop(hdd, 5*time.Second)
+			return s, err
+		}
+		stack, backing = append(stack, fuse), file
+	}
+	name := "wb" + pat.key + tr.key
+	wb, uri, err := e.startWB(ctx, name, backing, cache)
 	if err != nil {
-		e.ps.stop(hdd, 5*time.Second)
+		for i := len(stack) - 1; i >= 0; i-- {
+			e.ps.stop(stack[i], 5*time.Second)
+		}
 		return s, err
 	}
-	name := "wb" + pat.key
-	wb, uri, err := e.startWB(ctx, name, file, cache)
-	if err != nil {
-		e.ps.stop(fuse, 5*time.Second)
-		e.ps.stop(hdd, 5*time.Second)
-		return s, err
-	}
+	stack = append(stack, wb)
 	stopAll := func() error {
 		var first error
-		for _, p := range []*proc{wb, fuse, hdd} {
+		for i := len(stack) - 1; i >= 0; i-- {
+			p := stack[i]
 			if err := e.ps.stop(p, 60*time.Second); err != nil && first == nil {
 				first = fmt.Errorf("stop %s: %w", p.name, err)
 			}
@@ -179,38 +213,63 @@ func writebackPhase(ctx context.Context, e *env, c config, res *results, haveWB 
 			ID: "writeback/unsorted-4k"}, "the HDD randwrite-qd32 row is missing")
 	}
 	for _, pat := range patterns() {
-		var drain, rate, reqs, flushes []float64
-		var why string
-		var last wbSample
+		type series struct {
+			drain, rate, reqs, flushes []float64
+			why                        string
+			last                       wbSample
+		}
+		trs := []transport{viaFuse, viaNBD}
+		got := make([]series, len(trs))
 		if !haveWB {
-			why = errNoWB.Error()
-		}
-		for rep := 0; rep < c.reps && why == ""; rep++ {
-			slog.Info("writeback", "pattern", pat.key, "run", rep+1)
-			s, err := writebackOnce(ctx, e, c, pat, rep)
-			if err != nil {
-				why = fmt.Sprintf("run %d: %v", rep+1, err)
-				slog.Error("writeback failed", "pattern", pat.key, "err", err)
-				break
+			for i := range got {
+				got[i].why = errNoWB.Error()
 			}
-			last = s
-			drain = append(drain, s.drain.Seconds())
-			rate = append(rate, float64(s.dirty*4096)/1e6/s.drain.Seconds())
-			reqs = append(reqs, float64(s.writes)/float64(s.dirty))
-			flushes = append(flushes, float64(s.flushes))
 		}
-		note := ""
-		if why == "" {
-			note = fmt.Sprintf("last run: %d dirty blocks, %d writes (%.1f MiB), %d flushes, %d reads at the disk",
-				last.dirty, last.writes, last.bytesBack/float64(mib), last.flushes, last.reads)
+		// Round robin over the transports, so that a noisy moment hits
+		// both alike.
+		for rep := 0; rep < c.reps; rep++ {
+			for i, tr := range trs {
+				g := &got[i]
+				if g.why != "" || ctx.Err() != nil {
+					continue
+				}
+				slog.Info("writeback", "pattern", pat.key, "subject", tr.subject, "run", rep+1)
+				s, err := writebackOnce(ctx, e, c, pat, tr, rep)
+				if err != nil {
+					g.why = fmt.Sprintf("run %d: %v", rep+1, err)
+					slog.Error("writeback failed", "pattern", pat.key, "subject", tr.subject, "err", err)
+					continue
+				}
+				g.last = s
+				g.drain = append(g.drain, s.drain.Seconds())
+				g.rate = append(g.rate, float64(s.dirty*4096)/1e6/s.drain.Seconds())
+				g.reqs = append(g.reqs, float64(s.writes)/float64(s.dirty))
+				g.flushes = append(g.flushes, float64(s.flushes))
+			}
 		}
-		mk := func(metric, unit, better, ref string) *row {
-			return &row{Group: "writeback", Workload: pat.key + " " + metric, Subject: "writeboost (HDD): " + pat.desc,
-				Unit: unit, Better: better, ID: "writeback/" + pat.key + "/" + metric, Ref: ref, Note: note, Missing: why}
+		for i, tr := range trs {
+			g := got[i]
+			why := g.why
+			if why == "" && ctx.Err() != nil && len(g.drain) < c.reps {
+				why = "interrupted"
+			}
+			note := ""
+			if why == "" {
+				note = fmt.Sprintf("last run: %d dirty blocks, %d writes (%.1f MiB), %d flushes, %d reads at the disk",
+					g.last.dirty, g.last.writes, g.last.bytesBack/float64(mib), g.last.flushes, g.last.reads)
+			}
+			mk := func(metric, unit, better, ref string) *row {
+				if tr.key != "" {
+					// The direct NBD rows are judged against nbdfuse.
+					ref = wbRowID(pat.key, metric, viaFuse)
+				}
+				return &row{Group: "writeback", Workload: pat.key + " " + metric, Subject: tr.subject + ": " + pat.desc,
+					Unit: unit, Better: better, ID: wbRowID(pat.key, metric, tr), Ref: ref, Note: note, Missing: why}
+			}
+			res.add(mk("drain", "s", "lower", ""), g.drain)
+			res.add(mk("rate", "MB/s", "higher", "writeback/unsorted-4k"), g.rate)
+			res.add(mk("requests", "req/4KiB block", "lower", ""), g.reqs)
+			res.add(mk("flushes", "FLUSH per drain", "lower", ""), g.flushes)
 		}
-		res.add(mk("drain", "s", "lower", ""), drain)
-		res.add(mk("rate", "MB/s", "higher", "writeback/unsorted-4k"), rate)
-		res.add(mk("requests", "req/4KiB block", "lower", ""), reqs)
-		res.add(mk("flushes", "FLUSH per drain", "lower", ""), flushes)
 	}
 }

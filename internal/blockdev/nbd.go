@@ -51,8 +51,15 @@ type NBDOptions struct {
 	ReadOnly  bool
 	// Conns is how many connections to open where the server offers
 	// multi-conn. 0: 4.
-	Conns  int
-	Logger *slog.Logger
+	Conns int
+	// BackoffMin and BackoffMax bound the wait between reconnect attempts
+	// (nbd.ClientOptions). 0: 100 ms and 5 s.
+	BackoffMin, BackoffMax time.Duration
+	Logger                 *slog.Logger
+}
+
+func (o NBDOptions) client() nbd.ClientOptions {
+	return nbd.ClientOptions{Timeout: o.Timeout, BackoffMin: o.BackoffMin, BackoffMax: o.BackoffMax, Logger: o.Logger}
 }
 
 const defaultNBDConns = 4
@@ -66,7 +73,7 @@ func IsURI(name string) bool { return nbd.IsURI(name) }
 // OpenNBD connects to the export uri names. Its errors do not repeat the
 // URI: the caller names the device.
 func OpenNBD(ctx context.Context, uri string, opts NBDOptions) (*NBD, error) {
-	c, t, err := nbd.DialURI(ctx, uri, nbd.ClientOptions{Timeout: opts.Timeout, Logger: opts.Logger})
+	c, t, err := nbd.DialURI(ctx, uri, opts.client())
 	if err != nil {
 		return nil, err
 	}
@@ -93,7 +100,7 @@ func OpenNBD(ctx context.Context, uri string, opts NBDOptions) (*NBD, error) {
 		n = 1
 	}
 	for len(d.cs) < n {
-		more, _, err := nbd.DialURI(ctx, uri, nbd.ClientOptions{Timeout: opts.Timeout, Logger: opts.Logger})
+		more, _, err := nbd.DialURI(ctx, uri, opts.client())
 		if err == nil && more.Info() != info {
 			more.Close()
 			err = fmt.Errorf("the export changed between connections: %+v, then %+v", info, more.Info())

@@ -137,8 +137,11 @@ type call struct {
 	// timedOut: the caller gave up; a reply cut short is not sent again.
 	// Under Client.mu.
 	timedOut bool
-	err      error
-	done     chan struct{}
+	// dropped is why the last connection this call was sent on failed
+	// (under Client.mu): what its timeout error names.
+	dropped error
+	err     error
+	done    chan struct{}
 }
 
 // clientConn is one connection: its reader goroutine owns the receiving
@@ -254,6 +257,7 @@ func (c *Client) reader(cc *clientConn) {
 	for h, cl := range c.mu.pending {
 		if cl.sentOn == cc {
 			cl.sentOn = nil
+			cl.dropped = err
 			if cl.typ == cmdFlush {
 				delete(c.mu.pending, h)
 				cl.finish(fmt.Errorf("%w: %v", ErrConnLost, err))
@@ -487,6 +491,10 @@ func (c *Client) do(typ, flags uint16, off uint64, length uint32, p []byte) erro
 	}
 	cl.timedOut = true
 	cc = cl.sentOn
+	why := cl.dropped
+	if c.mu.lastErr != nil {
+		why = c.mu.lastErr // no connection now: the last attempt's failure
+	}
 	c.mu.Unlock()
 	// A server that does not answer is hung or unreachable: drop the
 	// connection (the other requests are re-sent on the next one).
@@ -501,6 +509,11 @@ func (c *Client) do(typ, flags uint16, off uint64, length uint32, p []byte) erro
 	}
 	if cc != nil {
 		<-cc.dead
+	}
+	if why != nil {
+		// A server that breaks the protocol keeps the connection
+		// failing: name why, not only the timeout.
+		return fmt.Errorf("%w (%v; connection failed: %v)", ErrTimeout, c.opts.Timeout, why)
 	}
 	return fmt.Errorf("%w (%v)", ErrTimeout, c.opts.Timeout)
 }
