@@ -56,7 +56,7 @@ func TestExclusiveHolders(t *testing.T) {
 
 	// Another process: flock(1) holds the file while its command runs.
 	if _, err := exec.LookPath("flock"); err != nil {
-		t.Skip("flock(1) (util-linux) is not installed")
+		t.Fatal("flock(1) is not installed: scripts/deps.sh installs it (Debian package util-linux)")
 	}
 	cmd := exec.Command("flock", "--exclusive", path, "sleep", "60")
 	if err := cmd.Start(); err != nil {
