@@ -307,19 +307,23 @@ func (id Identity) String() string {
 
 // sizeString is n bytes with a binary unit: "32 MiB", "1.5 GiB", "512 B".
 func sizeString(n int64) string {
-	const units = "KMGTPE"
-	if n < 1024 {
-		return fmt.Sprintf("%d B", n)
+	v, unit := ScaleBytes(uint64(n))
+	if v == float64(int64(v)) {
+		return fmt.Sprintf("%d %s", int64(v), unit)
 	}
-	v, i := float64(n)/1024, 0
+	return fmt.Sprintf("%.1f %s", v, unit)
+}
+
+// ScaleBytes expresses n bytes in the largest binary unit it reaches:
+// (512, "B"), (1.5, "MiB"). The one scaling the messages and tables share.
+func ScaleBytes(n uint64) (float64, string) {
+	units := [...]string{"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"}
+	v, i := float64(n), 0
 	for v >= 1024 && i < len(units)-1 {
 		v /= 1024
 		i++
 	}
-	if v == float64(int64(v)) {
-		return fmt.Sprintf("%d %ciB", int64(v), units[i])
-	}
-	return fmt.Sprintf("%.1f %ciB", v, units[i])
+	return v, units[i]
 }
 
 // level is one step down from an identity to its storage: the device or

@@ -6,6 +6,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"github.com/writeboost/writeboost/internal/blockdev"
 	"io"
 	"os"
 	"runtime/debug"
@@ -160,16 +161,11 @@ func NewTable(w io.Writer, align ...tw.Align) *tablewriter.Table {
 
 // HumanBytes formats n bytes with a binary unit: "512 B", "1.5 MiB".
 func HumanBytes(n uint64) string {
-	const units = "KMGTPE"
-	if n < 1024 {
+	v, unit := blockdev.ScaleBytes(n)
+	if unit == "B" {
 		return fmt.Sprintf("%d B", n)
 	}
-	v, i := float64(n)/1024, 0
-	for v >= 1024 && i < len(units)-1 {
-		v /= 1024
-		i++
-	}
-	return fmt.Sprintf("%.1f %ciB", v, units[i])
+	return fmt.Sprintf("%.1f %s", v, unit)
 }
 
 // IsTerminal reports whether w is a terminal: progress bars and in-place
