@@ -6,7 +6,6 @@ package cli
 import (
 	"errors"
 	"fmt"
-	"github.com/writeboost/writeboost/internal/blockdev"
 	"io"
 	"os"
 	"runtime/debug"
@@ -18,6 +17,8 @@ import (
 	"github.com/olekukonko/tablewriter/tw"
 	"github.com/posener/complete"
 	"github.com/willabides/kongplete"
+
+	"github.com/writeboost/writeboost/internal/blockdev"
 	"golang.org/x/term"
 )
 
