@@ -65,9 +65,8 @@ func (v *Volume) replay() error {
 				return fmt.Errorf("engine: replay: clear header of discarded segment %d (slot %d): %w", s.Header.ID, s.Slot, err)
 			}
 		}
-		if err := v.cache.Sync(); err != nil {
-			return fmt.Errorf("engine: replay: sync after clearing the torn tail: %w", err)
-		}
+		// Synced below, with the rest of replay's cache writes, before
+		// anything new is written.
 	}
 	for _, s := range l.Valid {
 		v.mu.segIDs[s.Slot] = s.Header.ID
@@ -91,9 +90,11 @@ func (v *Volume) replay() error {
 			return fmt.Errorf("engine: replay: clear the clean-stop record: %w", err)
 		}
 	}
-	// Every replayed segment counts as durable from now on (no copy of
-	// theirs is owed under the durable-copy rule, writeback.go): after a
-	// process crash, what replay read may still sit in a volatile cache.
+	// One sync for replay's cache writes (the cleared torn tail, the
+	// cleared clean-stop record), and so that every replayed segment is
+	// durable from now on (no copy of theirs is owed under the
+	// durable-copy rule, writeback.go): after a process crash, what replay
+	// read may still sit in a volatile cache.
 	if err := v.cache.Sync(); err != nil {
 		return fmt.Errorf("engine: replay: sync cache device: %w", err)
 	}
