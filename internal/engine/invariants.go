@@ -1,6 +1,10 @@
 package engine
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/writeboost/writeboost/internal/layout"
+)
 
 // The id counters under v.mu, and how they are ordered (the one statement
 // of it; checkInvariantsLocked enforces it in tests):
@@ -45,7 +49,7 @@ func (v *Volume) invariantsLocked() error {
 		return nil // the per-slot walk is for the small caches of tests
 	}
 	for slot := range v.nrSeg {
-		for i := range 127 {
+		for i := range layout.NrCachesPerSegment {
 			if v.mu.idx.superseded[posOf(slot, i)] != 0 && v.mu.supersededBy[slot] <= v.mu.segIDs[slot] {
 				return fmt.Errorf("slot %d (segment %d) keeps a superseded copy at data slot %d, but supersededBy is %d", slot, v.mu.segIDs[slot], i, v.mu.supersededBy[slot])
 			}
