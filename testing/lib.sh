@@ -212,3 +212,19 @@ wb_remove() {
 	[ "$rc" -eq 0 ] || { tail -n 20 "$WB_LOG" >&2; fail "wb-create exited $rc after remove"; }
 	no_panic "$WB_LOG"
 }
+
+_wb_kept=() _wb_kept_sums=()
+# keep IMAGE...: remember the sha256 of each IMAGE, for kept.
+keep() {
+	local f
+	_wb_kept=("$@") _wb_kept_sums=()
+	for f in "$@"; do _wb_kept_sums+=("$(sha "$f")"); done
+}
+# kept LABEL: fail unless every IMAGE given to the last keep still has its
+# sha256 (a refusal must write nothing).
+kept() {
+	local i
+	for i in "${!_wb_kept[@]}"; do
+		[ "$(sha "${_wb_kept[$i]}")" = "${_wb_kept_sums[$i]}" ] || fail "$1: ${_wb_kept[$i]} was modified"
+	done
+}
