@@ -3,6 +3,7 @@ package nbd
 import (
 	"encoding/binary"
 	"fmt"
+	"time"
 )
 
 // Protocol constants. The names follow NetworkBlockDevice/nbd doc/proto.md;
@@ -158,6 +159,10 @@ type request struct {
 	handle uint64
 	offset uint64
 	length uint32
+
+	// received is when the server read the header; set only when an
+	// Observer watches (observe.go).
+	received time.Time
 }
 
 // parseRequest decodes a request header. Only the magic can make it fail:
