@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/alecthomas/kong"
+	"github.com/prometheus/client_golang/prometheus"
 
 	wbcli "github.com/writeboost/writeboost/internal/cli"
 
@@ -179,7 +180,14 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 	}
 	v := &volume{Volume: vol, name: cli.Name, backing: cli.Backing, cache: cli.Cache, args: tableArgs, start: time.Now(), removed: make(chan bool, 1)}
 
-	srv, err := nbd.NewServer([]nbd.Export{{Name: cli.Name, Description: "writeboost volume " + cli.Name, Backend: vol}}, cli.nbdOptions(log))
+	opts := cli.nbdOptions(log)
+	var nm *nbdMetrics // metrics.go: the NBD requests, with --metrics
+	if metricsAddr != "" {
+		nm = newNBDMetrics(cli.Name)
+		nm.replay.Set(vol.ReplayTime().Seconds())
+		opts.Observer = nm
+	}
+	srv, err := nbd.NewServer([]nbd.Export{{Name: cli.Name, Description: "writeboost volume " + cli.Name, Backend: vol}}, opts)
 	if err != nil {
 		vol.Close()
 		return err
@@ -216,7 +224,7 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 	}
 	s.serveControl(ctx, cl, v, access)
 	if cli.Attach != "" {
-		att, err := nbd.Attach(ctx, cli.Attach, nbd.Export{Name: cli.Name, Backend: vol}, nbd.Options{Logger: log})
+		att, err := nbd.Attach(ctx, cli.Attach, nbd.Export{Name: cli.Name, Backend: vol}, nbd.Options{Logger: log, Observer: opts.Observer})
 		if err != nil {
 			return stopErr(fmt.Errorf("attach %s: %w", cli.Attach, err))
 		}
@@ -233,7 +241,11 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 	if err := control.WriteState(dir, st); err != nil {
 		return stopErr(err)
 	}
-	stopMetrics, err := serveMetrics(log, metricsAddr, cli.Name, v.Status) // metrics.go
+	var more []prometheus.Collector
+	if nm != nil {
+		more = append(more, nm)
+	}
+	stopMetrics, err := serveMetrics(log, metricsAddr, cli.Name, v.Status, more...) // metrics.go
 	if err != nil {
 		return stopErr(err)
 	}
