@@ -199,8 +199,10 @@ func (c *cli) Run(e *env) error {
 		}
 	}
 
-	opts.Progress = wbcli.NewLines(e.stderr, progName, "reading segments", "segments").Update
+	scan := wbcli.NewProgress(e.stderr, progName, "reading segments", "segments", 0)
+	opts.Progress = scan.Update
 	r, err := check.Check(cache, cache.Size(), opts)
+	scan.Done()
 	if err != nil {
 		return fail(check.ExitOperational, c.Cache, "%s", fault(err))
 	}
@@ -259,8 +261,9 @@ func (c *cli) writeback(cache *blockdev.File, backing blockdev.Device, r *check.
 			return nil, fail(check.ExitUsage, c.Cache, "belongs to %s, not to %s: %s; write it back to its own backing device, or add --force", b, c.Writeback, why)
 		}
 	}
-	res, err := check.Writeback(cache, backing, r, check.WritebackOptions{Force: c.Force, DryRun: c.DryRun,
-		Progress: wbcli.NewLines(stderr, progName, "writing back", "sectors").Update})
+	p := wbcli.NewProgress(stderr, progName, "writing back", "sectors", layout.SectorSize)
+	res, err := check.Writeback(cache, backing, r, check.WritebackOptions{Force: c.Force, DryRun: c.DryRun, Progress: p.Update})
+	p.Done()
 	if err != nil {
 		return nil, fail(check.ExitOperational, c.Cache, "writeback to %s: %s", c.Writeback, fault(err))
 	}

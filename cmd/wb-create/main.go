@@ -62,6 +62,10 @@ type CLI struct {
 	wbcli.Common `embed:""`
 
 	NetBacking `embed:""` // backing_uri.go: BACKING as an NBD URI
+
+	// tty is stderr when it is a terminal: replay draws its progress
+	// there as a bar, instead of logging a line a second.
+	tty io.Writer
 }
 
 const description = `Start a writeboost volume: log-structured write-back caching of BACKING on CACHE,
@@ -106,6 +110,9 @@ func run(args []string, stdout, stderr io.Writer, sig <-chan os.Signal) int {
 	level := slog.LevelInfo
 	if cli.Verbose {
 		level = slog.LevelDebug
+	}
+	if wbcli.IsTerminal(stderr) {
+		cli.tty = stderr
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	if sig == nil {
@@ -292,7 +299,13 @@ func (cli *CLI) openVolume(ctx context.Context, log *slog.Logger, backing blockd
 	if err != nil {
 		return nil, err
 	}
-	vol, err := engine.Open(engine.Config{Backing: backing, Cache: cache, Logger: log, Tunables: tun, WriteWaitLimit: cli.WriteWaitLimit})
+	cfg := engine.Config{Backing: backing, Cache: cache, Logger: log, Tunables: tun, WriteWaitLimit: cli.WriteWaitLimit}
+	if cli.tty != nil {
+		bar := wbcli.NewBar(cli.tty, "wb-create", "replaying the cache log", "segments", 0)
+		cfg.ReplayProgress = func(done, total uint64) { bar.Update(int64(done), int64(total)) }
+		defer bar.Done() // before any error is printed
+	}
+	vol, err := engine.Open(cfg)
 	switch {
 	case errors.Is(err, engine.ErrNotFormatted):
 		return nil, cli.notFormatted(ctx, backing)

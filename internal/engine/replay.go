@@ -36,7 +36,8 @@ func (v *Volume) replay() error {
 	lastLine := start
 	l, err := replay.ScanProgress(v.cache, v.cache.Size(), func(done, total uint64) {
 		if v.replayProgress != nil {
-			v.replayProgress(done, total)
+			v.replayProgress(done, total) // in place of the lines below
+			return
 		}
 		if now := time.Now(); now.Sub(lastLine) >= time.Second {
 			lastLine = now

@@ -34,7 +34,8 @@ type Config struct {
 	// waiting writer logs every spaceLogEvery.
 	WriteWaitLimit time.Duration
 	// ReplayProgress, if set, is called as replay reads the log: done of
-	// total segments read (from Open's goroutine; a progress bar).
+	// total segments read (from Open's goroutine; a progress bar). It
+	// replaces the progress lines replay logs once a second otherwise.
 	ReplayProgress func(done, total uint64)
 }
 
