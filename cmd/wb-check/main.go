@@ -86,11 +86,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return check.ExitOK
 	case errors.As(err, &ee):
 		if ee.msg != "" {
-			fmt.Fprintf(stderr, "%s: %s\n", progName, wbcli.OneLine(ee.msg))
+			fmt.Fprintf(stderr, "%s: %s\n", progName, wbcli.ErrorText(ee.msg))
 		}
 		return ee.code
 	default:
-		fmt.Fprintf(stderr, "%s: %s\n", progName, wbcli.OneLine(err.Error()))
+		fmt.Fprintf(stderr, "%s: %s\n", progName, wbcli.ErrorText(err.Error()))
 		return check.ExitOperational
 	}
 }

@@ -100,7 +100,7 @@ func setMaxProcs() {
 func run(args []string, stdout, stderr io.Writer, sig <-chan os.Signal) int {
 	args, err := expandTab(args) // tab.go: --tab [FILE] NAME
 	if err != nil {
-		fmt.Fprintf(stderr, "wb-create: %v\n", err)
+		fmt.Fprintf(stderr, "wb-create: %s\n", wbcli.ErrorText(err.Error()))
 		return 2
 	}
 	var cli CLI
@@ -121,7 +121,7 @@ func run(args []string, stdout, stderr io.Writer, sig <-chan os.Signal) int {
 		sig = c
 	}
 	if err := cli.run(log, sig); err != nil {
-		fmt.Fprintf(stderr, "wb-create: %v\n", err)
+		fmt.Fprintf(stderr, "wb-create: %s\n", wbcli.ErrorText(err.Error()))
 		if wbcli.IsUsage(err) {
 			return 2
 		}

@@ -79,7 +79,7 @@ func run(args []string, stdout, stderr io.Writer, stderrTTY bool) int {
 		return code
 	}
 	if err := kctx.Run(&env{stdout: stdout, stderr: stderr, stderrTTY: stderrTTY}); err != nil {
-		fmt.Fprintf(stderr, "%s: %s: %s\n", progName, c.Cache, wbcli.OneLine(err.Error()))
+		fmt.Fprintf(stderr, "%s: %s: %s\n", progName, c.Cache, wbcli.ErrorText(err.Error()))
 		return exitFailed
 	}
 	return exitOK
@@ -104,7 +104,7 @@ func (c *cli) Run(e *env) error {
 	} else if c.Backing != "" {
 		bid, err := blockdev.Identify(c.Backing)
 		if err != nil {
-			return fmt.Errorf("--backing: %w", err)
+			return wbcli.PathError("--backing", c.Backing, err)
 		}
 		cid, err := blockdev.Identify(c.Cache)
 		if err != nil {

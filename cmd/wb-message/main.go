@@ -83,10 +83,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case err == nil:
 		return 0
 	case errors.Is(err, errInterrupted):
-		fmt.Fprintf(stderr, "%s: %s\n", progName, wbcli.OneLine(err.Error()))
+		fmt.Fprintf(stderr, "%s: %s\n", progName, wbcli.ErrorText(err.Error()))
 		return exitInterrupted
 	}
-	fmt.Fprintf(stderr, "%s: %s\n", progName, wbcli.OneLine(err.Error()))
+	fmt.Fprintf(stderr, "%s: %s\n", progName, wbcli.ErrorText(err.Error()))
 	if wbcli.IsUsage(err) {
 		return 2
 	}
