@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# 22: writeboost as a service (issue 12). --version on all five commands;
+# 22: writeboost as a service (issue 12). --version on all five commands,
+# with the checkout's revision;
 # wb-status --json is JSON with no volume ([], the note on stderr); usage
 # errors exit 2 (16 for wb-check, as its man page says); a volume started
 # from a writeboosttab line under a fake systemd (a unixgram NOTIFY_SOCKET
@@ -8,7 +9,8 @@
 # removes it at a clean stop, which sends STOPPING=1; make install into a
 # DESTDIR lays out binaries, man pages (man -l renders each), the unit and
 # the example table, and make uninstall takes them away again. /metrics
-# (--metrics) shows the counters, dirty bytes and tunables move; the
+# (--metrics) shows the counters, dirty bytes, tunables, NBD requests by
+# command and their latency histograms move; the
 # binaries complete volume names, messages and tunables for the shell.
 . "$WB_TESTING/lib.sh"
 top=$(cd "$WB_TESTING/.." && pwd)
@@ -18,6 +20,11 @@ note "--version"
 for c in "${cmds[@]}"; do
 	out=$("$c" --version) || fail "$c --version exited $?"
 	[[ "$out" == "$c "* ]] || fail "$c --version printed '$out'"
+	# make build stamps the checkout's revision (the Makefile's LDFLAGS),
+	# whatever GOFLAGS says about -buildvcs.
+	if git -C "$top" rev-parse HEAD >/dev/null 2>&1; then
+		[[ "$out" =~ \(rev\ [0-9a-f]{7,} ]] || fail "$c --version has no revision in a git checkout: '$out'"
+	fi
 done
 echo "$out"
 
