@@ -52,11 +52,14 @@ type Observer interface {
 	Observe(cmd Command, length uint32, took time.Duration, err error)
 }
 
+// observeEpoch is the origin of request.received.
+var observeEpoch = time.Now()
+
 // observing stamps a request's arrival when an Observer is set: the one
 // cost of Options.Observer on the hot path when it is nil is this test.
 func (c *conn) observing(req *request) {
 	if c.s.opts.Observer != nil {
-		req.received = time.Now()
+		req.received = time.Since(observeEpoch)
 	}
 }
 
@@ -69,5 +72,5 @@ func (c *conn) observed(req *request, err error) {
 }
 
 func (c *conn) observe(req *request, err error) {
-	c.s.opts.Observer.Observe(Command(req.typ), req.length, time.Since(req.received), err)
+	c.s.opts.Observer.Observe(Command(req.typ), req.length, time.Since(observeEpoch)-req.received, err)
 }
