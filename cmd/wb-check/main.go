@@ -33,6 +33,7 @@ import (
 
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/check"
+	"github.com/writeboost/writeboost/internal/control"
 	"github.com/writeboost/writeboost/internal/layout"
 	"github.com/writeboost/writeboost/internal/superblock"
 )
@@ -103,6 +104,11 @@ func fail(code int, dev string, format string, args ...any) error {
 // fault names what went wrong with a device in a few words: the errno of
 // a failed open or read ("no such file or directory"), else the error.
 func fault(err error) string {
+	var busy *blockdev.BusyError
+	if errors.As(err, &busy) {
+		control.NameHolders(context.Background(), control.RunDir(), busy)
+		return busy.Detail()
+	}
 	var errno syscall.Errno
 	if errors.As(err, &errno) {
 		var pe *fs.PathError

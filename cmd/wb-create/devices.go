@@ -159,16 +159,6 @@ func openError(ctx context.Context, role, path string, err error) error {
 	if !errors.As(err, &be) {
 		return wbcli.PathError(role, path, err)
 	}
-	if len(be.Holders) > 0 {
-		if vols, lerr := control.ListVolumes(ctx, control.RunDir()); lerr == nil {
-			for i, h := range be.Holders {
-				for _, v := range vols {
-					if v.PID == h.PID {
-						be.Holders[i].Label = "writeboost volume " + v.Name
-					}
-				}
-			}
-		}
-	}
+	control.NameHolders(ctx, control.RunDir(), be)
 	return fmt.Errorf("%s %s: %s", role, path, be.Detail())
 }

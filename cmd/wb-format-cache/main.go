@@ -34,6 +34,7 @@ import (
 
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/check"
+	"github.com/writeboost/writeboost/internal/control"
 	"github.com/writeboost/writeboost/internal/layout"
 	"github.com/writeboost/writeboost/internal/probe"
 	"github.com/writeboost/writeboost/internal/superblock"
@@ -205,6 +206,7 @@ func fault(err error) string {
 		}
 		return errno.Error()
 	case errors.As(err, &busy):
+		control.NameHolders(context.Background(), control.RunDir(), busy)
 		return busy.Detail()
 	case errors.Is(err, blockdev.ErrBusy):
 		return "in use (held exclusively by another program, such as a running writeboost volume)"

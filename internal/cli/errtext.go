@@ -15,9 +15,10 @@ import (
 var internalPrefixes = map[string]bool{
 	"blockdev": true, "check": true, "control": true, "engine": true, "layout": true,
 	"nbd": true, "probe": true, "replay": true, "sectorio": true, "superblock": true, "vocab": true,
-	// vocab.ErrBadMessage: what follows says what is wrong with it, and
-	// the words are wrong for a tunable on wb-create's command line.
-	"bad message": true,
+	// vocab.ErrBadMessage and ErrStaticOption: what follows says what is
+	// wrong, and "message" is the wrong word for a tunable on wb-create's
+	// command line.
+	"bad message": true, "static option": true,
 }
 
 // ErrorText is an error message as a command prints it after its name:

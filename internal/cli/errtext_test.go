@@ -12,13 +12,14 @@ import (
 
 func TestErrorText(t *testing.T) {
 	for in, want := range map[string]string{
-		"control: bad message: writeback_threshold: 500 is out of range 0..100": "writeback_threshold: 500 is out of range 0..100",
-		"control: bad volume name: \"b a\": only letters":                       "bad volume name: \"b a\": only letters",
-		"flush: engine: cache device failed":                                    "flush: cache device failed",
-		"backing device x: blockdev: identify x: loop devices nest too deep":    "backing device x: identify x: loop devices nest too deep",
-		"control: bad message":                                                  "control: bad message", // never nothing
-		"nbd://host/export: connection refused":                                 "nbd://host/export: connection refused",
-		"engineering: two\n  lines":                                             "engineering: two lines",
+		"control: bad message: writeback_threshold: 500 is out of range 0..100":  "writeback_threshold: 500 is out of range 0..100",
+		"control: bad volume name: \"b a\": only letters":                        "bad volume name: \"b a\": only letters",
+		"flush: engine: cache device failed":                                     "flush: cache device failed",
+		"control: static option: write_around_mode can only be set when created": "write_around_mode can only be set when created",
+		"backing device x: blockdev: identify x: loop devices nest too deep":     "backing device x: identify x: loop devices nest too deep",
+		"control: bad message":                  "control: bad message", // never nothing
+		"nbd://host/export: connection refused": "nbd://host/export: connection refused",
+		"engineering: two\n  lines":             "engineering: two lines",
 	} {
 		if got := ErrorText(in); got != want {
 			t.Errorf("ErrorText(%q) = %q, want %q", in, got, want)
