@@ -82,6 +82,9 @@ func NewProgress(w io.Writer, prog, what, unit string, unitBytes int64) Progress
 // so that a short wait leaves no trace; once shown, it ends its line when
 // the work is done or at Done.
 type Bar struct {
+	// After is how long the bar stays hidden: NewBar makes it a second.
+	After time.Duration
+
 	w               io.Writer
 	desc, unit      string
 	unitBytes       int64
@@ -103,7 +106,7 @@ const barEvery = 100 * time.Millisecond
 // NewBar draws on w, the line starting with "prog: what"; unit names what
 // done and total count, unitBytes as for NewProgress.
 func NewBar(w io.Writer, prog, what, unit string, unitBytes int64) *Bar {
-	b := &Bar{w: w, desc: prog + ": " + what, unit: unit, unitBytes: unitBytes, now: time.Now}
+	b := &Bar{After: time.Second, w: w, desc: prog + ": " + what, unit: unit, unitBytes: unitBytes, now: time.Now}
 	b.start = b.now()
 	return b
 }
@@ -115,7 +118,7 @@ func (b *Bar) Update(done, total int64) {
 	}
 	b.done, b.total = done, total
 	now := b.now()
-	if now.Sub(b.start) < time.Second || (b.shown && now.Sub(b.last) < barEvery && done < total) {
+	if now.Sub(b.start) < b.After || (b.shown && now.Sub(b.last) < barEvery && done < total) {
 		return
 	}
 	b.draw(now, done >= total)
