@@ -18,9 +18,17 @@ SYSCONFDIR ?= /etc
 
 all: build
 
+# The revision --version shows, from git when this is a checkout: Go's own
+# stamping (vcs.revision) is off where GOFLAGS has -buildvcs=false and
+# fails in some checkouts, so the build passes it too; "modified" when
+# tracked files differ from it. Empty outside git: then "rev unknown".
+REV      ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
+MODIFIED ?= $(shell git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo true)
+LDFLAGS  := -X github.com/writeboost/writeboost/internal/cli.revision=$(REV) -X github.com/writeboost/writeboost/internal/cli.modified=$(MODIFIED)
+
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(COMMANDS))
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ $(addprefix ./cmd/,$(COMMANDS))
 
 # The five binaries, their man pages (section 8), bash and zsh completion, the systemd unit (its
 # ExecStart pointed at SBINDIR), the example volume table; /etc/writeboosttab

@@ -110,7 +110,7 @@ refuse "loop over a held cache" "cache device $loop: in use by writeboost volume
 	b2.img -- wb-create vb b2.img "$loop"
 refuse "loop, --reformat --force" "cache device $loop: in use by writeboost volume va" \
 	b2.img -- wb-create --reformat --force vb b2.img "$loop"
-refuse "format a loop over it" "$loop: in use by pid $WB_PID \(wb-create\) \(through $loop → $WB_WORK/c\.img\)" \
+refuse "format a loop over it" "$loop: in use by writeboost volume va \(pid $WB_PID\) \(through $loop → $WB_WORK/c\.img\)" \
 	-- wb-format-cache --force "$loop"
 qemu-io -f raw "$(wb_uri va)" -c "read -P 0 0 1M" >/dev/null || fail "va stopped serving"
 wb_stop

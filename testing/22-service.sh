@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# 22: writeboost as a service (issue 12). --version on all five commands;
+# 22: writeboost as a service (issue 12). --version on all five commands,
+# with the checkout's revision;
 # wb-status --json is JSON with no volume ([], the note on stderr); usage
 # errors exit 2 (16 for wb-check, as its man page says); a volume started
 # from a writeboosttab line under a fake systemd (a unixgram NOTIFY_SOCKET
@@ -8,7 +9,8 @@
 # removes it at a clean stop, which sends STOPPING=1; make install into a
 # DESTDIR lays out binaries, man pages (man -l renders each), the unit and
 # the example table, and make uninstall takes them away again. /metrics
-# (--metrics) shows the counters, dirty bytes and tunables move; the
+# (--metrics) shows the counters, dirty bytes, tunables, NBD requests by
+# command and their latency histograms move; the
 # binaries complete volume names, messages and tunables for the shell.
 . "$WB_TESTING/lib.sh"
 top=$(cd "$WB_TESTING/.." && pwd)
@@ -18,6 +20,11 @@ note "--version"
 for c in "${cmds[@]}"; do
 	out=$("$c" --version) || fail "$c --version exited $?"
 	[[ "$out" == "$c "* ]] || fail "$c --version printed '$out'"
+	# make build stamps the checkout's revision (the Makefile's LDFLAGS),
+	# whatever GOFLAGS says about -buildvcs.
+	if git -C "$top" rev-parse HEAD >/dev/null 2>&1; then
+		[[ "$out" =~ \(rev\ [0-9a-f]{7,} ]] || fail "$c --version has no revision in a git checkout: '$out'"
+	fi
 done
 echo "$out"
 
@@ -117,6 +124,15 @@ qemu-io -f raw "$(wb_uri vol)" -c "write -P 7 0 64k" >/dev/null || fail "write"
 [ "$(metric "$writes")" = 16 ] || fail "writes: $(metric "$writes") in /metrics, want 16"
 [ "$(metric 'writeboost_dirty_bytes{volume="vol"}')" = 65536 ] || fail "dirty_bytes in /metrics: $(metric 'writeboost_dirty_bytes{volume="vol"}')"
 [ "$(metric 'writeboost_tunable{name="update_sb_record_interval",volume="vol"}')" = 37 ] || fail "tunable not in /metrics"
+# The NBD requests by command, and the latency histograms, move too.
+[ "$(metric 'writeboost_nbd_bytes_total{command="write",volume="vol"}')" = 65536 ] || fail "nbd write bytes: $(metric 'writeboost_nbd_bytes_total{command="write",volume="vol"}'), want 65536"
+[ "$(metric 'writeboost_nbd_request_duration_seconds_count{command="write",volume="vol"}')" -ge 1 ] || fail "no write in the latency histogram"
+reads0=$(metric 'writeboost_nbd_request_duration_seconds_count{command="read",volume="vol"}')
+qemu-io -f raw "$(wb_uri vol)" -c "read -P 7 0 64k" >/dev/null || fail "read"
+[ "$(metric 'writeboost_nbd_request_duration_seconds_count{command="read",volume="vol"}')" -gt "$reads0" ] || fail "no read in the latency histogram"
+[ "$(metric 'writeboost_nbd_bytes_total{command="read",volume="vol"}')" -ge 65536 ] || fail "nbd read bytes: $(metric 'writeboost_nbd_bytes_total{command="read",volume="vol"}')"
+[ "$(metric 'writeboost_nbd_errors_total{command="write",volume="vol"}')" = 0 ] || fail "nbd write errors"
+metric 'writeboost_replay_seconds{volume="vol"}' | grep -Eq '^[0-9.e+-]+$' || fail "no replay_seconds in /metrics"
 [ "$(status_field vol .dirty_bytes)" -gt 0 ] || fail "dirty_bytes 0 after a write"
 [ "$(status_field vol .schema)" = 1 ] || fail "schema not 1"
 
@@ -165,4 +181,4 @@ make -s -C "$top" uninstall DESTDIR="$dest" PREFIX=/usr >make.log 2>&1 || { cat 
 left=$(find "$dest" -type f)
 [ "$left" = "$dest/etc/writeboosttab" ] || fail "make uninstall left: $left"
 
-echo "figure: service: --version on ${#cmds[@]} commands, $usage usage errors with their exit status, 2 starts from writeboosttab with its tunables, $notes sd_notify messages (READY=1 after the NBD socket accepted, STOPPING=1), pidfile written and removed, /metrics counters and dirty bytes moved with qemu-io writes, 4 completions, $installed files installed and uninstalled"
+echo "figure: service: --version on ${#cmds[@]} commands, $usage usage errors with their exit status, 2 starts from writeboosttab with its tunables, $notes sd_notify messages (READY=1 after the NBD socket accepted, STOPPING=1), pidfile written and removed, /metrics counters, dirty bytes, NBD requests and latency histograms moved with qemu-io writes and reads, 4 completions, $installed files installed and uninstalled"

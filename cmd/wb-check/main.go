@@ -33,6 +33,7 @@ import (
 
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/check"
+	"github.com/writeboost/writeboost/internal/control"
 	"github.com/writeboost/writeboost/internal/layout"
 	"github.com/writeboost/writeboost/internal/superblock"
 )
@@ -86,11 +87,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return check.ExitOK
 	case errors.As(err, &ee):
 		if ee.msg != "" {
-			fmt.Fprintf(stderr, "%s: %s\n", progName, wbcli.OneLine(ee.msg))
+			fmt.Fprintf(stderr, "%s: %s\n", progName, wbcli.ErrorText(ee.msg))
 		}
 		return ee.code
 	default:
-		fmt.Fprintf(stderr, "%s: %s\n", progName, wbcli.OneLine(err.Error()))
+		fmt.Fprintf(stderr, "%s: %s\n", progName, wbcli.ErrorText(err.Error()))
 		return check.ExitOperational
 	}
 }
@@ -103,6 +104,11 @@ func fail(code int, dev string, format string, args ...any) error {
 // fault names what went wrong with a device in a few words: the errno of
 // a failed open or read ("no such file or directory"), else the error.
 func fault(err error) string {
+	var busy *blockdev.BusyError
+	if errors.As(err, &busy) {
+		control.NameHolders(context.Background(), control.RunDir(), busy)
+		return busy.Detail()
+	}
 	var errno syscall.Errno
 	if errors.As(err, &errno) {
 		var pe *fs.PathError
@@ -199,8 +205,10 @@ func (c *cli) Run(e *env) error {
 		}
 	}
 
-	opts.Progress = wbcli.NewLines(e.stderr, progName, "reading segments", "segments").Update
+	scan := wbcli.NewProgress(e.stderr, progName, "reading segments", "segments", 0)
+	opts.Progress = scan.Update
 	r, err := check.Check(cache, cache.Size(), opts)
+	scan.Done()
 	if err != nil {
 		return fail(check.ExitOperational, c.Cache, "%s", fault(err))
 	}
@@ -259,8 +267,9 @@ func (c *cli) writeback(cache *blockdev.File, backing blockdev.Device, r *check.
 			return nil, fail(check.ExitUsage, c.Cache, "belongs to %s, not to %s: %s; write it back to its own backing device, or add --force", b, c.Writeback, why)
 		}
 	}
-	res, err := check.Writeback(cache, backing, r, check.WritebackOptions{Force: c.Force, DryRun: c.DryRun,
-		Progress: wbcli.NewLines(stderr, progName, "writing back", "sectors").Update})
+	p := wbcli.NewProgress(stderr, progName, "writing back", "sectors", layout.SectorSize)
+	res, err := check.Writeback(cache, backing, r, check.WritebackOptions{Force: c.Force, DryRun: c.DryRun, Progress: p.Update})
+	p.Done()
 	if err != nil {
 		return nil, fail(check.ExitOperational, c.Cache, "writeback to %s: %s", c.Writeback, fault(err))
 	}

@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 
+	wbcli "github.com/writeboost/writeboost/internal/cli"
+
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/superblock"
 )
@@ -17,7 +19,7 @@ import (
 func (cli *CLI) binding(cache, backing blockdev.Device) (*superblock.Binding, error) {
 	want, err := superblock.BindingOfDevice(cli.Backing, backing)
 	if err != nil {
-		return nil, fmt.Errorf("backing device: %w", err)
+		return nil, wbcli.PathError("backing device", cli.Backing, err)
 	}
 	area, err := superblock.Read(cache)
 	if err != nil {

@@ -39,11 +39,11 @@ func (cli *CLI) openDevices(ctx context.Context, log *slog.Logger) (backing bloc
 	}
 	bid, err := blockdev.Identify(cli.Backing)
 	if err != nil {
-		return nil, nil, fmt.Errorf("backing device: %w", err)
+		return nil, nil, wbcli.PathError("backing device", cli.Backing, err)
 	}
 	cid, err := blockdev.Identify(cli.Cache)
 	if err != nil {
-		return nil, nil, fmt.Errorf("cache device: %w", err)
+		return nil, nil, wbcli.PathError("cache device", cli.Cache, err)
 	}
 	if ok, why := blockdev.Overlap(bid, cid); ok {
 		return nil, nil, fmt.Errorf("BACKING %s and CACHE %s share storage (%s): the cache must be another device", cli.Backing, cli.Cache, why)
@@ -157,18 +157,8 @@ func (e probeError) Unwrap() error { return e.err }
 func openError(ctx context.Context, role, path string, err error) error {
 	var be *blockdev.BusyError
 	if !errors.As(err, &be) {
-		return fmt.Errorf("%s: %w", role, err)
+		return wbcli.PathError(role, path, err)
 	}
-	if len(be.Holders) > 0 {
-		if vols, lerr := control.ListVolumes(ctx, control.RunDir()); lerr == nil {
-			for i, h := range be.Holders {
-				for _, v := range vols {
-					if v.PID == h.PID {
-						be.Holders[i].Label = "writeboost volume " + v.Name
-					}
-				}
-			}
-		}
-	}
+	control.NameHolders(ctx, control.RunDir(), be)
 	return fmt.Errorf("%s %s: %s", role, path, be.Detail())
 }

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/alecthomas/kong"
+	"github.com/prometheus/client_golang/prometheus"
 
 	wbcli "github.com/writeboost/writeboost/internal/cli"
 
@@ -61,6 +62,10 @@ type CLI struct {
 	wbcli.Common `embed:""`
 
 	NetBacking `embed:""` // backing_uri.go: BACKING as an NBD URI
+
+	// tty is stderr when it is a terminal: replay draws its progress
+	// there as a bar, instead of logging a line a second.
+	tty io.Writer
 }
 
 const description = `Start a writeboost volume: log-structured write-back caching of BACKING on CACHE,
@@ -95,7 +100,7 @@ func setMaxProcs() {
 func run(args []string, stdout, stderr io.Writer, sig <-chan os.Signal) int {
 	args, err := expandTab(args) // tab.go: --tab [FILE] NAME
 	if err != nil {
-		fmt.Fprintf(stderr, "wb-create: %v\n", err)
+		fmt.Fprintf(stderr, "wb-create: %s\n", wbcli.ErrorText(err.Error()))
 		return 2
 	}
 	var cli CLI
@@ -106,6 +111,9 @@ func run(args []string, stdout, stderr io.Writer, sig <-chan os.Signal) int {
 	if cli.Verbose {
 		level = slog.LevelDebug
 	}
+	if wbcli.IsTerminal(stderr) {
+		cli.tty = stderr
+	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	if sig == nil {
 		c, stop := notifySignals()
@@ -113,7 +121,7 @@ func run(args []string, stdout, stderr io.Writer, sig <-chan os.Signal) int {
 		sig = c
 	}
 	if err := cli.run(log, sig); err != nil {
-		fmt.Fprintf(stderr, "wb-create: %v\n", err)
+		fmt.Fprintf(stderr, "wb-create: %s\n", wbcli.ErrorText(err.Error()))
 		if wbcli.IsUsage(err) {
 			return 2
 		}
@@ -179,7 +187,14 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 	}
 	v := &volume{Volume: vol, name: cli.Name, backing: cli.Backing, cache: cli.Cache, args: tableArgs, start: time.Now(), removed: make(chan bool, 1)}
 
-	srv, err := nbd.NewServer([]nbd.Export{{Name: cli.Name, Description: "writeboost volume " + cli.Name, Backend: vol}}, cli.nbdOptions(log))
+	opts := cli.nbdOptions(log)
+	var nm *nbdMetrics // metrics.go: the NBD requests, with --metrics
+	if metricsAddr != "" {
+		nm = newNBDMetrics(cli.Name)
+		nm.replay.Set(vol.ReplayTime().Seconds())
+		opts.Observer = nm
+	}
+	srv, err := nbd.NewServer([]nbd.Export{{Name: cli.Name, Description: "writeboost volume " + cli.Name, Backend: vol}}, opts)
 	if err != nil {
 		vol.Close()
 		return err
@@ -216,7 +231,7 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 	}
 	s.serveControl(ctx, cl, v, access)
 	if cli.Attach != "" {
-		att, err := nbd.Attach(ctx, cli.Attach, nbd.Export{Name: cli.Name, Backend: vol}, nbd.Options{Logger: log})
+		att, err := nbd.Attach(ctx, cli.Attach, nbd.Export{Name: cli.Name, Backend: vol}, nbd.Options{Logger: log, Observer: opts.Observer})
 		if err != nil {
 			return stopErr(fmt.Errorf("attach %s: %w", cli.Attach, err))
 		}
@@ -233,7 +248,11 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 	if err := control.WriteState(dir, st); err != nil {
 		return stopErr(err)
 	}
-	stopMetrics, err := serveMetrics(log, metricsAddr, cli.Name, v.Status) // metrics.go
+	var more []prometheus.Collector
+	if nm != nil {
+		more = append(more, nm)
+	}
+	stopMetrics, err := serveMetrics(log, metricsAddr, cli.Name, v.Status, more...) // metrics.go
 	if err != nil {
 		return stopErr(err)
 	}
@@ -280,7 +299,13 @@ func (cli *CLI) openVolume(ctx context.Context, log *slog.Logger, backing blockd
 	if err != nil {
 		return nil, err
 	}
-	vol, err := engine.Open(engine.Config{Backing: backing, Cache: cache, Logger: log, Tunables: tun, WriteWaitLimit: cli.WriteWaitLimit})
+	cfg := engine.Config{Backing: backing, Cache: cache, Logger: log, Tunables: tun, WriteWaitLimit: cli.WriteWaitLimit}
+	if cli.tty != nil {
+		bar := wbcli.NewBar(cli.tty, "wb-create", "replaying the cache log", "segments", 0)
+		cfg.ReplayProgress = func(done, total uint64) { bar.Update(int64(done), int64(total)) }
+		defer bar.Done() // before any error is printed
+	}
+	vol, err := engine.Open(cfg)
 	switch {
 	case errors.Is(err, engine.ErrNotFormatted):
 		return nil, cli.notFormatted(ctx, backing)

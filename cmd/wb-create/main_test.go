@@ -113,12 +113,13 @@ func TestRefusals(t *testing.T) {
 	}{
 		{"bad name", []string{"a/b", b, c}, 2, "only letters"},
 		{"long name", []string{strings.Repeat("x", 65), b, c}, 2, "1 to 64"},
-		{"odd optional args", []string{"v", b, c, "writeback_threshold"}, 2, "KEY VALUE pairs"},
-		{"out of range", []string{"v", b, c, "writeback_threshold", "101"}, 2, "out of range 0..100"},
-		{"unknown key", []string{"v", b, c, "bogus", "1"}, 2, "unknown tunable \"bogus\""},
+		{"odd optional args", []string{"v", b, c, "writeback_threshold"}, 2, "wb-create: optional args come in KEY VALUE pairs: writeback_threshold has no value"},
+		{"out of range", []string{"v", b, c, "writeback_threshold", "101"}, 2, "wb-create: writeback_threshold: 101 is out of range 0..100"},
+		{"unknown key", []string{"v", b, c, "bogus", "1"}, 2, "wb-create: unknown tunable \"bogus\""},
 		{"bad listen", []string{"--listen", "udp://x:1", "v", b, c}, 2, "want tcp://HOST:PORT"},
-		{"missing backing", []string{"v", filepath.Join(dir, "nope"), c}, 1, "backing device"},
-		{"missing cache", []string{"v", b, filepath.Join(dir, "nope")}, 1, "cache device"},
+		{"missing backing", []string{"v", filepath.Join(dir, "nope"), c}, 1, "wb-create: backing device " + filepath.Join(dir, "nope") + ": no such file or directory"},
+		{"missing cache", []string{"v", b, filepath.Join(dir, "nope")}, 1, "wb-create: cache device " + filepath.Join(dir, "nope") + ": no such file or directory"},
+		{"cache a directory", []string{"v", b, dir}, 1, "wb-create: cache device " + dir + ": not a regular file or block device"},
 		{"unformatted", []string{"v", b, c}, 1, "wb-format-cache " + c + ", or start with --reformat"},
 		{"cache too small", []string{"--reformat", "v", b, b + ".small"}, 1, "cache device"},
 	} {
@@ -131,6 +132,12 @@ func TestRefusals(t *testing.T) {
 			}
 			if strings.Contains(stderr, "panic") || strings.Contains(stderr, "goroutine ") {
 				t.Fatal(stderr)
+			}
+			// One prefix: no package's words after the command's.
+			for _, noise := range []string{"control:", "blockdev:", "vocab:", "engine:", "bad message", "identify"} {
+				if strings.Contains(last, noise) {
+					t.Errorf("%q repeats %q", last, noise)
+				}
 			}
 		})
 	}

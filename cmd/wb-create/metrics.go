@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	wbcli "github.com/writeboost/writeboost/internal/cli"
+	"github.com/writeboost/writeboost/internal/nbd"
 	"github.com/writeboost/writeboost/internal/vocab"
 )
 
@@ -43,8 +44,9 @@ func parseMetrics(s string) (string, error) {
 
 // serveMetrics serves GET /metrics in the Prometheus text format on addr
 // (parseMetrics) until the returned stop is called; every scrape takes a
-// fresh status snapshot. Nothing without --metrics.
-func serveMetrics(log *slog.Logger, addr, name string, status func() vocab.Status) (stop func(), err error) {
+// fresh status snapshot, and the collectors in more (the NBD requests'
+// metrics) are served beside it. Nothing without --metrics.
+func serveMetrics(log *slog.Logger, addr, name string, status func() vocab.Status, more ...prometheus.Collector) (stop func(), err error) {
 	if addr == "" {
 		return func() {}, nil
 	}
@@ -57,6 +59,7 @@ func serveMetrics(log *slog.Logger, addr, name string, status func() vocab.Statu
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(newVolumeCollector(name, status), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(more...)
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
@@ -177,4 +180,100 @@ func (c *volumeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	put("size_bytes", float64(s.SizeBytes))
 	put("uptime_seconds", s.UptimeSeconds)
+}
+
+// latencyBuckets are the NBD request duration histograms' upper bounds,
+// in seconds: 20 µs (a write into the RAM buffer) to 10 s (a flush behind
+// a stalled device), 1-2-5 steps.
+var latencyBuckets = []float64{
+	20e-6, 50e-6, 100e-6, 200e-6, 500e-6,
+	1e-3, 2e-3, 5e-3, 10e-3, 20e-3, 50e-3, 100e-3, 200e-3, 500e-3,
+	1, 2, 5, 10,
+}
+
+// nbdSeries are the series nbdMetrics serves (after writeboost_), for the
+// man page test; all but replay_seconds carry a command label.
+var nbdSeries = []string{"nbd_requests_total", "nbd_bytes_total", "nbd_errors_total", "nbd_request_duration_seconds", "replay_seconds"}
+
+// timedCommands are the commands with a latency histogram.
+var timedCommands = []nbd.Command{nbd.CmdRead, nbd.CmdWrite, nbd.CmdFlush}
+
+// nbdMetrics counts the NBD requests the volume answers (an nbd.Observer)
+// and serves them with the replay time (a prometheus.Collector). Observe
+// runs once per request on the serving goroutines: the children are
+// resolved once here, so that it only does atomic adds.
+type nbdMetrics struct {
+	requests, bytes, errors *prometheus.CounterVec
+	latency                 *prometheus.HistogramVec
+	replay                  prometheus.Gauge
+	// byCmd[c] holds command c's children; other is for the commands
+	// the server refuses (no bytes, no latency).
+	byCmd [nbd.CmdWriteZeroes + 1]*cmdMetrics
+	other cmdMetrics
+}
+
+type cmdMetrics struct {
+	requests, bytes, errors prometheus.Counter
+	latency                 prometheus.Observer // nil: not timed
+}
+
+func newNBDMetrics(name string) *nbdMetrics {
+	vol := prometheus.Labels{"volume": name}
+	counter := func(n, help string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: "writeboost_" + n, Help: help, ConstLabels: vol}, []string{"command"})
+	}
+	m := &nbdMetrics{
+		requests: counter("nbd_requests_total", "NBD requests answered, by command (read, write, flush, trim, write_zeroes; other: refused unknown commands)."),
+		bytes:    counter("nbd_bytes_total", "Bytes of the NBD requests that succeeded, by command: data read or written, the range trimmed or zeroed."),
+		errors:   counter("nbd_errors_total", "NBD requests answered with an error, by command: refused (bad range, flags) or failed by the volume."),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "writeboost_nbd_request_duration_seconds",
+			Help: "Time from an NBD request's arrival to its reply, for read, write and flush.", ConstLabels: vol, Buckets: latencyBuckets}, []string{"command"}),
+		replay: prometheus.NewGauge(prometheus.GaugeOpts{Name: "writeboost_replay_seconds", Help: "How long the replay of the cache log took at start.", ConstLabels: vol}),
+	}
+	child := func(c nbd.Command) cmdMetrics {
+		l := c.String()
+		return cmdMetrics{requests: m.requests.WithLabelValues(l), bytes: m.bytes.WithLabelValues(l), errors: m.errors.WithLabelValues(l)}
+	}
+	for _, c := range []nbd.Command{nbd.CmdRead, nbd.CmdWrite, nbd.CmdFlush, nbd.CmdTrim, nbd.CmdWriteZeroes} {
+		cm := child(c)
+		m.byCmd[c] = &cm
+	}
+	for _, c := range timedCommands {
+		m.byCmd[c].latency = m.latency.WithLabelValues(c.String())
+	}
+	m.other = cmdMetrics{requests: m.requests.WithLabelValues("other"), errors: m.errors.WithLabelValues("other")}
+	return m
+}
+
+// Observe counts one answered request (nbd.Observer).
+func (m *nbdMetrics) Observe(cmd nbd.Command, length uint32, took time.Duration, err error) {
+	c := &m.other
+	if int(cmd) < len(m.byCmd) && m.byCmd[cmd] != nil {
+		c = m.byCmd[cmd]
+	}
+	c.requests.Inc()
+	if err != nil {
+		c.errors.Inc()
+	} else if c.bytes != nil {
+		c.bytes.Add(float64(length))
+	}
+	if c.latency != nil {
+		c.latency.Observe(took.Seconds())
+	}
+}
+
+func (m *nbdMetrics) Describe(ch chan<- *prometheus.Desc) {
+	m.requests.Describe(ch)
+	m.bytes.Describe(ch)
+	m.errors.Describe(ch)
+	m.latency.Describe(ch)
+	m.replay.Describe(ch)
+}
+
+func (m *nbdMetrics) Collect(ch chan<- prometheus.Metric) {
+	m.requests.Collect(ch)
+	m.bytes.Collect(ch)
+	m.errors.Collect(ch)
+	m.latency.Collect(ch)
+	m.replay.Collect(ch)
 }

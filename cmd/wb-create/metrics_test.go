@@ -6,8 +6,10 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	wbcli "github.com/writeboost/writeboost/internal/cli"
 )
@@ -60,19 +62,53 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
+	if !regexp.MustCompile(`(?m)^writeboost_replay_seconds\{volume="mv"\} [0-9.e-]+$`).MatchString(before) {
+		t.Errorf("/metrics lacks writeboost_replay_seconds")
+	}
 	nc := dial(t, "mv")
 	if err := nc.WriteAt(bytes.Repeat([]byte{1}, 8192), 0, false); err != nil {
 		t.Fatal(err)
 	}
-	after := scrape()
-	nc.Close()
-	for _, want := range []string{
+	if err := nc.ReadAt(make([]byte, 4096), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.ReadAt(make([]byte, 4096), 16<<20); err == nil {
+		t.Fatal("a read past the end succeeded")
+	}
+	wants := []string{
 		`writeboost_io_total{op="write",result="miss",size="full",volume="mv",where="cache"} 2`,
 		`writeboost_dirty_bytes{volume="mv"} 8192`,
 		`writeboost_nbd_clients{volume="mv"} 1`,
-	} {
-		if !strings.Contains(after, want) {
-			t.Errorf("after a write, /metrics lacks %q", want)
+		`writeboost_nbd_requests_total{command="write",volume="mv"} 1`,
+		`writeboost_nbd_bytes_total{command="write",volume="mv"} 8192`,
+		`writeboost_nbd_requests_total{command="read",volume="mv"} 2`,
+		`writeboost_nbd_bytes_total{command="read",volume="mv"} 4096`,
+		`writeboost_nbd_errors_total{command="read",volume="mv"} 1`,
+		`writeboost_nbd_errors_total{command="write",volume="mv"} 0`,
+		`writeboost_nbd_requests_total{command="flush",volume="mv"} 1`,
+		`writeboost_nbd_request_duration_seconds_count{command="write",volume="mv"} 1`,
+		`writeboost_nbd_request_duration_seconds_count{command="read",volume="mv"} 2`,
+		`writeboost_nbd_request_duration_seconds_count{command="flush",volume="mv"} 1`,
+		`writeboost_nbd_request_duration_seconds_bucket{command="write",volume="mv",le="10"} 1`,
+	}
+	// A request goroutine counts its request just after its reply
+	// left: some may still be on their way.
+	var after string
+	has := func(want string) bool { return strings.Contains(after, want) }
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		after = scrape()
+		if !slices.ContainsFunc(wants, func(w string) bool { return !has(w) }) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	nc.Close()
+	for _, want := range wants {
+		if !has(want) {
+			t.Errorf("after I/O, /metrics lacks %q", want)
 		}
 	}
 	r.stop(t)
@@ -84,9 +120,13 @@ func TestMetricsManPage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	names := slices.Clone(nbdSeries)
 	for _, m := range metrics {
-		if !bytes.Contains(page, []byte(".BR writeboost_"+m.name)) && !bytes.Contains(page, []byte(".B writeboost_"+m.name)) {
-			t.Errorf("man/wb-create.8 does not name writeboost_%s", m.name)
+		names = append(names, m.name)
+	}
+	for _, n := range names {
+		if !bytes.Contains(page, []byte(".BR writeboost_"+n)) && !bytes.Contains(page, []byte(".B writeboost_"+n)) {
+			t.Errorf("man/wb-create.8 does not name writeboost_%s", n)
 		}
 	}
 }

@@ -26,14 +26,15 @@ import (
 	"os"
 	"strings"
 	"syscall"
+	"time"
 
 	wbcli "github.com/writeboost/writeboost/internal/cli"
 
-	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/check"
+	"github.com/writeboost/writeboost/internal/control"
 	"github.com/writeboost/writeboost/internal/layout"
 	"github.com/writeboost/writeboost/internal/probe"
 	"github.com/writeboost/writeboost/internal/superblock"
@@ -43,11 +44,14 @@ const progName = "wb-format-cache"
 
 // Exit statuses.
 const (
-	exitOK      = 0
-	exitFailed  = 1
-	exitUsage   = 2
-	progressMin = 1 << 30 // a progress bar from this device size on
+	exitOK     = 0
+	exitFailed = 1
+	exitUsage  = 2
 )
+
+// barAfter is how long a format runs before its progress bar shows; tests
+// shorten it.
+var barAfter = time.Second
 
 type cli struct {
 	Force   bool   `help:"Format even a device that holds a file system, partition table or other signature (as wipefs lists them), or without looking when wipefs (util-linux) is missing, or a cache device whose log holds dirty blocks or damage: that data is lost (wb-check --writeback BACKING saves a log's dirty blocks first)."`
@@ -79,7 +83,7 @@ func run(args []string, stdout, stderr io.Writer, stderrTTY bool) int {
 		return code
 	}
 	if err := kctx.Run(&env{stdout: stdout, stderr: stderr, stderrTTY: stderrTTY}); err != nil {
-		fmt.Fprintf(stderr, "%s: %s: %s\n", progName, c.Cache, wbcli.OneLine(err.Error()))
+		fmt.Fprintf(stderr, "%s: %s: %s\n", progName, c.Cache, wbcli.ErrorText(err.Error()))
 		return exitFailed
 	}
 	return exitOK
@@ -104,7 +108,7 @@ func (c *cli) Run(e *env) error {
 	} else if c.Backing != "" {
 		bid, err := blockdev.Identify(c.Backing)
 		if err != nil {
-			return fmt.Errorf("--backing: %w", err)
+			return wbcli.PathError("--backing", c.Backing, err)
 		}
 		cid, err := blockdev.Identify(c.Cache)
 		if err != nil {
@@ -132,25 +136,15 @@ func (c *cli) Run(e *env) error {
 			return sigs, nil
 		}
 	}
-	var bar *progressbar.ProgressBar
-	if !c.Quiet && e.stderrTTY && dev.Size() >= progressMin {
-		if g, err := layout.NewGeometry(dev.Size()); err == nil {
-			bar = progressbar.NewOptions64(int64(g.NrSegments),
-				progressbar.OptionSetWriter(e.stderr),
-				progressbar.OptionSetDescription("zeroing segment headers"),
-				progressbar.OptionShowCount(),
-				progressbar.OptionClearOnFinish(),
-				progressbar.OptionThrottle(100_000_000),
-			)
-			opts.Progress = func(done, total int64) { bar.Set64(done) }
-		}
+	if !c.Quiet && e.stderrTTY {
+		bar := wbcli.NewBar(e.stderr, progName, "zeroing segment headers", "segments", 0)
+		bar.After = barAfter
+		opts.Progress = bar.Update
+		defer bar.Done() // a failed format: before its error is printed
 	}
 	g, err := check.Format(dev, opts)
 	var foreign *check.ForeignError
 	var pe probeError
-	if bar != nil {
-		bar.Finish()
-	}
 	switch {
 	case errors.Is(err, layout.ErrTooSmall):
 		return fmt.Errorf("too small: %d bytes, a cache device needs at least %d (1 MiB + 512 KiB)", dev.Size(), layout.MinDeviceSize)
@@ -205,6 +199,7 @@ func fault(err error) string {
 		}
 		return errno.Error()
 	case errors.As(err, &busy):
+		control.NameHolders(context.Background(), control.RunDir(), busy)
 		return busy.Detail()
 	case errors.Is(err, blockdev.ErrBusy):
 		return "in use (held exclusively by another program, such as a running writeboost volume)"

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/layout"
@@ -78,8 +79,16 @@ func TestFormat(t *testing.T) {
 
 func TestProgressBar(t *testing.T) {
 	path := sparse(t, 1<<30)
-	code, out, errs := runFormat(t, true, path)
-	if code != 0 || !strings.Contains(out, "segments: 2046\n") || !strings.Contains(errs, "zeroing segment headers") {
+	code, out, errs := runFormat(t, true, path) // under a second: no bar
+	if code != 0 || !strings.Contains(out, "segments: 2046\n") || errs != "" {
+		t.Fatalf("exit %d stdout %q stderr %q", code, out, errs)
+	}
+	defer func(d time.Duration) { barAfter = d }(barAfter)
+	barAfter = 0 // as if the format took long
+	code, out, errs = runFormat(t, true, path)
+	if code != 0 || !strings.Contains(out, "segments: 2046\n") ||
+		!strings.HasPrefix(errs, "\rwb-format-cache: zeroing segment headers [") ||
+		!strings.Contains(errs, "] 100% 2046 of 2046 segments, ") || !strings.HasSuffix(errs, "\n") {
 		t.Fatalf("exit %d stdout %q stderr %q", code, out, errs)
 	}
 	code, _, errs = runFormat(t, false, path)

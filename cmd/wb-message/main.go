@@ -30,9 +30,8 @@ import (
 
 	wbcli "github.com/writeboost/writeboost/internal/cli"
 
-	"github.com/schollz/progressbar/v3"
-
 	"github.com/writeboost/writeboost/internal/control"
+	"github.com/writeboost/writeboost/internal/layout"
 	"github.com/writeboost/writeboost/internal/vocab"
 )
 
@@ -84,10 +83,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case err == nil:
 		return 0
 	case errors.Is(err, errInterrupted):
-		fmt.Fprintf(stderr, "%s: %s\n", progName, wbcli.OneLine(err.Error()))
+		fmt.Fprintf(stderr, "%s: %s\n", progName, wbcli.ErrorText(err.Error()))
 		return exitInterrupted
 	}
-	fmt.Fprintf(stderr, "%s: %s\n", progName, wbcli.OneLine(err.Error()))
+	fmt.Fprintf(stderr, "%s: %s\n", progName, wbcli.ErrorText(err.Error()))
 	if wbcli.IsUsage(err) {
 		return 2
 	}
@@ -233,49 +232,28 @@ func (nopProgress) update(uint64, bool) {}
 func (nopProgress) finish()             {}
 func (nopProgress) abort()              {}
 
-// barProgress is a progress bar for a terminal: blocks written back of the
-// dirty blocks there were, rate and ETA.
+// barProgress is a progress bar for a terminal: the dirty data written
+// back of what there was, in bytes, with the rate and the time left.
 type barProgress struct {
-	bar *progressbar.ProgressBar
-	max uint64
+	bar *wbcli.Bar
+	max uint64 // dirty blocks at the start, or the most seen since
 }
 
 func newBarProgress(w io.Writer, dirty uint64) *barProgress {
-	max := max(dirty, 1)
-	bar := progressbar.NewOptions64(int64(max),
-		progressbar.OptionSetWriter(w),
-		progressbar.OptionSetDescription("drop_caches"),
-		progressbar.OptionShowCount(),
-		progressbar.OptionShowIts(),
-		progressbar.OptionSetItsString("blocks"),
-		progressbar.OptionSetPredictTime(true),
-		progressbar.OptionSetWidth(30),
-		progressbar.OptionThrottle(100*time.Millisecond),
-		progressbar.OptionOnCompletion(func() { fmt.Fprintln(w) }),
-	)
-	p := &barProgress{bar: bar, max: max}
+	p := &barProgress{bar: wbcli.NewBar(w, progName, "drop_caches: writing back", "blocks", layout.BlockSize), max: max(dirty, 1)}
 	p.update(dirty, true)
 	return p
 }
 
 func (p *barProgress) update(dirty uint64, _ bool) {
 	// New writes can dirty more blocks than there were at the start.
-	if dirty > p.max {
-		p.max = dirty
-		p.bar.ChangeMax64(int64(p.max))
-	}
-	p.bar.Describe(fmt.Sprintf("drop_caches: %d dirty blocks left", dirty))
-	_ = p.bar.Set64(int64(p.max - dirty))
+	p.max = max(p.max, dirty)
+	p.bar.Update(int64(p.max-dirty), int64(p.max))
 }
 
-func (p *barProgress) finish() {
-	// Full first, so that no frame pairs the final words with a stale bar.
-	_ = p.bar.Set64(int64(p.max))
-	p.bar.Describe("drop_caches: no dirty blocks left")
-	_ = p.bar.Finish()
-}
+func (p *barProgress) finish() { p.bar.Update(int64(p.max), int64(p.max)) }
 
-func (p *barProgress) abort() { _ = p.bar.Exit() }
+func (p *barProgress) abort() { p.bar.Done() }
 
 // lineProgress prints plain lines, for logs and pipes: on change, at most
 // once per lineInterval, and always the first and the last.

@@ -145,9 +145,9 @@ func TestMessages(t *testing.T) {
 		{[]string{"other", "flush"}, 1, "", "no such volume: other"},
 		{[]string{"a/b", "flush"}, 2, "", "bad volume name"},
 		// Refused by the volume; the verb is not repeated when the
-		// volume's answer starts with it.
-		{[]string{"vol", "sync_data_interval", "5"}, 1, "", "sync_data_interval: engine: cannot start the data syncer"},
-		{[]string{"vol", "flush"}, 1, "", "wb-message: flush: engine: cache device failed\n"},
+		// volume's answer starts with it, nor the engine's prefix.
+		{[]string{"vol", "sync_data_interval", "5"}, 1, "", "wb-message: sync_data_interval: cannot start the data syncer\n"},
+		{[]string{"vol", "flush"}, 1, "", "wb-message: flush: cache device failed\n"},
 		// Usage errors.
 		{[]string{"vol"}, 2, "", "expected"},
 		{[]string{}, 2, "", "expected"},
@@ -164,6 +164,9 @@ func TestMessages(t *testing.T) {
 		}
 		if !strings.HasPrefix(errOut, "wb-message: ") || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, tc.wantErr) {
 			t.Errorf("%q: stderr %q, want one line 'wb-message: ...%s...'", tc.args, errOut, tc.wantErr)
+		}
+		if strings.Contains(errOut, "control:") || strings.Contains(errOut, "bad message") {
+			t.Errorf("%q: stderr %q: one prefix, not a chain of them", tc.args, errOut)
 		}
 	}
 	want := []string{"writeback_threshold 70", "nr_max_batched_writeback 8", "read_cache_threshold 127",

@@ -71,7 +71,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return code
 	}
 	if err := kctx.Run(&env{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr}); err != nil {
-		fmt.Fprintf(stderr, "%s: %s\n", progName, wbcli.OneLine(err.Error()))
+		fmt.Fprintf(stderr, "%s: %s\n", progName, wbcli.ErrorText(err.Error()))
 		if wbcli.IsUsage(err) {
 			return 2
 		}

@@ -68,6 +68,12 @@ type Common struct {
 	Version kong.VersionFlag `help:"Print the version (module version and VCS revision) and exit."`
 }
 
+// revision and modified are set by make build (-ldflags -X, see the
+// Makefile): the checkout's revision and "true" when tracked files
+// differed from it. They stand in for Go's own VCS stamping, which
+// -buildvcs=false turns off.
+var revision, modified string
+
 // Version says which build this is: the module version and, when the
 // binary was built from a checkout, the VCS revision, e.g.
 // "v0.3.0 (rev 1a2b3c4d5e6f, modified, go1.26.0)".
@@ -76,6 +82,11 @@ func Version() string {
 	if !ok {
 		return "unknown (no build info)"
 	}
+	return version(bi, revision, modified == "true")
+}
+
+// version is Version from the build info and the revision make stamped.
+func version(bi *debug.BuildInfo, makeRev string, makeModified bool) string {
 	v := bi.Main.Version
 	if v == "" {
 		v = "(devel)"
@@ -89,6 +100,12 @@ func Version() string {
 			if s.Value == "true" {
 				modified = ", modified"
 			}
+		}
+	}
+	if rev == "" && makeRev != "" {
+		rev = makeRev
+		if makeModified {
+			modified = ", modified"
 		}
 	}
 	if len(rev) > 12 {

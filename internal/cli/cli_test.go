@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"strings"
 	"testing"
 )
@@ -85,6 +86,30 @@ func TestComplete(t *testing.T) {
 		_, code, done := Parse("prog", "Test.", &g, nil, &out, &errb, 2, Predictors{"volume": func() []string { return []string{"vol0", "vol1", "other"} }})
 		if !done || code != 0 || out.String() != want {
 			t.Errorf("COMP_LINE=%q: done %v code %d stdout %q stderr %q, want %q", line, done, code, out.String(), errb.String(), want)
+		}
+	}
+}
+
+// TestVersion: the revision comes from Go's VCS stamping, else from the
+// one make build passes (-ldflags -X), else "unknown".
+func TestVersion(t *testing.T) {
+	stamped := &debug.BuildInfo{GoVersion: "go1.26.0", Main: debug.Module{Version: "v0.3.0"},
+		Settings: []debug.BuildSetting{{Key: "vcs.revision", Value: "1a2b3c4d5e6f7a8b"}, {Key: "vcs.modified", Value: "true"}}}
+	bare := &debug.BuildInfo{GoVersion: "go1.26.0"}
+	for _, tc := range []struct {
+		bi       *debug.BuildInfo
+		rev      string
+		modified bool
+		want     string
+	}{
+		{stamped, "", false, "v0.3.0 (rev 1a2b3c4d5e6f, modified, go1.26.0)"},
+		{stamped, "ffffffffffff", false, "v0.3.0 (rev 1a2b3c4d5e6f, modified, go1.26.0)"}, // Go's own wins
+		{bare, "0123456789ab", false, "(devel) (rev 0123456789ab, go1.26.0)"},
+		{bare, "0123456789ab", true, "(devel) (rev 0123456789ab, modified, go1.26.0)"},
+		{bare, "", true, "(devel) (rev unknown, go1.26.0)"},
+	} {
+		if got := version(tc.bi, tc.rev, tc.modified); got != tc.want {
+			t.Errorf("version(%q, %v) = %q, want %q", tc.rev, tc.modified, got, tc.want)
 		}
 	}
 }

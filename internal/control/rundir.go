@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/google/renameio/v2"
+
+	"github.com/writeboost/writeboost/internal/blockdev"
 )
 
 // DefaultRunDir is the run directory when $WB_RUN_DIR is not set.
@@ -282,4 +284,25 @@ func ListVolumes(ctx context.Context, dir string) ([]State, error) {
 	}
 	slices.SortFunc(out, func(a, b State) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
+}
+
+// NameHolders labels the holders of a busy device that are volumes
+// running in dir with their names ("writeboost volume va (pid 1234)"),
+// so that the refusal says which volume to stop. A run directory that
+// cannot be listed leaves the pids as they are.
+func NameHolders(ctx context.Context, dir string, be *blockdev.BusyError) {
+	if len(be.Holders) == 0 {
+		return
+	}
+	vols, err := ListVolumes(ctx, dir)
+	if err != nil {
+		return
+	}
+	for i, h := range be.Holders {
+		for _, v := range vols {
+			if v.PID == h.PID {
+				be.Holders[i].Label = "writeboost volume " + v.Name
+			}
+		}
+	}
 }

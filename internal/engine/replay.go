@@ -35,6 +35,10 @@ func (v *Volume) replay() error {
 	start := time.Now()
 	lastLine := start
 	l, err := replay.ScanProgress(v.cache, v.cache.Size(), func(done, total uint64) {
+		if v.replayProgress != nil {
+			v.replayProgress(done, total) // in place of the lines below
+			return
+		}
 		if now := time.Now(); now.Sub(lastLine) >= time.Second {
 			lastLine = now
 			v.log.Info("replaying the cache log", "segments_read", done, "segments", total, "elapsed", now.Sub(start).Round(time.Second))

@@ -33,6 +33,10 @@ type Config struct {
 	// 0: wait as long as it takes, as the kernel does. Either way a
 	// waiting writer logs every spaceLogEvery.
 	WriteWaitLimit time.Duration
+	// ReplayProgress, if set, is called as replay reads the log: done of
+	// total segments read (from Open's goroutine; a progress bar). It
+	// replaces the progress lines replay logs once a second otherwise.
+	ReplayProgress func(done, total uint64)
 }
 
 // Daemon timings; variables so that tests can shorten them.
@@ -158,6 +162,9 @@ type Volume struct {
 	modulatorInterval  time.Duration // 1s; tests shorten it
 	writebackBatchTime time.Duration // what one writeback batch should take at most (writebackDaemon)
 	writebackBackoff   time.Duration // first retry delay after a failed writeback
+
+	replayProgress func(done, total uint64) // Config.ReplayProgress
+	replayTook     time.Duration            // how long replay took; set once, before Open returns
 }
 
 // Open replays the log of cfg.Cache and returns the volume, with its
@@ -173,6 +180,7 @@ func Open(cfg Config) (*Volume, error) {
 		backing:            &timedDevice{Device: cfg.Backing},
 		log:                cfg.Logger,
 		writeWaitLimit:     cfg.WriteWaitLimit,
+		replayProgress:     cfg.ReplayProgress,
 		modulatorInterval:  modulatorInterval,
 		writebackBatchTime: writebackBatchTime,
 		writebackBackoff:   writebackBackoff,
@@ -204,9 +212,11 @@ func Open(cfg Config) (*Volume, error) {
 	v.mu.pins = make([]int32, v.nrSeg)
 	v.mu.hdrLive = make([]bool, v.nrSeg)
 	v.mu.supersededBy = make([]uint64, v.nrSeg)
+	replayStart := time.Now()
 	if err := v.replay(); err != nil {
 		return nil, err
 	}
+	v.replayTook = time.Since(replayStart)
 	n := cfg.NrRAMBuffers
 	if n <= 0 {
 		n = defaultRAMBuffers
@@ -224,6 +234,10 @@ func Open(cfg Config) (*Volume, error) {
 	v.start()
 	return v, nil
 }
+
+// ReplayTime is how long Open took to replay the log (reading it, and
+// writing back the pieces only older copies held).
+func (v *Volume) ReplayTime() time.Duration { return v.replayTook }
 
 // Size is the volume size in bytes: the backing size rounded down to 512.
 func (v *Volume) Size() int64 { return v.size }

@@ -3,6 +3,7 @@ package nbd
 import (
 	"encoding/binary"
 	"fmt"
+	"time"
 )
 
 // Protocol constants. The names follow NetworkBlockDevice/nbd doc/proto.md;
@@ -158,6 +159,12 @@ type request struct {
 	handle uint64
 	offset uint64
 	length uint32
+
+	// received is when the server read the header, as time since
+	// observeEpoch (monotonic, and 8 bytes rather than a time.Time's 24
+	// in a struct copied along the hot path); set only when an Observer
+	// watches (observe.go).
+	received time.Duration
 }
 
 // parseRequest decodes a request header. Only the magic can make it fail:

@@ -86,6 +86,9 @@ type Options struct {
 	// HandshakeTimeout bounds the option haggling of one connection.
 	// 0: 30 s.
 	HandshakeTimeout time.Duration
+	// Observer, if set, sees every request answered: command, length,
+	// time taken, error (observe.go). nil costs one test per request.
+	Observer Observer
 }
 
 const (

@@ -32,6 +32,7 @@ func (c *conn) transmit(e *Export) {
 			c.s.log.Warn("nbd: closing connection", "remote", c.remote(), "err", err)
 			return
 		}
+		c.observing(&req)
 		if req.typ == cmdDisc {
 			// Soft disconnect: the deferred wait sends what is in flight.
 			return
@@ -163,6 +164,7 @@ func (c *conn) writeInline(e *Export, req request) error {
 		return fmt.Errorf("read write payload: %w", err) // cannot happen: Peek had them
 	}
 	c.logFailed(req, werr)
+	c.observed(&req, werr)
 	var hdr [simpleReplySize]byte
 	putSimpleReply(&hdr, errnoOf(werr), req.handle)
 	c.batch = append(c.batch, hdr[:]...)
@@ -207,12 +209,14 @@ func (c *conn) dispatch(e *Export, size uint64, flags uint16, req request) error
 		// The payload follows the header and we will not read 4 GiB to
 		// skip it: the stream cannot be resynchronised.
 		c.reply(req.handle, errInval, nil)
+		c.observed(&req, ErrRefused)
 		return fmt.Errorf("%w: write of %d bytes, limit %d", ErrProtocol, req.length, MaxPayload)
 	case req.typ == cmdWrite:
 		// Read the payload even for a refused write, to stay in step.
 		cost = int64(req.length)
 	case code != 0:
 		c.reply(req.handle, code, nil)
+		c.observed(&req, ErrRefused)
 		return nil
 	case req.typ == cmdRead:
 		cost = int64(req.length)
@@ -235,6 +239,7 @@ func (c *conn) dispatch(e *Export, size uint64, flags uint16, req request) error
 		if code != 0 {
 			o.done()
 			c.reply(req.handle, code, nil)
+			c.observed(&req, ErrRefused)
 			return nil
 		}
 	}
@@ -256,6 +261,7 @@ func (o *op) run() {
 	case cmdRead:
 		if err = e.Backend.ReadAt(*o.buf, off); err == nil {
 			o.reply(0, *o.buf)
+			c.observed(&req, nil)
 			return
 		}
 		// No payload after an error reply: the client could not know
@@ -275,6 +281,7 @@ func (o *op) run() {
 	}
 	c.logFailed(req, err)
 	o.reply(errnoOf(err), nil)
+	c.observed(&req, err)
 }
 
 // reply sends the op's simple reply, header and data in one writev.

@@ -155,7 +155,7 @@ func ParseOptionalArgs(args []string) (Values, []string, error) {
 		return nil, nil, err
 	}
 	if len(args)%2 != 0 {
-		return nil, nil, fmt.Errorf("%w: optional args come in KEY VALUE pairs, got %d words", ErrBadMessage, len(args))
+		return nil, nil, fmt.Errorf("%w: optional args come in KEY VALUE pairs: %s has no value", ErrBadMessage, args[len(args)-1])
 	}
 	vs := Values{}
 	var words []string
