@@ -68,14 +68,39 @@ type wbEntry struct {
 // writer needs a ring slot or DropCaches waits (v.mu.urgentWB), when the
 // modulator allows writeback, or when stopping.
 //
-// A batch is up to nr_max_batched_writeback segments: their dirty blocks
-// are read from the cache device (one sequential read per run of adjacent
-// ring slots), sorted by backing sector and staged in a sectorio.Stage
-// (adjacent sectors merged into large writes, issued in ascending order
-// with up to sectorio.InFlight in flight), and the backing device synced;
-// only then does last_writeback_id advance.
+// A batch is up to nr_max_batched_writeback segments (fewer when sized by
+// time): their dirty blocks are sorted by backing sector, read from the
+// cache device (one read per run of nearby data slots), staged in a
+// sectorio.Stage (adjacent sectors merged into large writes, issued in
+// ascending order with up to sectorio.InFlight in flight), and the backing
+// device synced; only then does last_writeback_id advance.
 // A failed batch is retried with backoff, logged once per burst of
 // failures, and never advances last_writeback_id.
+//
+// # Looking ahead
+//
+// A batch sorts only its own blocks: a region written densely in random
+// order over more segments than a batch holds goes back as short runs
+// with gaps that later batches fill, one request each. So when nothing is
+// in a hurry for a free ring slot (DropCaches waits, or the modulator
+// finds the backing device idle: writebackLookaheadLocked), the planner
+// also looks at the live dirty copies of up to wbLookahead segments after
+// the batch, and writes those that join, by adjacent backing sectors, a
+// run holding a block the batch owes (planWriteback). The batch's writes
+// grow longer, never more numerous, so a batch sized by time stays about
+// as long in requests; last_writeback_id still advances by the batch
+// alone (the kernel's cap of 32 segments holds). A copy written ahead is
+// marked clean at the batch's end like the batch's own, and the
+// superseded copies of its block in the segments looked at lose their
+// dirty bits: a newer copy is on the backing device and synced, and a
+// later batch must not write an older one over it. After a crash the log
+// still calls those segments dirty, and replay writes the same data again.
+//
+// Memory is bounded whatever a plan's size: the entries (a few words per
+// block of at most 32 + wbLookahead segments, about 1.6 MiB) and
+// wbBuffers (about 32 MiB): a plan is written in chunks of wbChunkBlocks
+// blocks in backing order, each read, staged and written before the next,
+// with the backing sync after the last.
 //
 // # The durable-copy rule
 //
