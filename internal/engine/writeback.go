@@ -87,9 +87,11 @@ type wbEntry struct {
 // also looks at the live dirty copies of up to wbLookahead segments after
 // the batch, and writes those that join, by adjacent backing sectors, a
 // run holding a block the batch owes (planWriteback). The batch's writes
-// grow longer, never more numerous, so a batch sized by time stays about
-// as long in requests; last_writeback_id still advances by the batch
-// alone (the kernel's cap of 32 segments holds). A copy written ahead is
+// grow longer, never more numerous; when only the modulator allows
+// writeback (foreground load may go on), the bytes added are bounded too,
+// by what the measured rate writes in writebackBatchTime, so a batch
+// sized by time stays about that long. last_writeback_id still advances
+// by the batch alone (the kernel's cap of 32 segments holds). A copy written ahead is
 // marked clean at the batch's end like the batch's own, and the
 // superseded copies of its block in the segments looked at lose their
 // dirty bits: a newer copy is on the backing device and synced, and a
@@ -192,7 +194,14 @@ func (v *Volume) writebackDaemon(ctx context.Context) {
 				bytes += int64(bits.OnesCount8(ents[len(ents)-1].dirty)) * layout.SectorSize
 			}
 		}
-		if la := v.writebackLookaheadLocked(); la > 0 && len(ents) > 0 {
+		la := v.writebackLookaheadLocked()
+		aheadBytes := int64(-1) // DropCaches waits: the plan may take all it finds
+		if v.mu.drainWB == 0 {
+			// The backing device is idle, but the batch stays about as
+			// long as its time bound: what it writes ahead is bounded too.
+			aheadBytes = int64(rate * v.writebackBatchTime.Seconds())
+		}
+		if la > 0 && len(ents) > 0 && aheadBytes != 0 {
 			// Looking ahead: the copies of the segments after the batch,
 			// for planWriteback to choose from.
 			for id := to + 1; id <= min(to+uint64(la), v.mu.lastWritten); id++ {
@@ -215,7 +224,7 @@ func (v *Volume) writebackDaemon(ctx context.Context) {
 		v.stats.curBatch.Store(to - from + 1)
 
 		start := time.Now()
-		ents, clear, n, err := v.writebackBatch(ents, from, &bufs)
+		ents, clear, n, err := v.writebackBatch(ents, from, aheadBytes, &bufs)
 		if err != nil {
 			v.stats.writebackErrors.Add(1)
 			v.mu.Lock()
@@ -303,8 +312,9 @@ type wbBuffers struct {
 // are the batch's copies (segments from on) and those the planner looked
 // at beyond it, in segment order. It returns the copies written (in block
 // order, one per block), the positions of superseded copies that a newer
-// copy written now makes no longer owed, and the bytes written.
-func (v *Volume) writebackBatch(ents []wbEntry, from uint64, bufs *wbBuffers) ([]wbEntry, []uint32, int64, error) {
+// copy written now makes no longer owed, and the bytes written. Copies
+// from beyond the batch add at most aheadBytes (-1: no limit).
+func (v *Volume) writebackBatch(ents []wbEntry, from uint64, aheadBytes int64, bufs *wbBuffers) ([]wbEntry, []uint32, int64, error) {
 	if len(ents) == 0 {
 		return ents, nil, 0, nil
 	}
@@ -315,7 +325,7 @@ func (v *Volume) writebackBatch(ents []wbEntry, from uint64, bufs *wbBuffers) ([
 	slices.SortFunc(ents, func(a, b wbEntry) int {
 		return cmp.Or(cmp.Compare(a.block, b.block), cmp.Compare(a.seg, b.seg))
 	})
-	write, clear := planWriteback(ents)
+	write, clear := planWriteback(ents, aheadBytes)
 	var n int64
 	for k := 0; k < len(write); k += wbChunkBlocks {
 		m, err := v.writeChunk(write[k:min(k+wbChunkBlocks, len(write))], bufs)
@@ -380,7 +390,10 @@ func (v *Volume) readSupersededBlocks(ents []wbEntry, from uint64, bufs *wbBuffe
 //     the batch (owing nothing to it) is written only when it joins, by
 //     adjacent backing sectors, a run that holds a copy the batch owes:
 //     looking ahead makes the batch's writes longer, never more numerous.
-func planWriteback(ents []wbEntry) (write []wbEntry, clear []uint32) {
+//     A run's copies from beyond the batch are left out (its owed ones
+//     still written) when they would take the plan past aheadBytes
+//     (-1: no limit).
+func planWriteback(ents []wbEntry, aheadBytes int64) (write []wbEntry, clear []uint32) {
 	type cand struct {
 		k    int  // the copy to write: ents[k]
 		g0   int  // ents[g0:k] are the older copies it clears
@@ -413,8 +426,23 @@ func planWriteback(ents []wbEntry) (write []wbEntry, clear []uint32) {
 		for b < len(cands) && adjacent(ents[cands[b-1].k], ents[cands[b].k]) {
 			b++
 		}
-		if slices.ContainsFunc(cands[a:b], func(c cand) bool { return c.must }) {
-			for _, c := range cands[a:b] {
+		run := cands[a:b]
+		a = b
+		if !slices.ContainsFunc(run, func(c cand) bool { return c.must }) {
+			continue
+		}
+		var extra int64
+		for _, c := range run {
+			if !c.must {
+				extra += int64(bits.OnesCount8(ents[c.k].dirty)) * layout.SectorSize
+			}
+		}
+		ahead := aheadBytes < 0 || extra <= aheadBytes
+		if ahead && aheadBytes > 0 {
+			aheadBytes -= extra
+		}
+		for _, c := range run {
+			if c.must || ahead {
 				write = append(write, ents[c.k])
 				for _, e := range ents[c.g0:c.k] {
 					if e.ahead && e.superseded {
@@ -423,7 +451,6 @@ func planWriteback(ents []wbEntry) (write []wbEntry, clear []uint32) {
 				}
 			}
 		}
-		a = b
 	}
 	return write, clear
 }
@@ -450,11 +477,14 @@ func (v *Volume) writeChunk(chunk []wbEntry, bufs *wbBuffers) (int64, error) {
 	var reads []read
 	offs := make([]int, len(chunk)) // byte offset of chunk[k]'s data in bufs.read
 	used := 0
-	for _, k := range order {
+	for x, k := range order {
 		d := devBlock(chunk[k].pos)
 		if len(reads) > 0 {
+			// A gap is read only while the copies still to place keep
+			// their room: used never passes wbReadBlocks.
 			r := &reads[len(reads)-1]
-			if gap := int(d - r.dev - int64(r.n)); gap >= 0 && gap <= wbReadGap && used+gap+1 <= wbReadBlocks {
+			left := len(order) - x - 1
+			if gap := int(d - r.dev - int64(r.n)); gap >= 0 && gap <= wbReadGap && used+gap+1+left <= wbReadBlocks {
 				r.n += gap + 1
 				used += gap + 1
 				offs[k] = (used - 1) * layout.BlockSize

@@ -93,7 +93,8 @@ func TestPlanWriteback(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
 		ents       []wbEntry
-		write      bs // blocks written
+		aheadBytes int64 // 0: -1, no limit
+		write      bs    // blocks written
 		writeSegs  []int
 		clearedPos []uint32
 	}{
@@ -117,6 +118,10 @@ func TestPlanWriteback(t *testing.T) {
 		{name: "a clean first sector does not join a run",
 			ents:  []wbEntry{live(0, 0, false), partial(live(1, 1, true), 0xfe)},
 			write: bs{0}, writeSegs: []int{0}},
+		{name: "copies ahead within the byte bound, run by run",
+			ents:       []wbEntry{live(0, 0, false), live(1, 1, true), live(10, 0, false), live(11, 1, true), live(12, 1, true)},
+			aheadBytes: layout.BlockSize,
+			write:      bs{0, 1, 10}, writeSegs: []int{0, 1, 0}},
 		{name: "a superseded copy ahead with no copy in the batch",
 			ents:  []wbEntry{live(0, 0, false), sup(1, 1, true)},
 			write: bs{0}, writeSegs: []int{0}},
@@ -129,7 +134,11 @@ func TestPlanWriteback(t *testing.T) {
 				}
 				return a.seg - b.seg
 			})
-			write, clear := planWriteback(ents)
+			budget := tc.aheadBytes
+			if budget == 0 {
+				budget = -1
+			}
+			write, clear := planWriteback(ents, budget)
 			var blocks bs
 			var segs []int
 			for _, e := range write {
