@@ -164,6 +164,7 @@ type Volume struct {
 	writebackBatchTime time.Duration // what one writeback batch should take at most (writebackDaemon)
 	writebackBackoff   time.Duration // first retry delay after a failed writeback
 	writebackLookahead int           // segments the planner may look at beyond a batch (wbLookahead; tests change it)
+	afterWriteback     func()        // tests: called by the writeback daemon after each batch lands, mu not held
 
 	replayProgress func(done, total uint64) // Config.ReplayProgress
 	replayTook     time.Duration            // how long replay took; set once, before Open returns

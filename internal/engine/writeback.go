@@ -295,6 +295,9 @@ func (v *Volume) writebackDaemon(ctx context.Context) {
 		v.checkInvariantsLocked()
 		v.wakeWritersLocked()
 		v.mu.Unlock()
+		if v.afterWriteback != nil {
+			v.afterWriteback()
+		}
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/layout"
+	"github.com/writeboost/writeboost/internal/vocab"
 )
 
 // TestWritebackLooksAhead: dirty blocks covering a region densely, in
@@ -152,5 +153,59 @@ func TestPlanWriteback(t *testing.T) {
 				t.Errorf("clears positions %v, want %v", clear, tc.clearedPos)
 			}
 		})
+	}
+}
+
+// TestWritebackAheadClearsSuperseded: a batch that writes a block's live
+// copy from beyond itself clears the older superseded copies of the block
+// in the segments it looked at. Else a later batch, finding them owed (an
+// overwrite in their segment is not durable yet), would write the older
+// data over the newer on the backing device, and nothing would write the
+// newer again: its copy is clean.
+func TestWritebackAheadClearsSuperseded(t *testing.T) {
+	r := newRig(t, 16, 8<<20, vocab.Values{vocab.NrMaxBatchedWriteback: 1})
+	v := r.v
+	blk := func(b int) int64 { return int64(b) * layout.BlockSize }
+	// segment writes block b with data p, and fills the segment up with
+	// blocks from filler on, so that it is sealed.
+	segment := func(filler int, blocks map[int][]byte) {
+		for b, p := range blocks {
+			r.write(blk(b), p)
+		}
+		for k := range layout.NrCachesPerSegment - len(blocks) {
+			r.write(blk(filler+k), fill(layout.BlockSize, 0xf0))
+		}
+	}
+	a, b := fill(layout.BlockSize, 0xaa), fill(layout.BlockSize, 0xbb)
+	segment(1000, map[int][]byte{4: fill(layout.BlockSize, 4)}) // 1: the first batch
+	segment(1200, map[int][]byte{5: a, 50: fill(layout.BlockSize, 50)})
+	segment(1400, map[int][]byte{5: b}) // 3: block 5's live copy, joins block 4's run
+	r.flush()
+	var hookErr error
+	batches := 0
+	v.mu.Lock()
+	v.afterWriteback = func() {
+		if batches++; batches == 1 {
+			// Overwrite block 50 without a flush: segment 2's superseded
+			// copies become owed again.
+			hookErr = v.WriteAt(fill(layout.BlockSize, 51), blk(50), false)
+		}
+	}
+	v.mu.Unlock()
+	if err := v.DropCaches(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if hookErr != nil {
+		t.Fatal(hookErr)
+	}
+	got := make([]byte, layout.BlockSize)
+	if _, err := r.backing.ReadAt(got, blk(5)); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, b) {
+		t.Fatalf("backing block 5 reads %x..., want the newest copy %x...", got[:4], b[:4])
+	}
+	if p := r.read(blk(5), layout.BlockSize); !bytes.Equal(p, b) {
+		t.Fatalf("block 5 reads %x..., want %x...", p[:4], b[:4])
 	}
 }
