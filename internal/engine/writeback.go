@@ -33,12 +33,14 @@ const (
 	// device, staged and written chunk by chunk, and the backing sync
 	// follows the last chunk.
 	wbChunkBlocks = 32 * layout.NrCachesPerSegment
-	// wbReadGap is the largest run of unneeded blocks (clean slots, a
-	// segment header) a cache read covers to join two needed ones.
-	wbReadGap = 8
-	// wbReadBlocks bounds a chunk's read buffer, in blocks: its blocks and
-	// the gaps reads cover.
-	wbReadBlocks = wbChunkBlocks + 64
+	// wbReadGap is the largest run of unneeded blocks (clean slots,
+	// segment headers) a cache read covers to join two needed ones: the
+	// copies of a dense plan lie all over its segments, and a few long
+	// reads take less time than many short ones.
+	wbReadGap = 32
+	// wbReadMax bounds one cache read, in blocks (1 MiB). Each of the
+	// sectorio.InFlight reads in flight has a buffer this size.
+	wbReadMax = 256
 )
 
 // wbEntry is one cache block copy a writeback may write.
@@ -101,8 +103,9 @@ type wbEntry struct {
 // Memory is bounded whatever a plan's size: the entries (a few words per
 // block of at most 32 + wbLookahead segments, about 1.6 MiB) and
 // wbBuffers (about 32 MiB): a plan is written in chunks of wbChunkBlocks
-// blocks in backing order, each read, staged and written before the next,
-// with the backing sync after the last.
+// blocks in backing order, each read (reads of up to 1 MiB in cache
+// order, their buffers reused), staged and written before the next, with
+// the backing sync after the last.
 //
 // # The durable-copy rule
 //
@@ -302,12 +305,12 @@ func (v *Volume) writebackDaemon(ctx context.Context) {
 }
 
 // wbBuffers are the writeback daemon's buffers, kept from one batch to
-// the next and grown as needed: at most one header block, wbReadBlocks
-// blocks read from the cache device and wbChunkBlocks blocks staged
-// (about 32 MiB in all, whatever the size of a plan).
+// the next: one header block, sectorio.InFlight read buffers of wbReadMax
+// blocks (16 MiB) and a stage grown to at most wbChunkBlocks blocks (16
+// MiB), whatever the size of a plan.
 type wbBuffers struct {
 	hdr   []byte
-	read  []byte
+	reads [][]byte
 	stage *sectorio.Stage
 }
 
@@ -458,11 +461,41 @@ func planWriteback(ents []wbEntry, aheadBytes int64) (write []wbEntry, clear []u
 	return write, clear
 }
 
-// writeChunk reads the data of chunk (block order, at most wbChunkBlocks
-// copies) from the cache device, one read per run of nearby data slots
-// with up to sectorio.InFlight in flight, and writes its dirty sectors to
-// the backing device through a Stage. It returns the bytes written.
+// writeChunk writes the dirty sectors of chunk (block order, at most
+// wbChunkBlocks copies) to the backing device through a Stage, and
+// returns the bytes written. Their data is read from the cache device in
+// reads of up to wbReadMax blocks over the copies in cache order (gaps of
+// up to wbReadGap unneeded blocks read through), up to sectorio.InFlight
+// in flight, each copied from its read buffer to its place in the stage.
 func (v *Volume) writeChunk(chunk []wbEntry, bufs *wbBuffers) (int64, error) {
+	// Lay out the stage first: Add hands out the space of each sector
+	// (full blocks in one piece), which the reads then fill in any order.
+	var total int
+	for _, e := range chunk {
+		total += bits.OnesCount8(e.dirty)
+	}
+	if bufs.stage == nil || bufs.stage.Cap() < total {
+		bufs.stage = sectorio.NewStage(total)
+	} else {
+		bufs.stage.Reset()
+	}
+	stage := bufs.stage
+	dst := make([][]byte, 0, len(chunk)) // per copy, its pieces: one block, or its dirty sectors
+	first := make([]int, len(chunk)+1)   // copy k's pieces are dst[first[k]:first[k+1]]
+	for k, e := range chunk {
+		first[k] = len(dst)
+		if e.dirty == layout.DirtyFull {
+			dst = append(dst, stage.Add(int64(e.block)*layout.SectorsPerBlock, layout.SectorsPerBlock))
+			continue
+		}
+		for j := range layout.SectorsPerBlock {
+			if e.dirty&(1<<j) != 0 {
+				dst = append(dst, stage.Add(int64(e.block)*layout.SectorsPerBlock+int64(j), 1))
+			}
+		}
+	}
+	first[len(chunk)] = len(dst)
+
 	// Where a data slot lies on the cache device, in blocks from the end
 	// of the superblock: a segment is its header block and 127 data slots.
 	devBlock := func(pos uint32) int64 {
@@ -474,71 +507,63 @@ func (v *Volume) writeChunk(chunk []wbEntry, bufs *wbBuffers) (int64, error) {
 	}
 	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(chunk[a].pos, chunk[b].pos) })
 	type read struct {
-		dev   int64 // first block on the cache device
-		at, n int   // blocks, in bufs.read
+		dev    int64 // first block on the cache device
+		n      int   // blocks
+		lo, hi int   // the copies it holds: order[lo:hi]
 	}
 	var reads []read
-	offs := make([]int, len(chunk)) // byte offset of chunk[k]'s data in bufs.read
-	used := 0
 	for x, k := range order {
 		d := devBlock(chunk[k].pos)
 		if len(reads) > 0 {
-			// A gap is read only while the copies still to place keep
-			// their room: used never passes wbReadBlocks.
 			r := &reads[len(reads)-1]
-			left := len(order) - x - 1
-			if gap := int(d - r.dev - int64(r.n)); gap >= 0 && gap <= wbReadGap && used+gap+1+left <= wbReadBlocks {
-				r.n += gap + 1
-				used += gap + 1
-				offs[k] = (used - 1) * layout.BlockSize
+			if gap := d - r.dev - int64(r.n); gap >= 0 && gap <= wbReadGap && d-r.dev < wbReadMax {
+				r.n, r.hi = int(d-r.dev)+1, x+1
 				continue
 			}
 		}
-		reads = append(reads, read{dev: d, at: used, n: 1})
-		offs[k] = used * layout.BlockSize
-		used++
+		reads = append(reads, read{dev: d, n: 1, lo: x, hi: x + 1})
 	}
-	if len(bufs.read) < used*layout.BlockSize {
-		bufs.read = blockdev.AlignedBuffer(used * layout.BlockSize)
+	if bufs.reads == nil {
+		bufs.reads = make([][]byte, sectorio.InFlight)
+		for i := range bufs.reads {
+			bufs.reads[i] = blockdev.AlignedBuffer(wbReadMax * layout.BlockSize)
+		}
+	}
+	free := make(chan []byte, len(bufs.reads))
+	for _, b := range bufs.reads {
+		free <- b
 	}
 	var g errgroup.Group
-	g.SetLimit(sectorio.InFlight)
 	for _, r := range reads {
+		buf := <-free // at most len(bufs.reads) reads in flight
 		g.Go(func() error {
+			defer func() { free <- buf }()
 			off := layout.SuperblockSize + r.dev*layout.BlockSize
-			if _, err := v.cache.ReadAt(bufs.read[r.at*layout.BlockSize:(r.at+r.n)*layout.BlockSize], off); err != nil {
+			p := buf[:r.n*layout.BlockSize]
+			if _, err := v.cache.ReadAt(p, off); err != nil {
 				v.stats.cacheReadErrors.Add(1)
 				return fmt.Errorf("read %d blocks for writeback at cache offset %d: %w", r.n, off, err)
+			}
+			for _, k := range order[r.lo:r.hi] {
+				src := p[(devBlock(chunk[k].pos)-r.dev)*layout.BlockSize:]
+				pieces := dst[first[k]:first[k+1]]
+				if chunk[k].dirty == layout.DirtyFull {
+					copy(pieces[0], src[:layout.BlockSize])
+					continue
+				}
+				n := 0
+				for j := range layout.SectorsPerBlock {
+					if chunk[k].dirty&(1<<j) != 0 {
+						copy(pieces[n], src[j*layout.SectorSize:(j+1)*layout.SectorSize])
+						n++
+					}
+				}
 			}
 			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {
 		return 0, err
-	}
-	// Stage the dirty sectors in backing-sector order so that adjacent
-	// sectors become one write.
-	var total int
-	for _, e := range chunk {
-		total += bits.OnesCount8(e.dirty)
-	}
-	if bufs.stage == nil || bufs.stage.Cap() < total {
-		bufs.stage = sectorio.NewStage(total)
-	} else {
-		bufs.stage.Reset()
-	}
-	stage := bufs.stage
-	for k, e := range chunk {
-		src := bufs.read[offs[k]:]
-		if e.dirty == layout.DirtyFull {
-			copy(stage.Add(int64(e.block)*layout.SectorsPerBlock, layout.SectorsPerBlock), src[:layout.BlockSize])
-			continue
-		}
-		for j := range layout.SectorsPerBlock {
-			if e.dirty&(1<<j) != 0 {
-				copy(stage.Add(int64(e.block)*layout.SectorsPerBlock+int64(j), 1), src[j*layout.SectorSize:])
-			}
-		}
 	}
 	if err := v.writeStage(stage); err != nil {
 		return 0, err
