@@ -26,12 +26,12 @@ const (
 	// spans at most 256 segments (128 MiB of log) with a kernel-sized
 	// batch. Not a tunable: it moves no id and widens no batch.
 	wbLookahead = 224
-	// wbChunkBlocks bounds the cache blocks whose data a writeback holds
+	// wbChunkBlocks bounds the cache blocks whose data a writeback stages
 	// in RAM at once: a kernel-sized batch (32 segments of 127 blocks), so
-	// that such a batch is still read and written in one piece. A larger
-	// plan streams: its blocks, in backing order, are read from the cache
-	// device, staged and written chunk by chunk, and the backing sync
-	// follows the last chunk.
+	// that such a batch is still staged and written in one piece. A
+	// larger plan streams: its blocks, in backing order, are read from
+	// the cache device, staged and written chunk by chunk, and the backing
+	// sync follows the last chunk.
 	wbChunkBlocks = 32 * layout.NrCachesPerSegment
 	// wbReadGap is the largest run of unneeded blocks (clean slots,
 	// segment headers) a cache read covers to join two needed ones: the
