@@ -32,10 +32,14 @@
 // stats filter, nbdfuse or not, wb-create), both transports round robin,
 // and writes one pattern of 4 KiB blocks
 // (dense: every block of a region, in random order; clustered: 64 KiB runs at
-// random offsets; scattered: single blocks), and times drop_caches. Note that
-// the engine sorts within a writeback batch (nr_max_batched_writeback
-// segments, 16 MiB by default), so a dense region larger than that is not
-// written back as one sequential stream.
+// random offsets; scattered: single blocks), and times drop_caches. A
+// writeback batch is nr_max_batched_writeback segments (16 MiB by default)
+// at most, but under drop_caches the planner looks up to 224 segments
+// further and lengthens the batch's runs with what it finds there
+// (docs/design.md, "Looking ahead"), so a dense region larger than a
+// batch goes back in a few long writes. The unsorted-4k reference is the
+// NBD phase's randwrite-qd32 on the emulated disk; with --only writeback
+// the writeback phase runs that fio job itself.
 //
 // Engine-only figures come from internal/engine's Go benchmarks
 // (BenchmarkRandomWrite4K, BenchmarkReplay1GiB, BenchmarkOpenIndexMemory16GiB,

@@ -200,17 +200,25 @@ func writebackOnce(ctx context.Context, e *env, c config, pat pattern, tr transp
 // QD32 from the NBD phase (each dirty block one request, as a writeback that
 // neither sorts nor merges would send).
 func writebackPhase(ctx context.Context, e *env, c config, res *results, haveWB bool) {
-	base := res.byID[nbdRowID("randwrite-qd32", sHDD)]
-	if base != nil && base.ok() {
-		var mbs []float64
-		for _, iops := range base.Runs {
-			mbs = append(mbs, iops*4096/1e6)
-		}
-		res.add(&row{Group: "writeback", Workload: "unsorted-4k", Subject: "fio 4 KiB randwrite QD32 on the HDD", Unit: "MB/s",
-			ID: "writeback/unsorted-4k"}, mbs)
+	unsorted := &row{Group: "writeback", Workload: "unsorted-4k", Subject: "fio 4 KiB randwrite QD32 on the HDD", Unit: "MB/s",
+		ID: "writeback/unsorted-4k"}
+	var iops []float64
+	if base := res.byID[nbdRowID("randwrite-qd32", sHDD)]; base != nil && base.ok() {
+		iops = base.Runs
+	} else if runs, err := unsortedRef(ctx, e, c); err == nil {
+		// The NBD phase did not run (--only writeback): the same fio job
+		// on a fresh emulated disk, so that the P4 ratios have their
+		// reference in this run too.
+		iops = runs
 	} else {
-		res.missing(&row{Group: "writeback", Workload: "unsorted-4k", Subject: "fio 4 KiB randwrite QD32 on the HDD", Unit: "MB/s",
-			ID: "writeback/unsorted-4k"}, "the HDD randwrite-qd32 row is missing")
+		res.missing(unsorted, "the HDD randwrite-qd32 row is missing, and measuring it here failed: "+err.Error())
+	}
+	if iops != nil {
+		var mbs []float64
+		for _, v := range iops {
+			mbs = append(mbs, v*4096/1e6)
+		}
+		res.add(unsorted, mbs)
 	}
 	for _, pat := range patterns() {
 		type series struct {
@@ -272,4 +280,27 @@ func writebackPhase(ctx context.Context, e *env, c config, res *results, haveWB 
 			res.add(mk("flushes", "FLUSH per drain", "lower", ""), g.flushes)
 		}
 	}
+}
+
+// unsortedRef measures the NBD phase's randwrite-qd32 job on the emulated
+// disk itself (c.reps runs, IOPS): the unsorted writeback reference when
+// that phase did not run.
+func unsortedRef(ctx context.Context, e *env, c config) ([]float64, error) {
+	srv, err := startHDDRef(ctx, e, c)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.stop(e)
+	var runs []float64
+	for rep := 0; rep < c.reps; rep++ {
+		job := fioJob{Name: "randwrite-qd32", RW: "randwrite", BS: 4 * kib, Depth: 32, URI: srv.uri, Size: c.region,
+			Runtime: c.runtime, Ramp: c.ramp, Seed: int64(100*rep + 1)}
+		slog.Info("fio", "workload", "randwrite-qd32", "subject", sHDD, "run", rep+1, "for", "writeback/unsorted-4k")
+		r, err := e.runFio(ctx, "unsorted-4k-hdd", job)
+		if err != nil {
+			return nil, err
+		}
+		runs = append(runs, r.IOPS())
+	}
+	return runs, nil
 }

@@ -121,6 +121,7 @@ type Volume struct {
 
 		// The daemons' conditions and the volume's state.
 		urgentWB  int  // writers waiting for a free slot, DropCaches callers
+		drainWB   int  // the DropCaches callers among urgentWB (writebackLookaheadLocked)
 		allowWB   bool // the modulator's verdict
 		wbFailing bool // the last writeback batch failed
 		// wbErr is why (its error) and wbFailSince since when, while
@@ -162,6 +163,8 @@ type Volume struct {
 	modulatorInterval  time.Duration // 1s; tests shorten it
 	writebackBatchTime time.Duration // what one writeback batch should take at most (writebackDaemon)
 	writebackBackoff   time.Duration // first retry delay after a failed writeback
+	writebackLookahead int           // segments the planner may look at beyond a batch (wbLookahead; tests change it)
+	afterWriteback     func()        // tests: called by the writeback daemon after each batch lands, mu not held
 
 	replayProgress func(done, total uint64) // Config.ReplayProgress
 	replayTook     time.Duration            // how long replay took; set once, before Open returns
@@ -184,6 +187,7 @@ func Open(cfg Config) (*Volume, error) {
 		modulatorInterval:  modulatorInterval,
 		writebackBatchTime: writebackBatchTime,
 		writebackBackoff:   writebackBackoff,
+		writebackLookahead: wbLookahead,
 	}
 	v.fuaDev, _ = cfg.Cache.(blockdev.FUAWriter)
 	if v.log == nil {

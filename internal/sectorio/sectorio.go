@@ -92,6 +92,16 @@ func (s *Stage) Add(sector int64, n int) []byte {
 	return s.buf[at:end:end]
 }
 
+// Reset empties the Stage for reuse, keeping its buffer.
+func (s *Stage) Reset() {
+	s.runs = s.runs[:0]
+	s.sectors = 0
+}
+
+// Cap is the number of sectors the Stage has room for (0 when counting:
+// a counting Stage has no limit).
+func (s *Stage) Cap() int { return len(s.buf) / layout.SectorSize }
+
 // Runs is the number of writes: runs of consecutive sectors.
 func (s *Stage) Runs() int { return len(s.runs) }
 

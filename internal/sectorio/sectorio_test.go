@@ -383,6 +383,31 @@ func TestCountEqualsWrite(t *testing.T) {
 	}
 }
 
+// TestReset: a Stage reset and refilled writes only what was added after
+// the reset, from the start of its buffer, and keeps its capacity.
+func TestReset(t *testing.T) {
+	s := sectorio.NewStage(16)
+	if s.Cap() != 16 {
+		t.Fatalf("Cap %d, want 16", s.Cap())
+	}
+	copy(s.Add(100, 8), bytes.Repeat([]byte{1}, 8*layout.SectorSize))
+	s.Reset()
+	if s.Runs() != 0 || s.Sectors() != 0 || s.Cap() != 16 {
+		t.Fatalf("after Reset: %d runs, %d sectors, cap %d", s.Runs(), s.Sectors(), s.Cap())
+	}
+	copy(s.Add(40, 16), bytes.Repeat([]byte{2}, 16*layout.SectorSize)) // below the old run, the whole buffer
+	dev := &recorder{}
+	if err := s.Write(dev); err != nil {
+		t.Fatal(err)
+	}
+	if len(dev.writes) != 1 || dev.writes[0].off != 40*layout.SectorSize || !bytes.Equal(dev.writes[0].data, bytes.Repeat([]byte{2}, 16*layout.SectorSize)) {
+		t.Fatalf("after Reset and one Add: writes %d, want one of 16 sectors at sector 40", len(dev.writes))
+	}
+	if c := sectorio.NewCount(); c.Cap() != 0 {
+		t.Fatalf("a counting Stage's Cap is %d, want 0", c.Cap())
+	}
+}
+
 // shortReader returns at most max bytes a read, with no error.
 type shortReader struct{ max int }
 
