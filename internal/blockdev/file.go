@@ -576,3 +576,47 @@ func (d *File) Close() error {
 	}
 	return nil
 }
+
+// AsyncReader is implemented by devices that can start a read with no
+// goroutine waiting for it (a File with io_uring).
+type AsyncReader interface {
+	// ReadAtAsync starts reading len(p) bytes at off, all within the
+	// device, and reports true; done then runs exactly once, on another
+	// goroutine, and must not block. It reports false, starting
+	// nothing, when it cannot (the caller reads with ReadAt instead).
+	// The read may wait, queued, for Unplug or the device's next
+	// submission, so that a burst of reads reaches the kernel in one
+	// system call: the caller must Unplug before it waits for anything.
+	ReadAtAsync(p []byte, off int64, done func(error)) bool
+	// Unplug submits the queued reads.
+	Unplug()
+}
+
+var _ AsyncReader = (*File)(nil)
+
+// ReadAtAsync implements AsyncReader for a File with io_uring, for reads
+// that need no bounce buffer.
+func (d *File) ReadAtAsync(p []byte, off int64, done func(error)) bool {
+	if d.ring == nil || len(p) == 0 || off < 0 || off > d.size || int64(len(p)) > d.size-off ||
+		d.closed.Load() || (d.direct && !d.aligned(p, off)) {
+		return false
+	}
+	err := d.ring.ReadAtAsyncPlugged(d.fd, p, off, func(n int, err error) {
+		if err == nil && n < len(p) {
+			// NB: the file shrank under us (see ReadAt).
+			err = io.ErrUnexpectedEOF
+		}
+		if err != nil {
+			err = d.opErr("read", len(p), off, ringErr(err))
+		}
+		done(err)
+	})
+	return err == nil
+}
+
+// Unplug implements AsyncReader.
+func (d *File) Unplug() {
+	if d.ring != nil {
+		d.ring.Unplug()
+	}
+}

@@ -134,6 +134,19 @@ func init() {
 // the kernel orders the poller after the submitter).
 type slot struct {
 	done chan int32
+	// async, when not nil, is the operation of ReadAtAsync or
+	// WriteAtAsync in this slot: the poller completes it, with no one
+	// waiting on done.
+	async *asyncOp
+}
+
+// asyncOp is a read or write whose caller does not wait: the poller
+// resubmits what a short transfer left and calls cb once.
+type asyncOp struct {
+	e    sqe    // as first submitted
+	buf  []byte // the whole transfer, kept reachable until cb
+	done int    // bytes transferred so far
+	cb   func(n int, err error)
 }
 
 // Ring is an io_uring instance. Its methods are safe for concurrent use.
@@ -277,6 +290,7 @@ func (r *Ring) Close() error {
 	}
 	r.closed = true
 	r.mu.Unlock()
+	r.Unplug() // plugged operations are in flight too
 	r.active.Wait()
 	r.efd.Close() // the poller's read fails: it returns
 	r.poller.Wait()
@@ -301,50 +315,203 @@ func (r *Ring) poll() {
 // reap completes every posted CQE. Only the poller reaps.
 func (r *Ring) reap() {
 	head := atomic.LoadUint32(r.cqHead)
-	for tail := atomic.LoadUint32(r.cqTail); head != tail; head++ {
+	tail := atomic.LoadUint32(r.cqTail)
+	if head == tail {
+		return
+	}
+	// Every submitter of these CQEs filled its slot under mu before
+	// entering the ring: taking mu once orders those writes before our
+	// reads for the memory model (the kernel orders them in fact).
+	r.mu.Lock()
+	r.mu.Unlock() //nolint:staticcheck // an empty critical section, on purpose
+	for ; head != tail; head++ {
 		c := r.cqes[head&r.cqMask]
-		// Free the CQE before waking: the slot's next operation may
-		// post one.
+		// Free the CQE before completing: the slot's next operation
+		// may post one.
 		atomic.StoreUint32(r.cqHead, head+1)
-		r.slots[c.userData].done <- c.res
+		s := &r.slots[c.userData]
+		if s.async != nil {
+			r.complete(uint32(c.userData), c.res)
+			continue
+		}
+		s.done <- c.res
 	}
 }
 
-// do submits one operation and waits for its result (>= 0, or a negated
-// errno). buf is kept alive until the kernel is done with it.
-func (r *Ring) do(e sqe, buf []byte) (int32, error) {
-	id := <-r.free
-	s := &r.slots[id]
+// complete handles the CQE of the asynchronous operation in slot id: a
+// retry or the rest of a short transfer goes back into the ring in the
+// same slot; otherwise the slot is freed and the callback called.
+func (r *Ring) complete(id uint32, res int32) {
+	a := r.slots[id].async
+	var err error
+	switch {
+	case res == -int32(unix.EAGAIN) || res == -int32(unix.EINTR):
+		err = r.resubmit(id, a)
+	case res < 0:
+		err = syscall.Errno(-res)
+	case res == 0 && a.e.opcode == opWrite:
+		err = unix.EIO // a write that makes no progress
+	case res == 0:
+		// End of file: a short read, as pread.
+	default:
+		a.done += int(res)
+		if a.done < len(a.buf) {
+			err = r.resubmit(id, a)
+		}
+	}
+	if err == errResubmitted {
+		return
+	}
+	r.slots[id].async = nil
+	r.free <- id
+	r.active.Done()
+	a.cb(a.done, err)
+	runtime.KeepAlive(a.buf)
+}
+
+var errResubmitted = errors.New("uring: resubmitted")
+
+// resubmit puts the rest of a's transfer back into the ring in slot id.
+func (r *Ring) resubmit(id uint32, a *asyncOp) error {
+	e := a.e
+	q := a.buf[a.done:]
+	e.off += uint64(a.done)
+	e.addr = uint64(uintptr(unsafe.Pointer(&q[0])))
+	e.len = uint32(len(q))
 	e.userData = uint64(id)
 	r.mu.Lock()
-	switch {
-	case r.closed:
-		r.mu.Unlock()
-		r.free <- id
-		return 0, ErrClosed
-	case r.broken != nil:
-		r.mu.Unlock()
-		r.free <- id
-		return 0, r.broken
+	defer r.mu.Unlock()
+	if r.broken != nil {
+		return r.broken
 	}
+	// NB: Close waits for this operation (active), so the ring is not
+	// closed under it.
+	r.pushLocked(e)
+	if err := r.enterLocked(); err != nil {
+		r.broken = fmt.Errorf("uring: io_uring_enter: %w", err)
+		return r.broken
+	}
+	return errResubmitted
+}
+
+// pushLocked appends e to the submission queue.
+func (r *Ring) pushLocked(e sqe) {
 	tail := *r.sqTail
 	i := tail & r.sqMask
 	r.sqes[i] = e
 	r.sqArray[i] = i
 	atomic.StoreUint32(r.sqTail, tail+1)
 	r.pending++
+}
+
+// submit puts e (userData set to the slot id) into the ring; async, when
+// not nil, makes it an asynchronous operation of that slot. After an
+// error the slot is the caller's again, except when pushed: the SQE is in
+// a ring that failed for good, and the slot stays taken.
+func (r *Ring) submit(id uint32, e sqe, async *asyncOp, plug bool) (pushed bool, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case r.closed:
+		return false, ErrClosed
+	case r.broken != nil:
+		return false, r.broken
+	}
+	r.slots[id].async = async
+	r.pushLocked(e)
+	if plug {
+		// Left in the ring for Unplug or the next submission to enter.
+		r.active.Add(1)
+		return true, nil
+	}
 	if err := r.enterLocked(); err != nil {
 		// The ring itself is refused (errors of an operation come in
 		// its CQE). Nothing enters it again, so the kernel never sees
 		// the SQEs left in it nor their buffers; their slots stay
 		// taken.
 		r.broken = fmt.Errorf("uring: io_uring_enter: %w", err)
-		r.mu.Unlock()
-		return 0, r.broken
+		return true, r.broken
 	}
 	r.active.Add(1)
-	r.mu.Unlock()
-	res := <-s.done
+	return true, nil
+}
+
+// startAsync submits an asynchronous read or write of buf; cb is called
+// once, from the poller goroutine, when all of it is transferred, at the
+// end of the file, or on an error. It waits only for a free slot. An
+// error means cb will not be called.
+func (r *Ring) startAsync(op uint8, fd int, buf []byte, off int64, cb func(n int, err error), plug bool) error {
+	if len(buf) == 0 {
+		cb(0, nil)
+		return nil
+	}
+	var id uint32
+	select {
+	case id = <-r.free:
+	default:
+		// Every slot is taken; some may hold plugged SQEs, which
+		// only an enter frees.
+		r.Unplug()
+		id = <-r.free
+	}
+	e := sqe{opcode: op, fd: int32(fd), off: uint64(off), addr: uint64(uintptr(unsafe.Pointer(&buf[0]))),
+		len: uint32(len(buf)), userData: uint64(id)}
+	if pushed, err := r.submit(id, e, &asyncOp{e: e, buf: buf, cb: cb}, plug); err != nil {
+		if !pushed {
+			r.free <- id
+		}
+		return err
+	}
+	return nil
+}
+
+// ReadAtAsync starts a read of len(p) bytes at off from fd. cb gets the
+// bytes read (fewer only at the end of the file) or an error; it runs on
+// the ring's poller goroutine and must not block (it holds up every
+// completion of the ring). p must not be touched until cb. An error
+// means the read did not start and cb will not be called.
+func (r *Ring) ReadAtAsync(fd int, p []byte, off int64, cb func(n int, err error)) error {
+	return r.startAsync(opRead, fd, p, off, cb, false)
+}
+
+// ReadAtAsyncPlugged is ReadAtAsync that leaves the read in the
+// submission queue: Unplug, or any later submission, hands it to the
+// kernel with the others queued meanwhile in one io_uring_enter (and the
+// block layer gets them as one plugged batch). The caller must Unplug
+// before it waits for anything these reads may hold up.
+func (r *Ring) ReadAtAsyncPlugged(fd int, p []byte, off int64, cb func(n int, err error)) error {
+	return r.startAsync(opRead, fd, p, off, cb, true)
+}
+
+// Unplug hands the queued submissions to the kernel.
+func (r *Ring) Unplug() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.pending == 0 || r.broken != nil {
+		return
+	}
+	if err := r.enterLocked(); err != nil {
+		r.broken = fmt.Errorf("uring: io_uring_enter: %w", err)
+	}
+}
+
+// WriteAtAsync is ReadAtAsync for a write of p.
+func (r *Ring) WriteAtAsync(fd int, p []byte, off int64, cb func(n int, err error)) error {
+	return r.startAsync(opWrite, fd, p, off, cb, false)
+}
+
+// do submits one operation and waits for its result (>= 0, or a negated
+// errno). buf is kept alive until the kernel is done with it.
+func (r *Ring) do(e sqe, buf []byte) (int32, error) {
+	id := <-r.free
+	e.userData = uint64(id)
+	if pushed, err := r.submit(id, e, nil, false); err != nil {
+		if !pushed {
+			r.free <- id
+		}
+		return 0, err
+	}
+	res := <-r.slots[id].done
 	runtime.KeepAlive(buf)
 	r.free <- id
 	r.active.Done()

@@ -200,3 +200,72 @@ func alignedBuf(n int) []byte {
 }
 
 func uintptrOf(b []byte) uintptr { return uintptr(unsafe.Pointer(&b[0])) }
+
+// TestAsync starts more reads and writes than the ring has entries without
+// waiting for them; every callback runs once with its own data.
+func TestAsync(t *testing.T) {
+	r := openRing(t, 8)
+	f, data := tempFile(t, 1<<20)
+	fd := int(f.Fd())
+	const n = 200
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	wg.Add(n)
+	for k := 0; k < n; k++ {
+		off := rand.IntN(len(data)-8192) &^ 511
+		buf := make([]byte, 8192)
+		err := r.ReadAtAsync(fd, buf, int64(off), func(got int, err error) {
+			defer wg.Done()
+			switch {
+			case err != nil:
+				errs <- err
+			case got != len(buf) || !bytes.Equal(buf, data[off:off+len(buf)]):
+				errs <- errors.New("async read returned other data")
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	wg.Wait()
+	// A read across the end is short, like pread.
+	done := make(chan int, 1)
+	if err := r.ReadAtAsync(fd, make([]byte, 4096), int64(len(data))-10, func(got int, err error) {
+		if err != nil {
+			errs <- err
+		}
+		done <- got
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-done; got != 10 {
+		t.Errorf("async read across the end: %d bytes, want 10", got)
+	}
+	w := bytes.Repeat([]byte{0x5a}, 4096)
+	if err := r.WriteAtAsync(fd, w, 0, func(got int, err error) {
+		if err != nil {
+			errs <- err
+		}
+		done <- got
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-done; got != len(w) {
+		t.Errorf("async write: %d bytes", got)
+	}
+	back := make([]byte, len(w))
+	if _, err := f.ReadAt(back, 0); err != nil || !bytes.Equal(back, w) {
+		t.Errorf("async write not in the file: %v", err)
+	}
+	// An error comes back through the callback.
+	if err := r.ReadAtAsync(-1, make([]byte, 10), 0, func(_ int, err error) { errs <- err }); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errs; !errors.Is(err, unix.EBADF) {
+		t.Errorf("async read of fd -1: %v, want EBADF", err)
+	}
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
