@@ -134,6 +134,11 @@ type Status struct {
 	BackingUtilPercent    uint64   `json:"backing_util_percent"`
 	ReadCacheStaged       uint64   `json:"read_cache_staged"` // blocks staged by read caching
 	IndexBytes            uint64   `json:"index_bytes"`       // memory of the in-memory index
+	// CacheIO and BackingIO say how each device's I/O is submitted:
+	// "io_uring", "blocking" (system calls that wait), or "nbd" (a
+	// backing device reached over the network); empty when unknown.
+	CacheIO   string `json:"cache_io"`
+	BackingIO string `json:"backing_io"`
 	Errors                IOErrors `json:"errors"`
 	Failed                string   `json:"failed"` // why the volume refuses writes
 	// WritebackError is why writeback fails (retried with backoff) and
