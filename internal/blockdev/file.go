@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -67,6 +68,13 @@ func ParseIOEngine(s string) (IOEngine, error) {
 	return 0, fmt.Errorf("I/O engine %q: want auto, io_uring or blocking", s)
 }
 
+// busyRetries and busyRetryDelay bound how long OpenFile looks again at a
+// block device its exclusive open finds busy (about 200 ms).
+const (
+	busyRetries    = 10
+	busyRetryDelay = 20 * time.Millisecond
+)
+
 // ringEntries is the depth of a File's io_uring: operations beyond it
 // wait for a slot. The engine keeps far fewer in flight per device.
 const ringEntries = 256
@@ -96,8 +104,9 @@ type File struct {
 	// ring, when not nil, carries ReadAt, WriteAt and Sync (io_uring) on
 	// descriptor fd; Close closes it before the file, so the descriptor
 	// outlives every operation in the kernel.
-	ring *uring.Ring
-	fd   int
+	ring      *uring.Ring
+	fd        int
+	exclusive bool // flock taken (FileOptions.Exclusive)
 
 	// rmwMu serialises unaligned O_DIRECT writes: two of them touching
 	// different bytes of one aligned block would otherwise each write back
@@ -152,15 +161,25 @@ func OpenFile(path string, opts FileOptions) (*File, error) {
 
 	direct := opts.Direct
 	var f *os.File
-	if direct {
-		f, err = openFile(path, flag|unix.O_DIRECT, 0)
-		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
-			log.Info("blockdev: O_DIRECT not supported, using the page cache", "path", path, "err", err)
-			direct = false
+	for try := 0; ; try++ {
+		if direct {
+			f, err = openFile(path, flag|unix.O_DIRECT, 0)
+			if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
+				log.Info("blockdev: O_DIRECT not supported, using the page cache", "path", path, "err", err)
+				direct = false
+			}
 		}
-	}
-	if !direct {
-		f, err = openFile(path, flag, 0)
+		if !direct {
+			f, err = openFile(path, flag, 0)
+		}
+		// NB: a block device closed a moment ago after io_uring I/O
+		// (ours, or another program's) stays claimed until the kernel
+		// has torn that ring down: look again for a short while before
+		// calling it busy.
+		if !errors.Is(err, unix.EBUSY) || flag&unix.O_EXCL == 0 || try == busyRetries {
+			break
+		}
+		time.Sleep(busyRetryDelay)
 	}
 	if err != nil {
 		if errors.Is(err, unix.EBUSY) {
@@ -189,6 +208,7 @@ func (d *File) init(opts FileOptions, id Identity, st fs.FileInfo, log *slog.Log
 		if err := matches(d.f, id); err != nil {
 			return fmt.Errorf("blockdev: open %s: %w", d.path, err)
 		}
+		d.exclusive = true
 		err := d.control(func(fd int) error { return unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) })
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			return &BusyError{Path: d.path, Holders: lockHolders(d.f)}
@@ -565,6 +585,16 @@ func (d *File) Close() error {
 		// First: it waits for the operations in flight on the
 		// descriptor.
 		err = d.ring.Close()
+		if d.exclusive {
+			// NB: the kernel tears a ring down in the background and
+			// may hold the open file (hence its locks) a moment after
+			// we close it: unlock now, so that a reopen right after
+			// Close is not refused as busy.
+			err = errors.Join(err, d.control(func(fd int) error {
+				un := unix.Flock_t{Type: unix.F_UNLCK, Whence: io.SeekStart} // the whole file
+				return errors.Join(unix.Flock(fd, unix.LOCK_UN), unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &un))
+			}))
+		}
 	}
 	err = errors.Join(err, d.f.Close())
 	if d.lockFile != nil {
