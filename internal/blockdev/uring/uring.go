@@ -578,11 +578,17 @@ func (r *Ring) ReadAt(fd int, p []byte, off int64) (int, error) {
 
 // WriteAt writes p at off to fd like pwrite(2) in a loop.
 func (r *Ring) WriteAt(fd int, p []byte, off int64) (int, error) {
+	return r.WriteAtFlags(fd, p, off, 0)
+}
+
+// WriteAtFlags is WriteAt with pwritev2(2) flags (unix.RWF_DSYNC: each
+// piece is durable when it completes).
+func (r *Ring) WriteAtFlags(fd int, p []byte, off int64, flags int) (int, error) {
 	done := 0
 	for done < len(p) {
 		q := p[done:]
 		res, err := r.do(sqe{opcode: opWrite, fd: int32(fd), off: uint64(off) + uint64(done),
-			addr: uint64(uintptr(unsafe.Pointer(&q[0]))), len: uint32(len(q))}, q)
+			addr: uint64(uintptr(unsafe.Pointer(&q[0]))), len: uint32(len(q)), opFlags: uint32(flags)}, q)
 		if err != nil {
 			return done, err
 		}
