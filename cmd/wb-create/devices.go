@@ -69,7 +69,8 @@ func (cli *CLI) openDevices(ctx context.Context, log *slog.Logger) (backing bloc
 
 // fileOptions is how BACKING and CACHE files are opened.
 func (cli *CLI) fileOptions(log *slog.Logger) blockdev.FileOptions {
-	return blockdev.FileOptions{Direct: !cli.NoDirect, Exclusive: true, Logger: log}
+	io, _ := blockdev.ParseIOEngine(cli.IOEngine) // kong checked the enum
+	return blockdev.FileOptions{Direct: !cli.NoDirect, Exclusive: true, IO: io, Logger: log}
 }
 
 // refuse runs the checks that read the devices, then formats CACHE if

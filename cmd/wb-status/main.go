@@ -418,6 +418,9 @@ func renderHuman(w io.Writer, s vocab.Status) error {
 	if s.IndexBytes != 0 {
 		add("index memory", wbcli.HumanBytes(s.IndexBytes))
 	}
+	if s.CacheIO != "" || s.BackingIO != "" {
+		add("device I/O", fmt.Sprintf("cache %s, backing %s", orUnknown(s.CacheIO), orUnknown(s.BackingIO)))
+	}
 	if e := s.Errors; e != (vocab.IOErrors{}) {
 		add("I/O errors", fmt.Sprintf("cache read %d, cache write %d, backing read %d, backing write %d, writeback batches %d",
 			e.CacheRead, e.CacheWrite, e.BackingRead, e.BackingWrite, e.Writeback))
@@ -479,4 +482,11 @@ func renderList(w io.Writer, vols []vocab.Status) error {
 			u(s.CurrentID), u(s.LastFlushedID), u(s.LastWritebackID), s.Backing, s.Cache)
 	}
 	return t.Render()
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
 }

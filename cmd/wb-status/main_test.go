@@ -45,6 +45,7 @@ func serveVolume(t *testing.T, dir, name string) vocab.Status {
 	s.WritebackAllowed, s.BackingUtilPercent = &allowed, 12
 	s.WritebackBytes, s.WritebackBytesPerSec = 3<<30, 5<<20
 	s.ReadCacheStaged, s.IndexBytes = 127, 96<<10
+	s.CacheIO, s.BackingIO = "io_uring", "blocking"
 	s.Errors.BackingWrite, s.Errors.Writeback = 2, 1
 	s.UptimeSeconds = 3725
 	clients := uint64(2)

@@ -9,9 +9,12 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/writeboost/writeboost/internal/blockdev/uring"
 )
 
 // FileOptions says how OpenFile opens a file or block device.
@@ -32,9 +35,49 @@ type FileOptions struct {
 	// exclusive open of the same storage, under whatever name, fails with a
 	// *BusyError, which wraps ErrBusy.
 	Exclusive bool
+	// IO says how reads, writes and syncs are submitted; the zero value
+	// is IOAuto.
+	IO IOEngine
 	// Logger receives the O_DIRECT fallback line; nil means slog.Default().
 	Logger *slog.Logger
 }
+
+// IOEngine is how a File submits its I/O.
+type IOEngine int
+
+const (
+	// IOAuto uses io_uring where the kernel allows it and blocking
+	// system calls otherwise (one line is logged).
+	IOAuto IOEngine = iota
+	// IOBlocking uses pread(2), pwrite(2) and fdatasync(2).
+	IOBlocking
+	// IOUring uses io_uring, and OpenFile fails where it cannot.
+	IOUring
+)
+
+// ParseIOEngine parses "auto", "blocking" or "io_uring".
+func ParseIOEngine(s string) (IOEngine, error) {
+	switch s {
+	case "auto", "":
+		return IOAuto, nil
+	case "blocking":
+		return IOBlocking, nil
+	case "io_uring":
+		return IOUring, nil
+	}
+	return 0, fmt.Errorf("I/O engine %q: want auto, io_uring or blocking", s)
+}
+
+// busyRetries and busyRetryDelay bound how long OpenFile looks again at a
+// block device its exclusive open finds busy (about 200 ms).
+const (
+	busyRetries    = 10
+	busyRetryDelay = 20 * time.Millisecond
+)
+
+// ringEntries is the depth of a File's io_uring: operations beyond it
+// wait for a slot. The engine keeps far fewer in flight per device.
+const ringEntries = 256
 
 // File is a Device backed by a regular file or a block device.
 //
@@ -57,6 +100,13 @@ type File struct {
 	// below the device (a loop device's backing file, a partition's
 	// disk; exclusive.go); closed with the device.
 	lockFile *os.File
+
+	// ring, when not nil, carries ReadAt, WriteAt and Sync (io_uring) on
+	// descriptor fd; Close closes it before the file, so the descriptor
+	// outlives every operation in the kernel.
+	ring      *uring.Ring
+	fd        int
+	exclusive bool // flock taken (FileOptions.Exclusive)
 
 	// rmwMu serialises unaligned O_DIRECT writes: two of them touching
 	// different bytes of one aligned block would otherwise each write back
@@ -111,15 +161,25 @@ func OpenFile(path string, opts FileOptions) (*File, error) {
 
 	direct := opts.Direct
 	var f *os.File
-	if direct {
-		f, err = openFile(path, flag|unix.O_DIRECT, 0)
-		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
-			log.Info("blockdev: O_DIRECT not supported, using the page cache", "path", path, "err", err)
-			direct = false
+	for try := 0; ; try++ {
+		if direct {
+			f, err = openFile(path, flag|unix.O_DIRECT, 0)
+			if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
+				log.Info("blockdev: O_DIRECT not supported, using the page cache", "path", path, "err", err)
+				direct = false
+			}
 		}
-	}
-	if !direct {
-		f, err = openFile(path, flag, 0)
+		if !direct {
+			f, err = openFile(path, flag, 0)
+		}
+		// NB: a block device closed a moment ago after io_uring I/O
+		// (ours, or another program's) stays claimed until the kernel
+		// has torn that ring down: look again for a short while before
+		// calling it busy.
+		if !errors.Is(err, unix.EBUSY) || flag&unix.O_EXCL == 0 || try == busyRetries {
+			break
+		}
+		time.Sleep(busyRetryDelay)
 	}
 	if err != nil {
 		if errors.Is(err, unix.EBUSY) {
@@ -130,6 +190,9 @@ func OpenFile(path string, opts FileOptions) (*File, error) {
 	}
 	d := &File{path: path, f: f, block: block, direct: direct, readOnly: opts.ReadOnly}
 	if err := d.init(opts, id, st, log); err != nil {
+		if d.ring != nil {
+			d.ring.Close()
+		}
 		f.Close()
 		if d.lockFile != nil {
 			d.lockFile.Close()
@@ -145,6 +208,7 @@ func (d *File) init(opts FileOptions, id Identity, st fs.FileInfo, log *slog.Log
 		if err := matches(d.f, id); err != nil {
 			return fmt.Errorf("blockdev: open %s: %w", d.path, err)
 		}
+		d.exclusive = true
 		err := d.control(func(fd int) error { return unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) })
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			return &BusyError{Path: d.path, Holders: lockHolders(d.f)}
@@ -176,6 +240,9 @@ func (d *File) init(opts FileOptions, id Identity, st fs.FileInfo, log *slog.Log
 			return fmt.Errorf("blockdev: size of %s: %w", d.path, err)
 		}
 	}
+	if err := d.initIO(opts.IO, log); err != nil {
+		return err
+	}
 	if !d.direct {
 		return nil
 	}
@@ -202,6 +269,63 @@ func (d *File) init(opts FileOptions, id Identity, st fs.FileInfo, log *slog.Log
 		return nil
 	}
 	return d.reopenBuffered()
+}
+
+// initIO sets up the io_uring of an IOAuto or IOUring file.
+func (d *File) initIO(e IOEngine, log *slog.Logger) error {
+	if e == IOBlocking {
+		return nil
+	}
+	if err := d.control(func(fd int) error { d.fd = fd; return nil }); err != nil {
+		return fmt.Errorf("blockdev: open %s: %w", d.path, err)
+	}
+	r, err := uring.Open(ringEntries)
+	if err != nil {
+		if e == IOUring {
+			return fmt.Errorf("blockdev: open %s: %w", d.path, err)
+		}
+		log.Info("blockdev: io_uring unavailable, using blocking system calls", "path", d.path, "err", err)
+		return nil
+	}
+	d.ring = r
+	return nil
+}
+
+// IOEngine names the path the device's I/O takes: "io_uring" or
+// "blocking".
+func (d *File) IOEngine() string {
+	if d.ring != nil {
+		return "io_uring"
+	}
+	return "blocking"
+}
+
+// pread and pwrite are os.File's ReadAt and WriteAt (a short read only at
+// the end, with io.EOF), through the ring when the file has one.
+func (d *File) pread(p []byte, off int64) (int, error) {
+	if d.ring == nil {
+		return d.f.ReadAt(p, off)
+	}
+	n, err := d.ring.ReadAt(d.fd, p, off)
+	if err == nil && n < len(p) {
+		err = io.EOF
+	}
+	return n, ringErr(err)
+}
+
+func (d *File) pwrite(p []byte, off int64) (int, error) {
+	if d.ring == nil {
+		return d.f.WriteAt(p, off)
+	}
+	n, err := d.ring.WriteAt(d.fd, p, off)
+	return n, ringErr(err)
+}
+
+func ringErr(err error) error {
+	if errors.Is(err, uring.ErrClosed) {
+		return os.ErrClosed
+	}
+	return err
 }
 
 // reopenBuffered drops O_DIRECT on the open file (fcntl F_SETFL keeps the
@@ -289,7 +413,7 @@ func (d *File) ReadAt(p []byte, off int64) (int, error) {
 	if d.direct && !d.aligned(p[:want], off) {
 		n, err = d.bounceRead(p[:want], off)
 	} else {
-		n, err = d.f.ReadAt(p[:want], off)
+		n, err = d.pread(p[:want], off)
 	}
 	if err == io.EOF && n < want {
 		// NB: the file shrank under us; say so rather than hand back a
@@ -318,7 +442,7 @@ func (d *File) span(off int64, n int) (start, end int64) {
 func (d *File) bounceRead(p []byte, off int64) (int, error) {
 	start, end := d.span(off, len(p))
 	buf := AlignedBuffer(int(end - start))
-	n, err := d.f.ReadAt(buf, start)
+	n, err := d.pread(buf, start)
 	got := max(0, min(int64(n)-(off-start), int64(len(p))))
 	copy(p, buf[off-start:off-start+got])
 	if err == io.EOF && got == int64(len(p)) {
@@ -355,7 +479,7 @@ func (d *File) WriteAt(p []byte, off int64) (int, error) {
 	if d.direct && !d.aligned(p, off) {
 		n, err = d.bounceWrite(p, off)
 	} else {
-		n, err = d.f.WriteAt(p, off)
+		n, err = d.pwrite(p, off)
 	}
 	if err != nil {
 		return n, d.opErr("write", len(p), off, err)
@@ -374,18 +498,18 @@ func (d *File) bounceWrite(p []byte, off int64) (int, error) {
 		defer d.rmwMu.Unlock()
 		// Only the first and last aligned blocks hold bytes we keep.
 		head := buf[:d.offAlign]
-		if _, err := d.f.ReadAt(head, start); err != nil {
+		if _, err := d.pread(head, start); err != nil {
 			return 0, fmt.Errorf("read-modify-write, read at %d: %w", start, err)
 		}
 		if end-start > d.offAlign {
 			tail := buf[end-start-d.offAlign:]
-			if _, err := d.f.ReadAt(tail, end-d.offAlign); err != nil {
+			if _, err := d.pread(tail, end-d.offAlign); err != nil {
 				return 0, fmt.Errorf("read-modify-write, read at %d: %w", end-d.offAlign, err)
 			}
 		}
 	}
 	copy(buf[off-start:], p)
-	n, err := d.f.WriteAt(buf, start)
+	n, err := d.pwrite(buf, start)
 	written := max(0, min(int64(n)-(off-start), int64(len(p))))
 	return int(written), err
 }
@@ -396,7 +520,13 @@ func (d *File) Sync() error {
 	if d.closed.Load() {
 		return fmt.Errorf("blockdev: sync %s: %w", d.path, ErrClosed)
 	}
-	if err := d.control(unix.Fdatasync); err != nil {
+	var err error
+	if d.ring != nil {
+		err = ringErr(d.ring.Fdatasync(d.fd))
+	} else {
+		err = d.control(unix.Fdatasync)
+	}
+	if err != nil {
 		return fmt.Errorf("blockdev: sync %s: %w", d.path, d.closedOr(err))
 	}
 	return nil
@@ -450,7 +580,23 @@ func (d *File) Close() error {
 	if d.closed.Swap(true) {
 		return fmt.Errorf("blockdev: close %s: %w", d.path, ErrClosed)
 	}
-	err := d.f.Close()
+	var err error
+	if d.ring != nil {
+		// First: it waits for the operations in flight on the
+		// descriptor.
+		err = d.ring.Close()
+		if d.exclusive {
+			// NB: the kernel tears a ring down in the background and
+			// may hold the open file (hence its locks) a moment after
+			// we close it: unlock now, so that a reopen right after
+			// Close is not refused as busy.
+			err = errors.Join(err, d.control(func(fd int) error {
+				un := unix.Flock_t{Type: unix.F_UNLCK, Whence: io.SeekStart} // the whole file
+				return errors.Join(unix.Flock(fd, unix.LOCK_UN), unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &un))
+			}))
+		}
+	}
+	err = errors.Join(err, d.f.Close())
 	if d.lockFile != nil {
 		// After the device: its lock covers the storage until then.
 		err = errors.Join(err, d.lockFile.Close())
@@ -459,4 +605,48 @@ func (d *File) Close() error {
 		return fmt.Errorf("blockdev: close %s: %w", d.path, err)
 	}
 	return nil
+}
+
+// AsyncReader is implemented by devices that can start a read with no
+// goroutine waiting for it (a File with io_uring).
+type AsyncReader interface {
+	// ReadAtAsync starts reading len(p) bytes at off, all within the
+	// device, and reports true; done then runs exactly once, on another
+	// goroutine, and must not block. It reports false, starting
+	// nothing, when it cannot (the caller reads with ReadAt instead).
+	// The read may wait, queued, for Unplug or the device's next
+	// submission, so that a burst of reads reaches the kernel in one
+	// system call: the caller must Unplug before it waits for anything.
+	ReadAtAsync(p []byte, off int64, done func(error)) bool
+	// Unplug submits the queued reads.
+	Unplug()
+}
+
+var _ AsyncReader = (*File)(nil)
+
+// ReadAtAsync implements AsyncReader for a File with io_uring, for reads
+// that need no bounce buffer.
+func (d *File) ReadAtAsync(p []byte, off int64, done func(error)) bool {
+	if d.ring == nil || len(p) == 0 || off < 0 || off > d.size || int64(len(p)) > d.size-off ||
+		d.closed.Load() || (d.direct && !d.aligned(p, off)) {
+		return false
+	}
+	err := d.ring.ReadAtAsyncPlugged(d.fd, p, off, func(n int, err error) {
+		if err == nil && n < len(p) {
+			// NB: the file shrank under us (see ReadAt).
+			err = io.ErrUnexpectedEOF
+		}
+		if err != nil {
+			err = d.opErr("read", len(p), off, ringErr(err))
+		}
+		done(err)
+	})
+	return err == nil
+}
+
+// Unplug implements AsyncReader.
+func (d *File) Unplug() {
+	if d.ring != nil {
+		d.ring.Unplug()
+	}
 }

@@ -319,7 +319,7 @@ func runModel(t *testing.T, seed uint64, nOps int) (crashes, hits int, err error
 			}
 			n := int(min(int64(1+rng.IntN(20000)), volBytes-off))
 			got := make([]byte, n)
-			if err := r.v.ReadAt(got, off); err != nil {
+			if err := modelRead(r.v, got, off, rng.IntN(2) == 0); err != nil {
 				return crashes, hits, fmt.Errorf("op %d read: %w", op, err)
 			}
 			if err := m.checkRead(off, got); err != nil {
@@ -439,4 +439,16 @@ func runModel(t *testing.T, seed uint64, nOps int) (crashes, hits int, err error
 		return crashes, hits, err
 	}
 	return crashes, hits, m.checkRead(0, img)
+}
+
+// modelRead reads through ReadAt, or through ReadAtAsync as the NBD
+// server does (Unplug, then wait for done).
+func modelRead(v *Volume, p []byte, off int64, async bool) error {
+	if !async {
+		return v.ReadAt(p, off)
+	}
+	done := make(chan error, 1)
+	v.ReadAtAsync(p, off, func(err error) { done <- err })
+	v.Unplug()
+	return <-done
 }

@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/layout"
@@ -68,6 +69,10 @@ type readPlan struct {
 	pieces []readPiece
 	errs   []error
 	wg     sync.WaitGroup
+	// An asynchronous read (ReadAtAsync): the pieces not yet complete,
+	// plus one while they are being started, and whom to tell.
+	left atomic.Int32
+	done func(error)
 }
 
 var readPlans = sync.Pool{New: func() any { return new(readPlan) }}
@@ -86,6 +91,7 @@ func (pl *readPlan) release() {
 	clear(pl.pieces)
 	clear(pl.errs)
 	pl.creads, pl.runs, pl.cells, pl.pieces, pl.errs = pl.creads[:0], pl.runs[:0], pl.cells[:0], pl.pieces[:0], pl.errs[:0]
+	pl.done = nil
 	readPlans.Put(pl)
 }
 
@@ -100,8 +106,15 @@ const maxReadPieces = 8
 // of a segment and per run of backing sectors, the independent ones
 // concurrently.
 func (v *Volume) readSectors(p []byte, off int64) error {
+	pl := v.planRead(p, off)
+	return v.finishRead(pl, v.readPieces(pl))
+}
+
+// planRead plans a sector-aligned read: under mu, per sector, the newest
+// source; the RAM buffer's sectors are copied right away, the slots of
+// cache blocks pinned, then the device reads are laid out (planPieces).
+func (v *Volume) planRead(p []byte, off int64) *readPlan {
 	pl := readPlans.Get().(*readPlan)
-	defer pl.release()
 	v.mu.Lock()
 	threshold := v.tun.get(vocab.ReadCacheThreshold)
 	for q, o := p, off; len(q) > 0; {
@@ -151,9 +164,14 @@ func (v *Volume) readSectors(p []byte, off int64) error {
 		o += int64(n) << layout.SectorShift
 	}
 	v.mu.Unlock()
-
 	pl.planPieces(p, off)
-	err := v.readPieces(pl)
+	return pl
+}
+
+// finishRead ends a planned read whose device reads are over (err is
+// their first error): it unpins the slots, fills the read cache cells and
+// releases the plan.
+func (v *Volume) finishRead(pl *readPlan, err error) error {
 	if len(pl.creads) > 0 {
 		v.mu.Lock()
 		for _, r := range pl.creads {
@@ -164,7 +182,118 @@ func (v *Volume) readSectors(p []byte, off int64) error {
 	if len(pl.cells) > 0 {
 		v.mu.rc.fill(v, pl.cells, err == nil)
 	}
+	pl.release()
 	return err
+}
+
+// ReadAtAsync is ReadAt for a caller that does not wait: done gets its
+// result exactly once and must not block. It runs on the calling
+// goroutine, before ReadAtAsync returns, when the RAM buffers held every
+// sector; from the cache device's completions (the reads may wait, queued,
+// for Unplug) when only whole cache
+// blocks are read and the device reads asynchronously (io_uring: no
+// goroutine waits at all); otherwise from a goroutine of its own, which
+// the volume's operation count ties to Close like any request.
+func (v *Volume) ReadAtAsync(p []byte, off int64, done func(error)) {
+	if err := v.checkRange(off, int64(len(p))); err != nil {
+		done(err)
+		return
+	}
+	if off%layout.SectorSize != 0 || len(p)%layout.SectorSize != 0 || len(p) == 0 {
+		go func() { done(v.ReadAt(p, off)) }()
+		return
+	}
+	if err := v.beginOp(); err != nil {
+		done(err)
+		return
+	}
+	pl := v.planRead(p, off)
+	if len(pl.pieces) == 0 {
+		err := v.finishRead(pl, nil)
+		v.endOp()
+		done(err)
+		return
+	}
+	if ar, ok := v.cache.(blockdev.AsyncReader); ok && pl.cacheOnly() {
+		v.readAsync(pl, ar, done)
+		return
+	}
+	go func() {
+		err := v.finishRead(pl, v.readPieces(pl))
+		v.endOp()
+		done(err)
+	}()
+}
+
+// Unplug submits the cache device reads ReadAtAsync queued: the caller of
+// ReadAtAsync must call it before it waits for anything, the volume
+// included (a queued read pins its segment's ring slot).
+func (v *Volume) Unplug() {
+	if ar, ok := v.cache.(blockdev.AsyncReader); ok {
+		ar.Unplug()
+	}
+}
+
+// cacheOnly reports whether every device read of the plan is cache blocks
+// read straight into the request.
+func (pl *readPlan) cacheOnly() bool {
+	if len(pl.cells) > 0 {
+		return false
+	}
+	for _, pc := range pl.pieces {
+		if !pc.cache || pc.bounce {
+			return false
+		}
+	}
+	return true
+}
+
+// readAsync starts the cache reads of a cacheOnly plan; the last to
+// complete finishes the read and calls done. A read the device declines
+// to start is done synchronously here.
+func (v *Volume) readAsync(pl *readPlan, ar blockdev.AsyncReader, done func(error)) {
+	n := len(pl.pieces)
+	if cap(pl.errs) < n {
+		pl.errs = make([]error, n)
+	}
+	pl.errs = pl.errs[:n]
+	pl.left.Store(int32(n) + 1) // +1: ours, until every read is started
+	pl.done = done
+	for j := range pl.pieces {
+		pc := &pl.pieces[j]
+		r := pl.creads[pc.k]
+		if ar.ReadAtAsync(pc.dst, v.geo.DataOffset(r.slot, r.i), pl.pieceDone(v, j)) {
+			continue
+		}
+		ar.Unplug() // we are about to wait
+		pl.errs[j] = v.readPiece(pl, pc)
+		pl.settle(v)
+	}
+	pl.settle(v)
+}
+
+// pieceDone returns the completion of piece j of an asynchronous read.
+func (pl *readPlan) pieceDone(v *Volume, j int) func(error) {
+	return func(err error) {
+		if err != nil {
+			v.stats.cacheReadErrors.Add(1)
+			r := pl.creads[pl.pieces[j].k]
+			pl.errs[j] = cacheReadError(err, v.geo.DataOffset(r.slot, r.i), r.slot, r.i, pl.pieces[j].n)
+		}
+		pl.settle(v)
+	}
+}
+
+// settle counts one piece (or the starter) of an asynchronous read off;
+// the last one finishes the read.
+func (pl *readPlan) settle(v *Volume) {
+	if pl.left.Add(-1) != 0 {
+		return
+	}
+	done := pl.done
+	err := v.finishRead(pl, firstErr(pl.errs...))
+	v.endOp()
+	done(err)
 }
 
 // planPieces turns the planned cache blocks and backing runs into device

@@ -4,6 +4,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/writeboost/writeboost/internal/blockdev"
 	"github.com/writeboost/writeboost/internal/vocab"
 )
 
@@ -106,6 +107,7 @@ func (v *Volume) Status() vocab.Status {
 	allowed := v.mu.allowWB
 	s.WritebackAllowed = &allowed
 	s.IndexBytes = uint64(v.mu.idx.bytes())
+	s.CacheIO, s.BackingIO = ioEngine(v.cache), ioEngine(v.backing)
 	if v.mu.failErr != nil {
 		s.Failed = v.mu.failErr.Error()
 	}
@@ -123,4 +125,19 @@ func (v *Volume) ClearStat() {
 		v.stats.stat[i].Store(0)
 	}
 	v.stats.flushRequests.Store(0)
+}
+
+// ioEngine names how a device submits its I/O (blockdev.File.IOEngine;
+// an NBD client is "nbd"), or "" for a device that does not say.
+func ioEngine(d blockdev.Device) string {
+	if t, ok := d.(*timedDevice); ok {
+		d = t.Device
+	}
+	switch d := d.(type) {
+	case interface{ IOEngine() string }:
+		return d.IOEngine()
+	case *blockdev.NBD:
+		return "nbd"
+	}
+	return ""
 }

@@ -224,12 +224,18 @@ func (v *Volume) readCacheBlocks(buf []byte, slot uint64, i int) error {
 	off := v.geo.DataOffset(slot, i)
 	if _, err := v.cache.ReadAt(buf, off); err != nil {
 		v.stats.cacheReadErrors.Add(1)
-		if n := len(buf) / layout.BlockSize; n > 1 {
-			return fmt.Errorf("read cache device at %d (ring slot %d, data slots %d..%d): %w", off, slot, i, i+n-1, err)
-		}
-		return fmt.Errorf("read cache device at %d (ring slot %d, data slot %d): %w", off, slot, i, err)
+		return cacheReadError(err, off, slot, i, len(buf)/layout.BlockSize)
 	}
 	return nil
+}
+
+// cacheReadError says which read of the cache device failed: n blocks
+// from data slot i of ring slot slot, at byte offset off.
+func cacheReadError(err error, off int64, slot uint64, i, n int) error {
+	if n > 1 {
+		return fmt.Errorf("read cache device at %d (ring slot %d, data slots %d..%d): %w", off, slot, i, i+n-1, err)
+	}
+	return fmt.Errorf("read cache device at %d (ring slot %d, data slot %d): %w", off, slot, i, err)
 }
 
 // writeAround sends a write straight to the backing device and invalidates

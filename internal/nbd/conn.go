@@ -36,7 +36,14 @@ type conn struct {
 	wmu  sync.Mutex // serialises replies on nc: one reply is one write
 	wErr error      // first reply write error, under wmu; later replies are dropped
 
-	wg sync.WaitGroup // request goroutines
+	wg sync.WaitGroup // requests in flight: request goroutines, asynchronous reads
+
+	// rp sends the replies of asynchronous reads; started by the
+	// connection goroutine at the first one (async.go).
+	rp *replier
+	// plugged is the backend whose reads this connection queued and
+	// has not yet unplugged (async.go); the connection goroutine's.
+	plugged AsyncReader
 
 	// batch holds the replies of inline writes not yet sent; only the
 	// connection goroutine touches it.

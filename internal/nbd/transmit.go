@@ -15,7 +15,9 @@ import (
 // batched replies and waits for the requests in flight, whose replies still
 // go out.
 func (c *conn) transmit(e *Export) {
+	defer c.stopReplier() // after the wait below: every reply is queued then
 	defer c.wg.Wait()
+	defer c.unplug()
 	defer c.sendBatch()
 	size := uint64(e.Backend.Size())
 	flags := c.s.transmissionFlags(e)
@@ -134,8 +136,11 @@ const maxBatch = 64
 // are not all buffered the read may wait for the client, so the batched
 // replies go out first (the client may be waiting for them to send more).
 func (c *conn) fill(n int) {
-	if len(c.batch) > 0 && c.br.Buffered() < n {
-		c.sendBatch()
+	if c.br.Buffered() < n {
+		c.unplug()
+		if len(c.batch) > 0 {
+			c.sendBatch()
+		}
 	}
 }
 
@@ -155,6 +160,7 @@ func (c *conn) sendBatch() {
 func (c *conn) writeInline(e *Export, req request) error {
 	n := int(req.length)
 	c.fill(n)
+	c.unplug() // WriteAt may wait inside the backend
 	p, err := c.br.Peek(n)
 	if err != nil {
 		return fmt.Errorf("read write payload: %w", err)
@@ -195,13 +201,23 @@ type op struct {
 	hdr  [simpleReplySize]byte
 	iov  [2][]byte
 	bufs net.Buffers
+
+	err      error       // an asynchronous read's result
+	readDone func(error) // readDoneFunc bound to this op, made once
 }
 
-var opPool = sync.Pool{New: func() any { return new(op) }}
+var opPool = sync.Pool{New: func() any {
+	o := new(op)
+	o.readDone = o.readDoneFunc
+	return o
+}}
 
 // dispatch validates a request, reads its payload, and hands it to a request
 // goroutine. An error means the stream cannot go on.
 func (c *conn) dispatch(e *Export, size uint64, flags uint16, req request) error {
+	if req.typ != cmdRead {
+		c.unplug() // a queued read must not wait behind it
+	}
 	code := check(e, size, flags, req)
 	var cost int64
 	switch {
@@ -242,6 +258,10 @@ func (c *conn) dispatch(e *Export, size uint64, flags uint16, req request) error
 			c.observed(&req, ErrRefused)
 			return nil
 		}
+	}
+	if ar, ok := e.Backend.(AsyncReader); ok && req.typ == cmdRead {
+		c.readAsync(ar, o)
+		return nil
 	}
 	c.wg.Add(1)
 	go o.run()
@@ -302,7 +322,7 @@ func (o *op) done() {
 		putBuf(o.buf)
 	}
 	o.c.release(o.cost)
-	*o = op{}
+	*o = op{readDone: o.readDone}
 	opPool.Put(o)
 }
 
@@ -317,9 +337,11 @@ func (c *conn) acquire(n int64) {
 	full := func() bool {
 		return c.nInflight >= c.s.opts.MaxInFlight || (c.nInflight > 0 && c.bytesInflight+n > c.s.opts.MaxInFlightBytes)
 	}
-	if full() && len(c.batch) > 0 {
-		// About to wait: the batched replies must not wait with us.
+	if full() {
+		// About to wait: the batched replies and the queued reads
+		// must not wait with us.
 		c.mu.Unlock()
+		c.unplug()
 		c.sendBatch()
 		c.mu.Lock()
 	}
@@ -328,7 +350,8 @@ func (c *conn) acquire(n int64) {
 	}
 	c.mu.Unlock()
 	if !c.s.budget.tryAcquire(n, &c.bytesInflight, &c.mu) {
-		c.sendBatch() // the budget makes us wait too: as above
+		c.unplug() // the budget makes us wait too: as above
+		c.sendBatch()
 		c.s.budget.acquire(n, &c.bytesInflight, &c.mu)
 	}
 	// Our own bounds still hold: requests only left meanwhile.

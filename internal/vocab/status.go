@@ -121,21 +121,26 @@ type Status struct {
 	Tunables           StatusTunables  `json:"tunables"`
 
 	// Extras, not part of the kernel's line.
-	NrMaxBatchedWriteback uint64   `json:"nr_max_batched_writeback"`
-	WriteAroundMode       bool     `json:"write_around_mode"`
-	NrReadCacheCells      uint64   `json:"nr_read_cache_cells"`
-	LastDurableID         uint64   `json:"last_durable_id"`      // segments synced on the cache device
-	SuperblockRecordID    uint64   `json:"superblock_record_id"` // last_writeback_segment_id last recorded
-	NrRAMBuffers          uint64   `json:"nr_ram_buffers"`
-	RAMBufferBytes        uint64   `json:"ram_buffer_bytes"` // data in rambufs not yet on the cache device
-	WritebackBytes        uint64   `json:"writeback_bytes"`  // written back since start
-	WritebackBytesPerSec  uint64   `json:"writeback_bytes_per_sec"`
-	WritebackAllowed      *bool    `json:"writeback_allowed"` // the modulator's verdict; nil: unknown
-	BackingUtilPercent    uint64   `json:"backing_util_percent"`
-	ReadCacheStaged       uint64   `json:"read_cache_staged"` // blocks staged by read caching
-	IndexBytes            uint64   `json:"index_bytes"`       // memory of the in-memory index
-	Errors                IOErrors `json:"errors"`
-	Failed                string   `json:"failed"` // why the volume refuses writes
+	NrMaxBatchedWriteback uint64 `json:"nr_max_batched_writeback"`
+	WriteAroundMode       bool   `json:"write_around_mode"`
+	NrReadCacheCells      uint64 `json:"nr_read_cache_cells"`
+	LastDurableID         uint64 `json:"last_durable_id"`      // segments synced on the cache device
+	SuperblockRecordID    uint64 `json:"superblock_record_id"` // last_writeback_segment_id last recorded
+	NrRAMBuffers          uint64 `json:"nr_ram_buffers"`
+	RAMBufferBytes        uint64 `json:"ram_buffer_bytes"` // data in rambufs not yet on the cache device
+	WritebackBytes        uint64 `json:"writeback_bytes"`  // written back since start
+	WritebackBytesPerSec  uint64 `json:"writeback_bytes_per_sec"`
+	WritebackAllowed      *bool  `json:"writeback_allowed"` // the modulator's verdict; nil: unknown
+	BackingUtilPercent    uint64 `json:"backing_util_percent"`
+	ReadCacheStaged       uint64 `json:"read_cache_staged"` // blocks staged by read caching
+	IndexBytes            uint64 `json:"index_bytes"`       // memory of the in-memory index
+	// CacheIO and BackingIO say how each device's I/O is submitted:
+	// "io_uring", "blocking" (system calls that wait), or "nbd" (a
+	// backing device reached over the network); empty when unknown.
+	CacheIO   string   `json:"cache_io"`
+	BackingIO string   `json:"backing_io"`
+	Errors    IOErrors `json:"errors"`
+	Failed    string   `json:"failed"` // why the volume refuses writes
 	// WritebackError is why writeback fails (retried with backoff) and
 	// WritebackFailingSeconds since when; empty and 0 while it works.
 	WritebackError          string  `json:"writeback_error"`
