@@ -182,7 +182,7 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 	}
 	defer backing.Close() // after the volume closed: every path below stops it first
 	defer cache.Close()
-	vol, err := cli.openVolume(ctx, log, backing, cache, tun)
+	vol, err := cli.openVolume(ctx, log, n, backing, cache, tun)
 	if err != nil {
 		return err
 	}
@@ -294,17 +294,28 @@ func tunableRanges() string {
 // openVolume checks that cache belongs to backing (binding.go), replays
 // the log and opens the engine, then records the binding if it is new.
 // On error the volume is closed; the devices are the caller's.
-func (cli *CLI) openVolume(ctx context.Context, log *slog.Logger, backing blockdev.Device, cache *blockdev.File, tun vocab.Values) (*engine.Volume, error) {
+func (cli *CLI) openVolume(ctx context.Context, log *slog.Logger, n *notifier, backing blockdev.Device, cache *blockdev.File, tun vocab.Values) (*engine.Volume, error) {
 	start := time.Now()
 	bind, err := cli.binding(cache, backing) // binding.go: CACHE must belong to BACKING
 	if err != nil {
 		return nil, err
 	}
 	cfg := engine.Config{Backing: backing, Cache: cache, Logger: log, Tunables: tun, WriteWaitLimit: cli.WriteWaitLimit}
+	var progress []func(done, total uint64)
 	if cli.tty != nil {
 		bar := wbcli.NewBar(cli.tty, "wb-create", "replaying the cache log", "segments", 0)
-		cfg.ReplayProgress = func(done, total uint64) { bar.Update(int64(done), int64(total)) }
+		progress = append(progress, func(done, total uint64) { bar.Update(int64(done), int64(total)) })
 		defer bar.Done() // before any error is printed
+	}
+	if n.enabled {
+		progress = append(progress, n.replayProgress(cli.Cache))
+	}
+	if len(progress) > 0 {
+		cfg.ReplayProgress = func(done, total uint64) {
+			for _, f := range progress {
+				f(done, total)
+			}
+		}
 	}
 	vol, err := engine.Open(cfg)
 	switch {

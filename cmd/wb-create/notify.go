@@ -66,6 +66,19 @@ func (n *notifier) status(format string, args ...any) {
 	n.send("STATUS=" + wbcli.OneLine(fmt.Sprintf(format, args...)))
 }
 
+// replayProgress returns a replay progress callback that keeps STATUS=
+// at "replaying the log of CACHE: N of M segments", at most once per
+// interval (and at the end).
+func (n *notifier) replayProgress(cache string) func(done, total uint64) {
+	var last time.Time
+	return func(done, total uint64) {
+		if now := time.Now(); done == total || now.Sub(last) >= n.interval {
+			last = now
+			n.status("replaying the log of %s: %d of %d segments", cache, done, total)
+		}
+	}
+}
+
 // ready says the volume serves, then keeps STATUS= current with status()
 // and pings the watchdog until close.
 func (n *notifier) ready(name string, status func() vocab.Status) {

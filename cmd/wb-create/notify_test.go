@@ -71,6 +71,13 @@ func TestNotify(t *testing.T) {
 	if len(seen) < 2 || !strings.Contains(seen[0], "STATUS=opening") {
 		t.Errorf("no STATUS= line before READY=1: %q", seen)
 	}
+	replaying := false
+	for _, m := range seen {
+		replaying = replaying || strings.Contains(m, "STATUS=replaying the log of "+c+": ")
+	}
+	if !replaying {
+		t.Errorf("no STATUS= line with the replay's progress before READY=1: %q", seen)
+	}
 	if !strings.Contains(ready, "STATUS=serving vol: 0 dirty blocks") {
 		t.Errorf("READY=1 without the serving status: %q", ready)
 	}
