@@ -271,11 +271,11 @@ func (p *lineProgress) update(dirty uint64, force bool) {
 		return
 	}
 	p.last, p.printed = dirty, now
-	line := fmt.Sprintf("drop_caches: %d dirty blocks left", dirty)
+	line := fmt.Sprintf("drop_caches: %d dirty blocks left (%s)", dirty, wbcli.HumanBytes(dirty*layout.BlockSize))
 	if el := now.Sub(p.start).Seconds(); el > 0 && p.total > dirty {
 		rate := float64(p.total-dirty) / el
 		eta := time.Duration(float64(dirty) / rate * float64(time.Second)).Round(time.Second)
-		line += fmt.Sprintf(", %.0f blocks/s, ETA %v", rate, eta)
+		line += fmt.Sprintf(", %.0f blocks/s (%s/s), ETA %v", rate, wbcli.HumanBytes(uint64(rate*layout.BlockSize)), eta)
 	}
 	fmt.Fprintln(p.w, line)
 }

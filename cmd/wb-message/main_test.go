@@ -216,7 +216,7 @@ func TestDropCachesProgress(t *testing.T) {
 	if len(lines) < 3 {
 		t.Fatalf("progress %q: want a first line, some steps and a last line", errOut)
 	}
-	if lines[0] != "drop_caches: 1000 dirty blocks left" {
+	if lines[0] != "drop_caches: 1000 dirty blocks left (3.9 MiB)" {
 		t.Errorf("first line %q", lines[0])
 	}
 	if !strings.HasPrefix(lines[len(lines)-1], "drop_caches: done, no dirty blocks left") {
@@ -231,8 +231,8 @@ func TestDropCachesProgress(t *testing.T) {
 		if left >= prev {
 			t.Errorf("dirty blocks left went from %d to %d", prev, left)
 		}
-		if !strings.Contains(l, "blocks/s, ETA") {
-			t.Errorf("progress line %q has no rate and ETA", l)
+		if !strings.Contains(l, "blocks/s (") || !strings.Contains(l, "/s), ETA") || !strings.Contains(l, "left (") {
+			t.Errorf("progress line %q lacks the bytes left, the rate in blocks and bytes, or the ETA", l)
 		}
 		prev = left
 	}
