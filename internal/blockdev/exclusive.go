@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -104,6 +105,33 @@ func (e *BusyError) Error() string { return "blockdev: open " + e.Path + ": " + 
 // Unwrap makes errors.Is(err, ErrBusy) hold.
 func (e *BusyError) Unwrap() error { return ErrBusy }
 
+// unheldWait bounds how long lockUnlessHeld tries again while no process
+// is seen holding the lock.
+var unheldWait = 5 * time.Second
+
+// lockUnlessHeld takes a lock with lock. While the lock is refused but
+// holders finds no process holding it, it tries again, for up to
+// unheldWait: a process that exited (killed, say) with io_uring I/O in
+// flight leaves its files open, and so locked, until the kernel has
+// finished that I/O and torn its ring down, which on a slow disk takes a
+// while; a restart right after the kill must not be refused as busy. A
+// holder it can see makes it give up at once. It returns the holders seen
+// last and lock's last error.
+func lockUnlessHeld(lock func() error, holders func() []Holder) ([]Holder, error) {
+	deadline := time.Now().Add(unheldWait)
+	for {
+		err := lock()
+		if !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EACCES) {
+			return nil, err
+		}
+		hs := holders()
+		if len(hs) > 0 || !time.Now().Before(deadline) {
+			return hs, err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // procRoot is /proc; tests do not change it, but one place names it.
 const procRoot = "/proc"
 
@@ -130,7 +158,9 @@ func (d *File) lockStorage(id Identity, readOnly bool, log *slog.Logger) error {
 			return nil
 		}
 	}
-	err := fdControl(f, func(fd int) error { return unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &lk) })
+	holders, err := lockUnlessHeld(func() error {
+		return fdControl(f, func(fd int) error { return unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &lk) })
+	}, func() []Holder { return lockHolders(f, d.f, f) })
 	switch {
 	case err == nil:
 		if f != d.f {
@@ -138,7 +168,6 @@ func (d *File) lockStorage(id Identity, readOnly bool, log *slog.Logger) error {
 		}
 		return nil
 	case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EACCES):
-		holders := lockHolders(f, d.f, f)
 		if f != d.f {
 			f.Close()
 		}

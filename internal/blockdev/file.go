@@ -209,9 +209,11 @@ func (d *File) init(opts FileOptions, id Identity, st fs.FileInfo, log *slog.Log
 			return fmt.Errorf("blockdev: open %s: %w", d.path, err)
 		}
 		d.exclusive = true
-		err := d.control(func(fd int) error { return unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) })
+		holders, err := lockUnlessHeld(func() error {
+			return d.control(func(fd int) error { return unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) })
+		}, func() []Holder { return lockHolders(d.f) })
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			return &BusyError{Path: d.path, Holders: lockHolders(d.f)}
+			return &BusyError{Path: d.path, Holders: holders}
 		}
 		if err != nil {
 			return fmt.Errorf("blockdev: lock %s: %w", d.path, err)
