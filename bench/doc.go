@@ -10,8 +10,13 @@
 // the targets judge. The references:
 //
 //   - physical limit: fio with O_DIRECT on a file in the same temporary
-//     directory as the cache files (512 KiB sequential write bandwidth,
-//     4 KiB random write IOPS, 1 MiB sequential read bandwidth);
+//     directory as the cache files (libaio: 512 KiB sequential write
+//     bandwidth, 4 KiB random write IOPS, 1 MiB sequential read bandwidth,
+//     4 KiB random read IOPS at QD32; psync at QD1: the median latency of a
+//     4 KiB random write followed by fdatasync, row
+//     physical/write-fdatasync-4k in µs, lower is better, the median write
+//     completion (write clat_ns p50) plus the median fdatasync (sync lat_ns
+//     p50) of fio's JSON);
 //   - NBD transport ceiling: nbdkit memory, driven by the same fio nbd job;
 //   - durable direct server: qemu-nbd --cache=none --aio=native on the
 //     physical-limit file;
