@@ -62,5 +62,25 @@
 // sends exactly one per N writes, but with iodepth > 1 fio 3.33 re-issues the
 // flush while writes are in flight (about one flush per write), so the
 // FLUSH-every-32 workload runs at iodepth 1. The harness checks the ratio
-// against nbdkit's stats filter in every run.
+// against nbdkit's stats filter in every run. That workload records a
+// second row per subject, nbd/randwrite-flush32-qd1-flush-p50/SUBJECT: the
+// median latency of its NBD_CMD_FLUSH requests in µs (fio's sync lat_ns
+// p50, median of the runs), referenced to physical/write-fdatasync-4k. fio
+// starts a FLUSH's clock once the request is submitted (against nbdkit
+// memory the p50 is about 4 µs), so the figure is the server's time to make
+// the writes durable and reply, not the client's cost of sending.
+//
+// Targets R16 are issue 16's "Figures to reach", all on the files subject
+// (writeboost on sparse files, no slow device under it) and all in one run,
+// quick or full: read hits 4 KiB QD32 (randread-cached-qd32) >= 0.8x the
+// cache file's libaio 4 KiB random reads at QD32 and >= 0.8x nbdkit
+// memory's; 1 MiB sequential writes at QD4 >= 0.8x the file's 512 KiB
+// sequential O_DIRECT writes (this was target "dev"); FLUSH every 32 writes
+// >= 0.6x the plain QD1 rate; the median FLUSH latency <= 1.2x the file's
+// own 4 KiB write + fdatasync; dense random writeback to the emulated HDD
+// >= 3x the unsorted 4 KiB drain rate (P4 keeps its 5x). --quick runs the
+// files subject on every workload these need. A target whose rows a mode
+// does not measure is marked full_only (N1's cold reads) and reported as
+// such in a quick run; a unit test checks that every other target names
+// rows the run records, in both modes.
 package main
