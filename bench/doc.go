@@ -26,8 +26,9 @@
 //     with nbdfuse, and the same disk given to writeboost directly as an
 //     nbd+unix URI (its own NBD client, no FUSE hop; issue 15). The direct
 //     subject, "writeboost (HDD over NBD)", is judged against the nbdfuse
-//     one (targets N1): no slower on the 4 KiB random writes and cold
-//     reads, and writeback of dense random dirty data at least 2x faster.
+//     one (targets N1): no slower on the 4 KiB random writes, cold reads
+//     and writeback drain rates, and dense random writeback in at most
+//     half the backing requests per block (see below).
 //
 // The NBD workloads run in epochs (cold reads; FLUSH every 32 writes; QD1
 // writes; QD32 writes and the 70/30 mix; 1 MiB writes, cached reads, 1 MiB
@@ -45,6 +46,23 @@
 // batch goes back in a few long writes. The unsorted-4k reference is the
 // NBD phase's randwrite-qd32 on the emulated disk; with --only writeback
 // the writeback phase runs that fio job itself.
+//
+// N1 asked until issue 16 a dense drain rate over NBD of at least 2x
+// nbdfuse's. Since the look-ahead planner a dense region goes back in a few
+// long writes: in the full run of 2026-11-27, 24 MiB drained in 25 writes
+// of about 1 MiB through nbdfuse (FUSE's max_write cuts every longer
+// write) and in 2 writes directly, in 0.19 s and 0.15 s, 130 and 170 MB/s,
+// against the emulated disk's rate limit of 1200 Mbit/s (150 MB/s, plus
+// a burst allowance). Both drains are bound by the disk's bandwidth, so no
+// transport can be twice as fast as one already at 0.87 of the cap, and a
+// larger region would not bring the 2x back (the cap is a rate): the 1.3x
+// measured is the per-request cost of 23 more requests, and the drains are
+// short enough (0.15-0.2 s) for fixed costs to weigh. The dense drain rate
+// is therefore judged "no slower" (>= 1x, as clustered and scattered), and
+// what the transport itself decides, the number of requests that carry the
+// bytes, is judged on the rows writeback/dense/requests(/nbd): backing
+// write requests per 4 KiB block over NBD <= 0.5x nbdfuse's (0.08x in that
+// run). The rate rows and P4/R16 on them are unchanged.
 //
 // Engine-only figures come from internal/engine's Go benchmarks
 // (BenchmarkRandomWrite4K, BenchmarkReplay1GiB, BenchmarkOpenIndexMemory16GiB,

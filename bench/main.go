@@ -244,9 +244,17 @@ func targets() []*target {
 		{Name: "P7", Desc: "read hits 4K QD32 vs nbdkit memory random reads", Row: n("randread-cached-qd32", sWBHDD), Ref: n("randread-cached-qd32", sMemory), Op: ">=", Value: 0.8},
 		// Issue 15: the emulated HDD reached directly over NBD against the
 		// same through nbdfuse. The cache-bound figures must be no slower
-		// (0.9: the run's noise on two shared cores); writeback, which is
-		// bound by the path to the disk, must be, and dense at least 2x.
-		{Name: "N1", Desc: "HDD over NBD vs nbdfuse: writeback drain rate, dense random", Row: wbRowID("dense", "rate", viaNBD), Ref: wbRowID("dense", "rate", viaFuse), Op: ">=", Value: 2},
+		// (0.9: the run's noise on two shared cores), and so must writeback,
+		// which is bound by the path to the disk. Dense writeback was
+		// judged on its drain rate (>= 2x) until the look-ahead planner
+		// (issue 16) made both transports drain the region in a few long
+		// writes at the emulated disk's bandwidth cap: no transport can
+		// then be 2x the other. What the transport still decides is how
+		// many requests (each paying the disk's per-request delay) carry
+		// those bytes: nbdfuse cuts each write at FUSE's max_write. See
+		// doc.go.
+		{Name: "N1", Desc: "HDD over NBD vs nbdfuse: writeback backing requests per block, dense random", Row: wbRowID("dense", "requests", viaNBD), Ref: wbRowID("dense", "requests", viaFuse), Op: "<=", Value: 0.5},
+		{Name: "N1", Desc: "HDD over NBD vs nbdfuse: writeback drain rate, dense random (disk-bandwidth bound)", Row: wbRowID("dense", "rate", viaNBD), Ref: wbRowID("dense", "rate", viaFuse), Op: ">=", Value: 1},
 		{Name: "N1", Desc: "HDD over NBD vs nbdfuse: writeback drain rate, clustered", Row: wbRowID("clustered", "rate", viaNBD), Ref: wbRowID("clustered", "rate", viaFuse), Op: ">=", Value: 1},
 		{Name: "N1", Desc: "HDD over NBD vs nbdfuse: writeback drain rate, scattered", Row: wbRowID("scattered", "rate", viaNBD), Ref: wbRowID("scattered", "rate", viaFuse), Op: ">=", Value: 1},
 		{Name: "N1", Desc: "HDD over NBD vs nbdfuse: 4K randwrite QD1", Row: n("randwrite-qd1", sWBNBD), Ref: n("randwrite-qd1", sWBHDD), Op: ">=", Value: 0.9},

@@ -183,3 +183,29 @@ func mustParse(t *testing.T, s string) fioResult {
 	}
 	return r
 }
+
+// N1 dense: judged on backing requests per block (what the transport
+// decides), the drain rate kept at "no slower"; no 2x rate target left.
+func TestN1Dense(t *testing.T) {
+	var req, rate int
+	for _, g := range targets() {
+		if g.Name != "N1" {
+			continue
+		}
+		switch {
+		case g.Row == wbRowID("dense", "requests", viaNBD) && g.Ref == wbRowID("dense", "requests", viaFuse):
+			req++
+			if g.Op != "<=" || g.Value != 0.5 {
+				t.Errorf("N1 dense requests: %s %v", g.Op, g.Value)
+			}
+		case g.Row == wbRowID("dense", "rate", viaNBD) && g.Ref == wbRowID("dense", "rate", viaFuse):
+			rate++
+			if g.Op != ">=" || g.Value != 1 {
+				t.Errorf("N1 dense rate: %s %v", g.Op, g.Value)
+			}
+		}
+	}
+	if req != 1 || rate != 1 {
+		t.Errorf("N1 dense: %d requests targets, %d rate targets", req, rate)
+	}
+}
