@@ -226,10 +226,9 @@ func targets() []*target {
 		{Name: "P1", Desc: "4K randwrite QD32 via NBD vs qemu-nbd O_DIRECT on the cache file", Row: n("randwrite-qd32", sWBFiles), Ref: n("randwrite-qd32", sQemu), Op: ">=", Value: 2},
 		{Name: "P1", Desc: "1 MiB seq write QD4 via NBD vs nbdkit memory (transport ceiling)", Row: n("seqwrite-1m-qd4", sWBFiles), Ref: n("seqwrite-1m-qd4", sMemory), Op: ">=", Value: 0.8},
 		{Name: "P1", Desc: "1 MiB seq read QD4 via NBD vs nbdkit memory (transport ceiling)", Row: n("seqread-1m-qd4", sWBFiles), Ref: n("seqread-1m-qd4", sMemory), Op: ">=", Value: 0.8},
-		// The device ceiling under those two: every byte of a sequential
-		// write goes to the cache file, and a read of cached data comes
-		// from it, so they cannot beat the file's own O_DIRECT rates.
-		{Name: "dev", Desc: "1 MiB seq write via NBD vs the cache file's own O_DIRECT seq write", Row: n("seqwrite-1m-qd4", sWBFiles), Ref: "physical/seqwrite-512k", Op: ">=", Value: 0.8},
+		// The device ceiling under the sequential read: a read of cached
+		// data comes from the cache file, so it cannot beat the file's own
+		// O_DIRECT rate (the sequential write's ceiling is an R16 target).
 		{Name: "dev", Desc: "1 MiB seq read via NBD vs the cache file's own O_DIRECT seq read", Row: n("seqread-1m-qd4", sWBFiles), Ref: "physical/seqread-1m", Op: ">=", Value: 0.8},
 		{Name: "P2", Desc: "engine 4K random writes vs cache file 512K seq O_DIRECT write", Row: "engine/randwrite-4k", Ref: "physical/seqwrite-512k", Op: ">=", Value: 0.8},
 		{Name: "P3", Desc: "HDD: 4K randwrite QD1 vs nbdkit file on the HDD", Row: n("randwrite-qd1", sWBHDD), Ref: n("randwrite-qd1", sHDD), Op: ">=", Value: 100},
@@ -245,14 +244,33 @@ func targets() []*target {
 		{Name: "P7", Desc: "read hits 4K QD32 vs nbdkit memory random reads", Row: n("randread-cached-qd32", sWBHDD), Ref: n("randread-cached-qd32", sMemory), Op: ">=", Value: 0.8},
 		// Issue 15: the emulated HDD reached directly over NBD against the
 		// same through nbdfuse. The cache-bound figures must be no slower
-		// (0.9: the run's noise on two shared cores); writeback, which is
-		// bound by the path to the disk, must be, and dense at least 2x.
-		{Name: "N1", Desc: "HDD over NBD vs nbdfuse: writeback drain rate, dense random", Row: wbRowID("dense", "rate", viaNBD), Ref: wbRowID("dense", "rate", viaFuse), Op: ">=", Value: 2},
+		// (0.9: the run's noise on two shared cores), and so must writeback,
+		// which is bound by the path to the disk. Dense writeback was
+		// judged on its drain rate (>= 2x) until the look-ahead planner
+		// (issue 16) made both transports drain the region in a few long
+		// writes at the emulated disk's bandwidth cap: no transport can
+		// then be 2x the other. What the transport still decides is how
+		// many requests (each paying the disk's per-request delay) carry
+		// those bytes: nbdfuse cuts each write at FUSE's max_write. See
+		// doc.go.
+		{Name: "N1", Desc: "HDD over NBD vs nbdfuse: writeback backing requests per block, dense random", Row: wbRowID("dense", "requests", viaNBD), Ref: wbRowID("dense", "requests", viaFuse), Op: "<=", Value: 0.5},
+		{Name: "N1", Desc: "HDD over NBD vs nbdfuse: writeback drain rate, dense random (disk-bandwidth bound)", Row: wbRowID("dense", "rate", viaNBD), Ref: wbRowID("dense", "rate", viaFuse), Op: ">=", Value: 1},
 		{Name: "N1", Desc: "HDD over NBD vs nbdfuse: writeback drain rate, clustered", Row: wbRowID("clustered", "rate", viaNBD), Ref: wbRowID("clustered", "rate", viaFuse), Op: ">=", Value: 1},
 		{Name: "N1", Desc: "HDD over NBD vs nbdfuse: writeback drain rate, scattered", Row: wbRowID("scattered", "rate", viaNBD), Ref: wbRowID("scattered", "rate", viaFuse), Op: ">=", Value: 1},
 		{Name: "N1", Desc: "HDD over NBD vs nbdfuse: 4K randwrite QD1", Row: n("randwrite-qd1", sWBNBD), Ref: n("randwrite-qd1", sWBHDD), Op: ">=", Value: 0.9},
 		{Name: "N1", Desc: "HDD over NBD vs nbdfuse: 4K randwrite QD32", Row: n("randwrite-qd32", sWBNBD), Ref: n("randwrite-qd32", sWBHDD), Op: ">=", Value: 0.9},
-		{Name: "N1", Desc: "HDD over NBD vs nbdfuse: 4K cold randread QD32 (every read from the disk)", Row: n("randread-cold-qd32", sWBNBD), Ref: n("randread-cold-qd32", sWBHDD), Op: ">=", Value: 1},
+		{Name: "N1", Desc: "HDD over NBD vs nbdfuse: 4K cold randread QD32 (every read from the disk)", Row: n("randread-cold-qd32", sWBNBD), Ref: n("randread-cold-qd32", sWBHDD), Op: ">=", Value: 1, FullOnly: true},
+		// Issue 16, "Figures to reach": reads at the cache device's speed,
+		// writes at the log's speed, all on the files subject (no slow
+		// device under it) against the cache file's own fio figures.
+		{Name: "R16", Desc: "read hits 4K QD32 via NBD vs the cache file's own libaio 4K rand read QD32", Row: n("randread-cached-qd32", sWBFiles), Ref: physRowID("randread-4k"), Op: ">=", Value: 0.8},
+		{Name: "R16", Desc: "read hits 4K QD32 via NBD vs nbdkit memory random reads", Row: n("randread-cached-qd32", sWBFiles), Ref: n("randread-cached-qd32", sMemory), Op: ">=", Value: 0.8},
+		// Every byte of a sequential write goes to the cache file: it
+		// cannot beat the file's own O_DIRECT rate.
+		{Name: "R16", Desc: "1 MiB seq write QD4 via NBD vs the cache file's own 512K seq O_DIRECT write", Row: n("seqwrite-1m-qd4", sWBFiles), Ref: physRowID("seqwrite-512k"), Op: ">=", Value: 0.8},
+		{Name: "R16", Desc: "FLUSH every 32 writes vs plain, QD1 (flush32 / plain)", Row: n("randwrite-flush32-qd1", sWBFiles), Ref: n("randwrite-qd1", sWBFiles), Op: ">=", Value: 0.6},
+		{Name: "R16", Desc: "FLUSH p50 latency via NBD vs the cache file's 4K write + fdatasync p50", Row: n(flushLatKey("randwrite-flush32-qd1"), sWBFiles), Ref: physRowID("write-fdatasync-4k"), Op: "<=", Value: 1.2},
+		{Name: "R16", Desc: "writeback drain rate, dense random, vs unsorted 4K writeback", Row: wbRowID("dense", "rate", viaFuse), Ref: "writeback/unsorted-4k", Op: ">=", Value: 3},
 		{Name: "check", Desc: "fio --fsync=32 (QD1) sends one NBD FLUSH per 32 writes", Row: "check/fsync32", Op: "~", Value: 32, Tol: 1},
 	}
 }

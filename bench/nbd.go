@@ -29,7 +29,23 @@ type workload struct {
 	subjects []string
 	quick    []string // the subjects measured in --quick mode
 	ref      map[string]string
+	// flushLat: a second row per subject, the median latency of the job's
+	// NBD_CMD_FLUSH requests (fio's sync lat_ns), against the cache file's
+	// own 4 KiB write + fdatasync.
+	flushLat bool
 }
+
+// subjectsFor returns the subjects wl measures in c's mode.
+func (wl workload) subjectsFor(c config) []string {
+	if c.quick {
+		return wl.quick
+	}
+	return wl.subjects
+}
+
+// flushLatKey is the workload of a flushLat row: its id is
+// nbdRowID(flushLatKey(wl.key), subject).
+func flushLatKey(wl string) string { return wl + "-flush-p50" }
 
 // workloads are run in this order, grouped in epochs. At the start of each
 // epoch the stateful subjects (both writeboost volumes and the cache filter)
@@ -47,10 +63,10 @@ func workloads() []workload {
 			ref:      map[string]string{sWBHDD: sHDD, sWBNBD: sWBHDD, sCache: sHDD}},
 		{key: "randwrite-flush32-qd1", epoch: "flush", job: fioJob{RW: "randwrite", BS: 4 * kib, Depth: 1, Fsync: 32}, unit: "IOPS",
 			subjects: []string{sMemory, sQemu, sWBFiles, sWBHDD, sCache},
-			quick:    []string{sWBHDD, sCache},
-			ref:      map[string]string{sWBHDD: sCache}},
+			quick:    []string{sWBFiles, sWBHDD, sCache},
+			ref:      map[string]string{sWBHDD: sCache}, flushLat: true},
 		{key: "randwrite-qd1", epoch: "qd1", job: r4("randwrite", 1), unit: "IOPS",
-			subjects: all, quick: []string{sWBHDD, sWBNBD, sHDD},
+			subjects: all, quick: []string{sWBFiles, sWBHDD, sWBNBD, sHDD},
 			ref: map[string]string{sWBHDD: sHDD, sWBNBD: sWBHDD}},
 		{key: "randwrite-qd32", epoch: "qd32", job: r4("randwrite", 32), unit: "IOPS",
 			subjects: all, quick: []string{sMemory, sQemu, sWBFiles, sWBHDD, sWBNBD, sCache, sHDD},
@@ -61,7 +77,7 @@ func workloads() []workload {
 			subjects: []string{sMemory, sWBFiles, sWBHDD, sCache, sHDD}, quick: []string{sMemory, sWBHDD, sWBFiles}},
 		{key: "randread-cached-qd32", epoch: "seq", job: r4("randread", 32), unit: "IOPS",
 			subjects: []string{sMemory, sQemu, sWBFiles, sWBHDD, sCache},
-			quick:    []string{sMemory, sWBHDD}},
+			quick:    []string{sMemory, sWBFiles, sWBHDD}},
 		{key: "seqread-1m-qd4", epoch: "seq", job: fioJob{RW: "read", BS: mib, Depth: 4}, unit: "MB/s",
 			subjects: []string{sMemory, sWBFiles, sWBHDD, sCache}, quick: []string{sMemory, sWBFiles}},
 	}
@@ -122,10 +138,7 @@ func nbdPhase(ctx context.Context, e *env, c config, res *results, haveWB bool) 
 
 	epoch := ""
 	for _, wl := range workloads() {
-		subjects := wl.subjects
-		if c.quick {
-			subjects = wl.quick
-		}
+		subjects := wl.subjectsFor(c)
 		if len(subjects) == 0 {
 			continue
 		}
@@ -145,6 +158,8 @@ func nbdPhase(ctx context.Context, e *env, c config, res *results, haveWB bool) 
 		}
 		runs := map[string][]float64{}
 		errs := map[string]error{}
+		lat := map[string][]float64{} // flushLat: median FLUSH latency per run, µs
+		latWhy := map[string]string{} // flushLat: why a run gave none
 		for rep := 0; rep < c.reps; rep++ {
 			for _, subj := range subjects {
 				s, ok := servers[subj]
@@ -172,6 +187,13 @@ func nbdPhase(ctx context.Context, e *env, c config, res *results, haveWB bool) 
 					v = r.BW() / 1e6
 				}
 				runs[subj] = append(runs[subj], v)
+				if wl.flushLat {
+					if l, err := r.FlushP50(); err != nil {
+						latWhy[subj] = fmt.Sprintf("run %d: %v", rep+1, err)
+					} else {
+						lat[subj] = append(lat[subj], l)
+					}
+				}
 			}
 		}
 		for _, subj := range subjects {
@@ -188,6 +210,22 @@ func nbdPhase(ctx context.Context, e *env, c config, res *results, haveWB bool) 
 				res.missing(r, errs[subj].Error())
 			default:
 				res.add(r, runs[subj])
+			}
+			if !wl.flushLat {
+				continue
+			}
+			lr := &row{Group: "nbd", Workload: flushLatKey(wl.key), Subject: subj, Unit: "µs", Better: "lower",
+				ID: nbdRowID(flushLatKey(wl.key), subj), Ref: physRowID("write-fdatasync-4k"),
+				Note: "median NBD_CMD_FLUSH latency of each run (fio sync lat_ns p50)"}
+			switch {
+			case failed[subj] != "":
+				res.missing(lr, "server failed: "+failed[subj])
+			case errs[subj] != nil:
+				res.missing(lr, errs[subj].Error())
+			case latWhy[subj] != "":
+				res.missing(lr, latWhy[subj])
+			default:
+				res.add(lr, lat[subj])
 			}
 		}
 	}

@@ -46,16 +46,19 @@ func (r *row) ok() bool { return r.Missing == "" && len(r.Runs) > 0 }
 // medians, otherwise the row's median itself. Op is ">=", "<=" or "~" (within
 // Tol of Value).
 type target struct {
-	Name    string   `json:"name"`
-	Desc    string   `json:"description"`
-	Row     string   `json:"row"`
-	Ref     string   `json:"reference,omitempty"`
-	Op      string   `json:"op"`
-	Value   float64  `json:"value"`
-	Tol     float64  `json:"tolerance,omitempty"`
-	Got     *float64 `json:"got,omitempty"` // the ratio, or the row's median
-	Verdict string   `json:"verdict"`       // PASS, MISS or missing
-	Why     string   `json:"why,omitempty"` // for missing
+	Name  string  `json:"name"`
+	Desc  string  `json:"description"`
+	Row   string  `json:"row"`
+	Ref   string  `json:"reference,omitempty"`
+	Op    string  `json:"op"`
+	Value float64 `json:"value"`
+	Tol   float64 `json:"tolerance,omitempty"`
+	// FullOnly: the rows are measured in full mode only (--quick leaves
+	// the workload's subjects out to stay short).
+	FullOnly bool     `json:"full_only,omitempty"`
+	Got      *float64 `json:"got,omitempty"` // the ratio, or the row's median
+	Verdict  string   `json:"verdict"`       // PASS, MISS or missing
+	Why      string   `json:"why,omitempty"` // for missing
 }
 
 func (t *target) goal() string {
@@ -136,6 +139,8 @@ func (res *results) judge() {
 		t.Got, t.Verdict, t.Why = nil, "missing", ""
 		r, ok := res.byID[t.Row]
 		switch {
+		case !ok && t.FullOnly && res.Mode == "quick":
+			t.Why = "measured in full mode only"
 		case !ok:
 			t.Why = t.Row + " not measured"
 		case !r.ok():

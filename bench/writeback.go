@@ -75,6 +75,9 @@ var (
 	viaNBD  = transport{"nbd", "writeboost (HDD over NBD)"}
 )
 
+// wbTransports are the writeback phase's transports, in run order.
+func wbTransports() []transport { return []transport{viaFuse, viaNBD} }
+
 // wbRowID is the id of a writeback row: writeback/PATTERN/METRIC, with
 // /nbd after it for the direct NBD transport.
 func wbRowID(pat, metric string, tr transport) string {
@@ -226,7 +229,7 @@ func writebackPhase(ctx context.Context, e *env, c config, res *results, haveWB 
 			why                        string
 			last                       wbSample
 		}
-		trs := []transport{viaFuse, viaNBD}
+		trs := wbTransports()
 		got := make([]series, len(trs))
 		if !haveWB {
 			for i := range got {
