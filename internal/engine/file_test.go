@@ -15,22 +15,7 @@ import (
 // unaligned requests and replay through the real backend.
 func TestOnFiles(t *testing.T) {
 	dir := t.TempDir()
-	open := func(name string, size int64) *blockdev.File {
-		path := filepath.Join(dir, name)
-		if _, err := os.Stat(path); err != nil {
-			if err := os.WriteFile(path, nil, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Truncate(path, size); err != nil {
-				t.Fatal(err)
-			}
-		}
-		d, err := blockdev.OpenFile(path, blockdev.FileOptions{Direct: true, Exclusive: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return d
-	}
+	open := func(name string, size int64) *blockdev.File { return openTestFile(t, filepath.Join(dir, name), size) }
 	cache, backing := open("cache", cacheSize(3)), open("backing", 4<<20)
 	if err := Format(cache); err != nil {
 		t.Fatal(err)
@@ -90,4 +75,23 @@ func TestOnFiles(t *testing.T) {
 	if err := v.ReadAt(got, 0); err != nil || !bytes.Equal(got, model) {
 		t.Fatalf("volume differs from the model after replay (err %v)", err)
 	}
+}
+
+// openTestFile opens path as an O_DIRECT, exclusive device, made first as
+// a sparse file of size bytes if it does not exist. The caller closes it.
+func openTestFile(t *testing.T, path string, size int64) *blockdev.File {
+	t.Helper()
+	if _, err := os.Stat(path); err != nil {
+		if err := os.WriteFile(path, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(path, size); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d, err := blockdev.OpenFile(path, blockdev.FileOptions{Direct: true, Exclusive: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
 }

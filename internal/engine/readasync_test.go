@@ -21,17 +21,7 @@ import (
 func TestReadAtAsyncOnFiles(t *testing.T) {
 	dir := t.TempDir()
 	open := func(name string, size int64) *blockdev.File {
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, nil, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Truncate(path, size); err != nil {
-			t.Fatal(err)
-		}
-		d, err := blockdev.OpenFile(path, blockdev.FileOptions{Direct: true, Exclusive: true})
-		if err != nil {
-			t.Fatal(err)
-		}
+		d := openTestFile(t, filepath.Join(dir, name), size)
 		t.Cleanup(func() { d.Close() })
 		return d
 	}

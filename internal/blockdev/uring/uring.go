@@ -553,41 +553,29 @@ func result(res int32) (int, error) {
 // ReadAt reads len(p) bytes at off from fd like pread(2) in a loop: it
 // returns fewer only at the end of the file (n < len(p), no error).
 func (r *Ring) ReadAt(fd int, p []byte, off int64) (int, error) {
-	done := 0
-	for done < len(p) {
-		q := p[done:]
-		res, err := r.do(sqe{opcode: opRead, fd: int32(fd), off: uint64(off) + uint64(done),
-			addr: uint64(uintptr(unsafe.Pointer(&q[0]))), len: uint32(len(q))}, q)
-		if err != nil {
-			return done, err
-		}
-		if res == -int32(unix.EAGAIN) || res == -int32(unix.EINTR) {
-			continue
-		}
-		n, err := result(res)
-		if err != nil {
-			return done, err
-		}
-		if n == 0 {
-			break // end of file
-		}
-		done += n
-	}
-	return done, nil
+	return r.transfer(opRead, fd, p, off, 0)
 }
 
 // WriteAt writes p at off to fd like pwrite(2) in a loop.
 func (r *Ring) WriteAt(fd int, p []byte, off int64) (int, error) {
-	return r.WriteAtFlags(fd, p, off, 0)
+	return r.transfer(opWrite, fd, p, off, 0)
 }
 
 // WriteAtFlags is WriteAt with pwritev2(2) flags (unix.RWF_DSYNC: each
 // piece is durable when it completes).
 func (r *Ring) WriteAtFlags(fd int, p []byte, off int64, flags int) (int, error) {
+	return r.transfer(opWrite, fd, p, off, flags)
+}
+
+// transfer reads or writes all of p at off, one operation after another
+// until done: a retry after EAGAIN or EINTR, the rest after a short
+// transfer. A read stops at the end of the file; a write that makes no
+// progress fails with EIO.
+func (r *Ring) transfer(op uint8, fd int, p []byte, off int64, flags int) (int, error) {
 	done := 0
 	for done < len(p) {
 		q := p[done:]
-		res, err := r.do(sqe{opcode: opWrite, fd: int32(fd), off: uint64(off) + uint64(done),
+		res, err := r.do(sqe{opcode: op, fd: int32(fd), off: uint64(off) + uint64(done),
 			addr: uint64(uintptr(unsafe.Pointer(&q[0]))), len: uint32(len(q)), opFlags: uint32(flags)}, q)
 		if err != nil {
 			return done, err
@@ -596,11 +584,13 @@ func (r *Ring) WriteAtFlags(fd int, p []byte, off int64, flags int) (int, error)
 			continue
 		}
 		n, err := result(res)
-		if err != nil {
+		switch {
+		case err != nil:
 			return done, err
-		}
-		if n == 0 {
-			return done, unix.EIO // a write that makes no progress
+		case n == 0 && op == opRead:
+			return done, nil // end of file
+		case n == 0:
+			return done, unix.EIO
 		}
 		done += n
 	}
