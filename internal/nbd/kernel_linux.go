@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 
@@ -154,7 +155,20 @@ func Attach(ctx context.Context, dev string, export Export, opts ...Options) (*A
 	go func() { // owned by the Attachment; Close waits on doItDone
 		defer close(a.doItDone)
 		// NBD_DO_IT runs the device until it is disconnected; it holds
-		// this goroutine's thread in the kernel meanwhile.
+		// this goroutine's thread in the kernel meanwhile. A signal
+		// delivered to that thread (SIGTERM to the process lands on any
+		// thread) would interrupt it: the driver then shuts the socket
+		// down, and the restarted ioctl fails with EBUSY. So the thread
+		// blocks every signal; it is locked and never unlocked, so it
+		// ends with this goroutine and its mask with it.
+		runtime.LockOSThread()
+		var all unix.Sigset_t
+		for i := range all.Val {
+			all.Val[i] = ^uint64(0)
+		}
+		if err := unix.PthreadSigmask(unix.SIG_BLOCK, &all, nil); err != nil {
+			srv.log.Warn("nbd: cannot block signals on the NBD_DO_IT thread", "err", err)
+		}
 		if err := unix.IoctlSetInt(fd, ioctlDoIt, 0); err != nil {
 			a.doItErr = fmt.Errorf("NBD_DO_IT on %s: %w", dev, err)
 		}
