@@ -17,8 +17,7 @@ import (
 func (c *conn) transmit(e *Export) {
 	defer c.stopReplier() // after the wait below: every reply is queued then
 	defer c.wg.Wait()
-	defer c.unplug()
-	defer c.sendBatch()
+	defer c.beforeWait()
 	size := uint64(e.Backend.Size())
 	flags := c.s.transmissionFlags(e)
 	iw, _ := e.Backend.(InlineWriter)
@@ -35,6 +34,11 @@ func (c *conn) transmit(e *Export) {
 			return
 		}
 		c.observing(&req)
+		if req.typ != cmdRead {
+			// Any other request may wait inside the backend, for a
+			// slot a queued read pins.
+			c.unplug()
+		}
 		if req.typ == cmdDisc {
 			// Soft disconnect: the deferred wait sends what is in flight.
 			return
@@ -137,11 +141,16 @@ const maxBatch = 64
 // replies go out first (the client may be waiting for them to send more).
 func (c *conn) fill(n int) {
 	if c.br.Buffered() < n {
-		c.unplug()
-		if len(c.batch) > 0 {
-			c.sendBatch()
-		}
+		c.beforeWait()
 	}
+}
+
+// beforeWait is called by the connection goroutine before it may wait (for
+// the client, for its budget): the batched replies and the queued reads
+// must not wait with it.
+func (c *conn) beforeWait() {
+	c.unplug()
+	c.sendBatch()
 }
 
 // sendBatch sends the batched replies of inline writes in one write.
@@ -160,7 +169,6 @@ func (c *conn) sendBatch() {
 func (c *conn) writeInline(e *Export, req request) error {
 	n := int(req.length)
 	c.fill(n)
-	c.unplug() // WriteAt may wait inside the backend
 	p, err := c.br.Peek(n)
 	if err != nil {
 		return fmt.Errorf("read write payload: %w", err)
@@ -215,9 +223,6 @@ var opPool = sync.Pool{New: func() any {
 // dispatch validates a request, reads its payload, and hands it to a request
 // goroutine. An error means the stream cannot go on.
 func (c *conn) dispatch(e *Export, size uint64, flags uint16, req request) error {
-	if req.typ != cmdRead {
-		c.unplug() // a queued read must not wait behind it
-	}
 	code := check(e, size, flags, req)
 	var cost int64
 	switch {
@@ -338,11 +343,8 @@ func (c *conn) acquire(n int64) {
 		return c.nInflight >= c.s.opts.MaxInFlight || (c.nInflight > 0 && c.bytesInflight+n > c.s.opts.MaxInFlightBytes)
 	}
 	if full() {
-		// About to wait: the batched replies and the queued reads
-		// must not wait with us.
 		c.mu.Unlock()
-		c.unplug()
-		c.sendBatch()
+		c.beforeWait()
 		c.mu.Lock()
 	}
 	for full() {
@@ -350,8 +352,7 @@ func (c *conn) acquire(n int64) {
 	}
 	c.mu.Unlock()
 	if !c.s.budget.tryAcquire(n, &c.bytesInflight, &c.mu) {
-		c.unplug() // the budget makes us wait too: as above
-		c.sendBatch()
+		c.beforeWait() // the budget makes us wait too
 		c.s.budget.acquire(n, &c.bytesInflight, &c.mu)
 	}
 	// Our own bounds still hold: requests only left meanwhile.
