@@ -234,6 +234,14 @@ func (v *Volume) Unplug() {
 	}
 }
 
+// sizeErrs makes pl.errs one error per piece.
+func (pl *readPlan) sizeErrs() {
+	if cap(pl.errs) < len(pl.pieces) {
+		pl.errs = make([]error, len(pl.pieces))
+	}
+	pl.errs = pl.errs[:len(pl.pieces)]
+}
+
 // cacheOnly reports whether every device read of the plan is cache blocks
 // read straight into the request.
 func (pl *readPlan) cacheOnly() bool {
@@ -253,10 +261,7 @@ func (pl *readPlan) cacheOnly() bool {
 // to start is done synchronously here.
 func (v *Volume) readAsync(pl *readPlan, ar blockdev.AsyncReader, done func(error)) {
 	n := len(pl.pieces)
-	if cap(pl.errs) < n {
-		pl.errs = make([]error, n)
-	}
-	pl.errs = pl.errs[:n]
+	pl.sizeErrs()
 	pl.left.Store(int32(n) + 1) // +1: ours, until every read is started
 	pl.done = done
 	for j := range pl.pieces {
@@ -276,9 +281,8 @@ func (v *Volume) readAsync(pl *readPlan, ar blockdev.AsyncReader, done func(erro
 func (pl *readPlan) pieceDone(v *Volume, j int) func(error) {
 	return func(err error) {
 		if err != nil {
-			v.stats.cacheReadErrors.Add(1)
 			r := pl.creads[pl.pieces[j].k]
-			pl.errs[j] = cacheReadError(err, v.geo.DataOffset(r.slot, r.i), r.slot, r.i, pl.pieces[j].n)
+			pl.errs[j] = v.cacheReadFailed(err, r.slot, r.i, pl.pieces[j].n)
 		}
 		pl.settle(v)
 	}
@@ -337,10 +341,7 @@ func (v *Volume) readPieces(pl *readPlan) error {
 	case 1:
 		return v.readPiece(pl, &pl.pieces[0])
 	}
-	if cap(pl.errs) < len(pl.pieces) {
-		pl.errs = make([]error, len(pl.pieces))
-	}
-	pl.errs = pl.errs[:len(pl.pieces)]
+	pl.sizeErrs()
 	// Pieces beyond the bound are taken in turn by the goroutines: each
 	// reads piece g, g+w, g+2w...
 	w := min(len(pl.pieces), maxReadPieces)

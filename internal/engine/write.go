@@ -223,15 +223,16 @@ func (v *Volume) unpinLocked(slot uint64) {
 func (v *Volume) readCacheBlocks(buf []byte, slot uint64, i int) error {
 	off := v.geo.DataOffset(slot, i)
 	if _, err := v.cache.ReadAt(buf, off); err != nil {
-		v.stats.cacheReadErrors.Add(1)
-		return cacheReadError(err, off, slot, i, len(buf)/layout.BlockSize)
+		return v.cacheReadFailed(err, slot, i, len(buf)/layout.BlockSize)
 	}
 	return nil
 }
 
-// cacheReadError says which read of the cache device failed: n blocks
-// from data slot i of ring slot slot, at byte offset off.
-func cacheReadError(err error, off int64, slot uint64, i, n int) error {
+// cacheReadFailed counts a failed read of the cache device and says which
+// one it was: n blocks from data slot i of ring slot slot.
+func (v *Volume) cacheReadFailed(err error, slot uint64, i, n int) error {
+	v.stats.cacheReadErrors.Add(1)
+	off := v.geo.DataOffset(slot, i)
 	if n > 1 {
 		return fmt.Errorf("read cache device at %d (ring slot %d, data slots %d..%d): %w", off, slot, i, i+n-1, err)
 	}
