@@ -388,8 +388,7 @@ func (r *Ring) resubmit(id uint32, a *asyncOp) error {
 	// closed under it.
 	r.pushLocked(e)
 	if err := r.enterLocked(); err != nil {
-		r.broken = fmt.Errorf("uring: io_uring_enter: %w", err)
-		return r.broken
+		return err
 	}
 	return errResubmitted
 }
@@ -425,12 +424,7 @@ func (r *Ring) submit(id uint32, e sqe, async *asyncOp, plug bool) (pushed bool,
 		return true, nil
 	}
 	if err := r.enterLocked(); err != nil {
-		// The ring itself is refused (errors of an operation come in
-		// its CQE). Nothing enters it again, so the kernel never sees
-		// the SQEs left in it nor their buffers; their slots stay
-		// taken.
-		r.broken = fmt.Errorf("uring: io_uring_enter: %w", err)
-		return true, r.broken
+		return true, err
 	}
 	r.active.Add(1)
 	return true, nil
@@ -490,9 +484,7 @@ func (r *Ring) Unplug() {
 	if r.pending == 0 || r.broken != nil {
 		return
 	}
-	if err := r.enterLocked(); err != nil {
-		r.broken = fmt.Errorf("uring: io_uring_enter: %w", err)
-	}
+	r.enterLocked() // a failure breaks the ring: later operations get it
 }
 
 // WriteAtAsync is ReadAtAsync for a write of p.
@@ -520,7 +512,11 @@ func (r *Ring) do(e sqe, buf []byte) (int32, error) {
 
 // enterLocked hands the pending SQEs to the kernel; it never waits for
 // completions. Transient refusals (EINTR; EAGAIN and EBUSY when the
-// kernel is short of memory or completions) are retried.
+// kernel is short of memory or completions) are retried. Any other
+// failure is the ring's itself (errors of an operation come in its CQE):
+// it sets r.broken, which every later operation gets. Nothing enters the
+// ring again then, so the kernel never sees the SQEs left in it nor
+// their buffers; their slots stay taken.
 func (r *Ring) enterLocked() error {
 	for tries := 0; r.pending > 0; tries++ {
 		n, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(r.pending), 0, 0, 0, 0)
@@ -531,13 +527,13 @@ func (r *Ring) enterLocked() error {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN, unix.EBUSY:
-			if tries >= 2000 {
-				return errno // about 2 s
+			if tries < 2000 { // about 2 s
+				time.Sleep(time.Duration(min(tries+1, 100)) * 10 * time.Microsecond)
+				continue
 			}
-			time.Sleep(time.Duration(min(tries+1, 100)) * 10 * time.Microsecond)
-			continue
 		}
-		return errno
+		r.broken = fmt.Errorf("uring: io_uring_enter: %w", errno)
+		return r.broken
 	}
 	return nil
 }
