@@ -439,15 +439,7 @@ func (r *Ring) startAsync(op uint8, fd int, buf []byte, off int64, cb func(n int
 		cb(0, nil)
 		return nil
 	}
-	var id uint32
-	select {
-	case id = <-r.free:
-	default:
-		// Every slot is taken; some may hold plugged SQEs, which
-		// only an enter frees.
-		r.Unplug()
-		id = <-r.free
-	}
+	id := r.takeSlot()
 	e := sqe{opcode: op, fd: int32(fd), off: uint64(off), addr: uint64(uintptr(unsafe.Pointer(&buf[0]))),
 		len: uint32(len(buf)), userData: uint64(id)}
 	if pushed, err := r.submit(id, e, &asyncOp{e: e, buf: buf, cb: cb}, plug); err != nil {
@@ -495,7 +487,7 @@ func (r *Ring) WriteAtAsync(fd int, p []byte, off int64, cb func(n int, err erro
 // do submits one operation and waits for its result (>= 0, or a negated
 // errno). buf is kept alive until the kernel is done with it.
 func (r *Ring) do(e sqe, buf []byte) (int32, error) {
-	id := <-r.free
+	id := r.takeSlot()
 	e.userData = uint64(id)
 	if pushed, err := r.submit(id, e, nil, false); err != nil {
 		if !pushed {
@@ -508,6 +500,18 @@ func (r *Ring) do(e sqe, buf []byte) (int32, error) {
 	r.free <- id
 	r.active.Done()
 	return res, nil
+}
+
+// takeSlot waits for an idle slot. When every slot is taken, some may
+// hold plugged SQEs, which only an enter completes: it unplugs first.
+func (r *Ring) takeSlot() uint32 {
+	select {
+	case id := <-r.free:
+		return id
+	default:
+		r.Unplug()
+		return <-r.free
+	}
 }
 
 // enterLocked hands the pending SQEs to the kernel; it never waits for
