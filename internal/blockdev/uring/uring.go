@@ -16,7 +16,11 @@
 // The ring is sized at Open; at most that many operations are in flight
 // (further submitters wait for a slot), and the completion queue is twice
 // as large, so it never overflows. Buffers must stay valid until the call
-// returns, which the blocking API guarantees (runtime.KeepAlive).
+// returns, which the blocking API guarantees (runtime.KeepAlive), and must
+// not move: the kernel holds only their address. A buffer on a goroutine's
+// stack would move when the stack grows while its owner waits, and the
+// kernel would write into the old stack; so every buffer is stored in its
+// slot (slot.buf), which makes the compiler put it on the heap.
 //
 // Open fails where the kernel has no io_uring or refuses it (seccomp,
 // kernel.io_uring_disabled, an old kernel without IORING_OP_READ/WRITE):
@@ -134,6 +138,9 @@ func init() {
 // the kernel orders the poller after the submitter).
 type slot struct {
 	done chan int32
+	// buf is the synchronous operation's buffer, stored here only so
+	// that the compiler allocates every buffer passed in on the heap.
+	buf []byte
 	// async, when not nil, is the operation of ReadAtAsync or
 	// WriteAtAsync in this slot: the poller completes it, with no one
 	// waiting on done.
@@ -489,6 +496,7 @@ func (r *Ring) WriteAtAsync(fd int, p []byte, off int64, cb func(n int, err erro
 func (r *Ring) do(e sqe, buf []byte) (int32, error) {
 	id := r.takeSlot()
 	e.userData = uint64(id)
+	r.slots[id].buf = buf // buf escapes: see the package comment
 	if pushed, err := r.submit(id, e, nil, false); err != nil {
 		if !pushed {
 			r.free <- id
@@ -496,7 +504,7 @@ func (r *Ring) do(e sqe, buf []byte) (int32, error) {
 		return 0, err
 	}
 	res := <-r.slots[id].done
-	runtime.KeepAlive(buf)
+	r.slots[id].buf = nil
 	r.free <- id
 	r.active.Done()
 	return res, nil
