@@ -340,47 +340,72 @@ func holdsLock(fdinfo string, wants []string) bool {
 	return false
 }
 
-// claimedBy says what holds the block device rdev that refused O_EXCL:
-// its mount point, or the kernel devices stacked on it (sysfs holders).
-func claimedBy(rdev uint64) (mountedOn string, usedBy []string) {
-	nums := devString(rdev)
+// claimed says who holds the block device id, opened as path, that
+// refused O_EXCL. The kernel's claim spans a disk and its partitions, so
+// it looks at the device, its whole disk and its partitions (claimSpan):
+// a mount point or kernel devices stacked on one of them (sysfs holders:
+// dm-0, md0), else the processes holding a lock on one's node, as
+// another writeboost that opened it exclusively does.
+func (s sysfs) claimed(path string, id Identity) *BusyError {
+	be := &BusyError{Path: path, Claimed: true}
+	span := s.claimSpan(id)
 	if mi, err := os.Open(filepath.Join(procRoot, "self", "mountinfo")); err == nil {
 		sc := bufio.NewScanner(mi)
 		for sc.Scan() {
 			// 27 1 254:0 / / rw,relatime - ext4 /dev/vda rw
 			fs := strings.Fields(sc.Text())
-			if len(fs) > 4 && fs[2] == nums {
-				mountedOn = fs[4]
+			if len(fs) > 4 && slices.ContainsFunc(span, func(n blockNode) bool { return n.nums == fs[2] }) {
+				be.MountedOn = fs[4]
 				break
 			}
 		}
 		mi.Close()
 	}
-	if ents, err := os.ReadDir(filepath.Join(host.sys, "dev", "block", nums, "holders")); err == nil {
-		for _, e := range ents {
-			usedBy = append(usedBy, e.Name())
+	for _, n := range span {
+		if ents, err := os.ReadDir(filepath.Join(s.sys, "dev", "block", n.nums, "holders")); err == nil {
+			for _, e := range ents {
+				be.UsedBy = append(be.UsedBy, e.Name())
+			}
 		}
 	}
-	return mountedOn, usedBy
-}
-
-// claimed says who holds the block device id, opened as path, that
-// refused O_EXCL: its mount point or the kernel devices stacked on it
-// (claimedBy), else the processes holding a lock on its node or on its
-// whole disk's, as another writeboost that opened it, or a partition of
-// the same disk, exclusively does.
-func claimed(path string, id Identity) *BusyError {
-	be := &BusyError{Path: path, Claimed: true}
-	if be.MountedOn, be.UsedBy = claimedBy(id.Rdev); be.held() {
+	if be.held() {
 		return be
 	}
 	var wants []string
-	for _, l := range id.levels() {
+	for _, n := range span {
 		var st unix.Stat_t
-		if l.id.Kind == KindBlock && unix.Stat(l.id.Path, &st) == nil {
+		if unix.Stat(n.node, &st) == nil {
 			wants = append(wants, lockKey(st.Dev, st.Ino))
 		}
 	}
 	be.Holders = findHolders(wants, nil)
 	return be
+}
+
+// blockNode is a block device as claimed looks at it: its numbers
+// ("8:17") and its device node.
+type blockNode struct{ nums, node string }
+
+// claimSpan lists the block devices whose claim refuses an exclusive
+// open of id: id itself, its whole disk if it is a partition, its
+// partitions if it has any.
+func (s sysfs) claimSpan(id Identity) []blockNode {
+	span := []blockNode{{devString(id.Rdev), id.Path}}
+	if id.Parent != nil {
+		span = append(span, blockNode{devString(id.Parent.Rdev), id.Parent.Path})
+	}
+	dir, err := filepath.EvalSymlinks(filepath.Join(s.sys, "dev", "block", devString(id.Rdev)))
+	if err != nil {
+		return span
+	}
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if _, err := os.Stat(filepath.Join(dir, e.Name(), "partition")); err != nil {
+			continue
+		}
+		if nums, err := readLine(filepath.Join(dir, e.Name(), "dev")); err == nil {
+			span = append(span, blockNode{nums, filepath.Join(s.dev, e.Name())})
+		}
+	}
+	return span
 }

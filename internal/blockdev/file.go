@@ -32,7 +32,10 @@ type FileOptions struct {
 	// or held by device-mapper), and locks the bytes of the storage below
 	// it, through loop devices and partitions (exclusive.go). A second
 	// exclusive open of the same storage, under whatever name, fails with a
-	// *BusyError, which wraps ErrBusy.
+	// *BusyError, which wraps ErrBusy: at once where the holder is seen
+	// (a process with a lock, a mount, a kernel device stacked on it),
+	// after up to 5 s of trying again where nobody is, as while the kernel
+	// tears down the io_uring of a process just killed (retryUnlessHeld).
 	Exclusive bool
 	// IO says how reads, writes and syncs are submitted; the zero value
 	// is IOAuto.
@@ -170,7 +173,7 @@ func OpenFile(path string, opts FileOptions) (*File, error) {
 		// NB: a block device closed a moment ago after io_uring I/O
 		// (ours, or another program's) stays claimed until the kernel
 		// has torn that ring down.
-		err = retryUnlessHeld(open, func() *BusyError { return claimed(path, id) }, unix.EBUSY)
+		err = retryUnlessHeld(open, func() *BusyError { return host.claimed(path, id) }, unix.EBUSY)
 	} else {
 		err = open()
 	}
