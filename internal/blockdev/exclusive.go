@@ -105,30 +105,41 @@ func (e *BusyError) Error() string { return "blockdev: open " + e.Path + ": " + 
 // Unwrap makes errors.Is(err, ErrBusy) hold.
 func (e *BusyError) Unwrap() error { return ErrBusy }
 
-// unheldWait bounds how long lockUnlessHeld tries again while no process
-// is seen holding the lock.
-var unheldWait = 5 * time.Second
+// held reports whether e names someone: a process holding a lock, a
+// mount point, or a kernel device stacked on the device.
+func (e *BusyError) held() bool {
+	return len(e.Holders) > 0 || e.MountedOn != "" || len(e.UsedBy) > 0
+}
 
-// lockUnlessHeld takes a lock with lock. While the lock is refused but
-// holders finds no process holding it, it tries again, for up to
-// unheldWait: a process that exited (killed, say) with io_uring I/O in
-// flight leaves its files open, and so locked, until the kernel has
-// finished that I/O and torn its ring down, which on a slow disk takes a
-// while; a restart right after the kill must not be refused as busy. A
-// holder it can see makes it give up at once. It returns the holders seen
-// last and lock's last error.
-func lockUnlessHeld(lock func() error, holders func() []Holder) ([]Holder, error) {
-	deadline := time.Now().Add(unheldWait)
+// busyWait bounds how long retryUnlessHeld tries again while nobody is
+// seen holding what it wants; busyRetryDelay is its pause between tries.
+var busyWait = 5 * time.Second
+
+const busyRetryDelay = 50 * time.Millisecond
+
+// retryUnlessHeld is the one rule for every refusal an exclusive open
+// meets: O_EXCL's EBUSY on a block device, a refused flock, a refused
+// byte-range lock. It calls try until try fails with none of the errnos
+// in busy. While try is refused and who, asked who holds it, names
+// nobody (BusyError.held), it tries again, for up to busyWait: a process
+// that exited (killed, say) with io_uring I/O in flight leaves its files
+// open, and so locked and claimed, until the kernel has finished that I/O
+// and torn its ring down, which on a slow disk takes a while; a restart
+// right after the kill must not be refused as busy. Someone it can see
+// makes it give up at once. It returns nil, try's other error, or who's
+// last answer.
+func retryUnlessHeld(try func() error, who func() *BusyError, busy ...unix.Errno) error {
+	deadline := time.Now().Add(busyWait)
 	for {
-		err := lock()
-		if !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EACCES) {
-			return nil, err
+		err := try()
+		if err == nil || !slices.ContainsFunc(busy, func(e unix.Errno) bool { return errors.Is(err, e) }) {
+			return err
 		}
-		hs := holders()
-		if len(hs) > 0 || !time.Now().Before(deadline) {
-			return hs, err
+		be := who()
+		if be.held() || !time.Now().Before(deadline) {
+			return be
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(busyRetryDelay)
 	}
 }
 
@@ -158,20 +169,23 @@ func (d *File) lockStorage(id Identity, readOnly bool, log *slog.Logger) error {
 			return nil
 		}
 	}
-	holders, err := lockUnlessHeld(func() error {
+	err := retryUnlessHeld(func() error {
 		return fdControl(f, func(fd int) error { return unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &lk) })
-	}, func() []Holder { return lockHolders(f, d.f, f) })
+	}, func() *BusyError {
+		return &BusyError{Path: d.path, Via: id.Via(), Holders: lockHolders(f, d.f, f)}
+	}, unix.EAGAIN, unix.EACCES)
+	var be *BusyError
 	switch {
 	case err == nil:
 		if f != d.f {
 			d.lockFile = f
 		}
 		return nil
-	case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EACCES):
+	case errors.As(err, &be):
 		if f != d.f {
 			f.Close()
 		}
-		return &BusyError{Path: d.path, Via: id.Via(), Holders: holders}
+		return be
 	case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOLCK), errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.ENOSYS):
 		// A file system without byte-range locks.
 		log.Info("blockdev: byte-range locks not supported; only the device itself is locked", "path", d.path, "storage", bottom.id.Path, "err", err)
@@ -259,13 +273,21 @@ func lockHolders(f *os.File, skip ...*os.File) []Holder {
 			return nil
 		})
 	}
-	return findHolders(st.Dev, st.Ino, skipFD)
+	return findHolders([]string{lockKey(st.Dev, st.Ino)}, skipFD)
 }
 
-// findHolders scans /proc for locks on inode ino of device dev, leaving
+// lockKey is how fdinfo's lock lines name inode ino of device dev:
+// "fe:00:1234".
+func lockKey(dev, ino uint64) string {
+	return fmt.Sprintf("%02x:%02x:%d", unix.Major(dev), unix.Minor(dev), ino)
+}
+
+// findHolders scans /proc for locks on the inodes wants (lockKey), leaving
 // out our own file descriptors in skipFD.
-func findHolders(dev, ino uint64, skipFD map[string]bool) []Holder {
-	want := fmt.Sprintf("%02x:%02x:%d", unix.Major(dev), unix.Minor(dev), ino)
+func findHolders(wants []string, skipFD map[string]bool) []Holder {
+	if len(wants) == 0 {
+		return nil
+	}
 	self := os.Getpid()
 	procs, err := os.ReadDir(procRoot)
 	if err != nil {
@@ -286,7 +308,7 @@ func findHolders(dev, ino uint64, skipFD map[string]bool) []Holder {
 			if pid == self && skipFD[fd.Name()] {
 				continue
 			}
-			if holdsLock(filepath.Join(dir, fd.Name()), want) {
+			if holdsLock(filepath.Join(dir, fd.Name()), wants) {
 				comm, _ := readLine(filepath.Join(procRoot, p.Name(), "comm"))
 				hs = append(hs, Holder{PID: pid, Command: comm})
 				break
@@ -297,9 +319,9 @@ func findHolders(dev, ino uint64, skipFD map[string]bool) []Holder {
 	return hs
 }
 
-// holdsLock reports whether the fdinfo file lists a lock on the inode
-// want ("fe:00:1234").
-func holdsLock(fdinfo, want string) bool {
+// holdsLock reports whether the fdinfo file lists a lock on one of the
+// inodes wants ("fe:00:1234").
+func holdsLock(fdinfo string, wants []string) bool {
 	f, err := os.Open(fdinfo)
 	if err != nil {
 		return false
@@ -311,33 +333,79 @@ func holdsLock(fdinfo, want string) bool {
 		if !strings.HasPrefix(line, "lock:") {
 			continue
 		}
-		if slices.Contains(strings.Fields(line), want) {
+		if slices.ContainsFunc(strings.Fields(line), func(f string) bool { return slices.Contains(wants, f) }) {
 			return true
 		}
 	}
 	return false
 }
 
-// claimedBy says what holds the block device rdev that refused O_EXCL:
-// its mount point, or the kernel devices stacked on it (sysfs holders).
-func claimedBy(rdev uint64) (mountedOn string, usedBy []string) {
-	nums := devString(rdev)
+// claimed says who holds the block device id, opened as path, that
+// refused O_EXCL. The kernel's claim spans a disk and its partitions, so
+// it looks at the device, its whole disk and its partitions (claimSpan):
+// a mount point or kernel devices stacked on one of them (sysfs holders:
+// dm-0, md0), else the processes holding a lock on one's node, as
+// another writeboost that opened it exclusively does.
+func (s sysfs) claimed(path string, id Identity) *BusyError {
+	be := &BusyError{Path: path, Claimed: true}
+	span := s.claimSpan(id)
 	if mi, err := os.Open(filepath.Join(procRoot, "self", "mountinfo")); err == nil {
 		sc := bufio.NewScanner(mi)
 		for sc.Scan() {
 			// 27 1 254:0 / / rw,relatime - ext4 /dev/vda rw
 			fs := strings.Fields(sc.Text())
-			if len(fs) > 4 && fs[2] == nums {
-				mountedOn = fs[4]
+			if len(fs) > 4 && slices.ContainsFunc(span, func(n blockNode) bool { return n.nums == fs[2] }) {
+				be.MountedOn = fs[4]
 				break
 			}
 		}
 		mi.Close()
 	}
-	if ents, err := os.ReadDir(filepath.Join(host.sys, "dev", "block", nums, "holders")); err == nil {
-		for _, e := range ents {
-			usedBy = append(usedBy, e.Name())
+	for _, n := range span {
+		if ents, err := os.ReadDir(filepath.Join(s.sys, "dev", "block", n.nums, "holders")); err == nil {
+			for _, e := range ents {
+				be.UsedBy = append(be.UsedBy, e.Name())
+			}
 		}
 	}
-	return mountedOn, usedBy
+	if be.held() {
+		return be
+	}
+	var wants []string
+	for _, n := range span {
+		var st unix.Stat_t
+		if unix.Stat(n.node, &st) == nil {
+			wants = append(wants, lockKey(st.Dev, st.Ino))
+		}
+	}
+	be.Holders = findHolders(wants, nil)
+	return be
+}
+
+// blockNode is a block device as claimed looks at it: its numbers
+// ("8:17") and its device node.
+type blockNode struct{ nums, node string }
+
+// claimSpan lists the block devices whose claim refuses an exclusive
+// open of id: id itself, its whole disk if it is a partition, its
+// partitions if it has any.
+func (s sysfs) claimSpan(id Identity) []blockNode {
+	span := []blockNode{{devString(id.Rdev), id.Path}}
+	if id.Parent != nil {
+		span = append(span, blockNode{devString(id.Parent.Rdev), id.Parent.Path})
+	}
+	dir, err := filepath.EvalSymlinks(filepath.Join(s.sys, "dev", "block", devString(id.Rdev)))
+	if err != nil {
+		return span
+	}
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if _, err := os.Stat(filepath.Join(dir, e.Name(), "partition")); err != nil {
+			continue
+		}
+		if nums, err := readLine(filepath.Join(dir, e.Name(), "dev")); err == nil {
+			span = append(span, blockNode{nums, filepath.Join(s.dev, e.Name())})
+		}
+	}
+	return span
 }

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // busy opens path exclusively and wants a *BusyError.
@@ -151,6 +153,71 @@ func TestExclusiveThroughLoop(t *testing.T) {
 			t.Errorf("no warning logged: %q", log.String())
 		}
 	})
+}
+
+// TestClaimedAcrossPartitions: the kernel's claim spans a disk and its
+// partitions, so a refused O_EXCL is seen held through any of them: a
+// process locking a partition's node or the disk's, a kernel device
+// stacked on a partition. A sibling partition is no holder.
+func TestClaimedAcrossPartitions(t *testing.T) {
+	s, _ := fakeSys(t)
+	node := func(name string) string { return filepath.Join(s.dev, name) }
+	// Regular files for nodes: a holder locks them as it would the
+	// device (the fake 8:x nodes open no device).
+	for _, name := range []string{"sdb", "sdb1", "sdb2"} {
+		if err := os.Remove(node(name)); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(node(name), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sdb := Identity{Path: node("sdb"), Kind: KindBlock, Rdev: unix.Mkdev(8, 16)}
+	part := func(n uint32) Identity {
+		return Identity{Path: node("sdb" + itoa(int(n))), Kind: KindBlock, Rdev: unix.Mkdev(8, 16+n), Parent: &sdb}
+	}
+	sdb1, sdb2 := part(1), part(2)
+	lock := func(name string) (unlock func()) {
+		f, err := os.Open(node(name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+			t.Fatal(err)
+		}
+		return func() { f.Close() }
+	}
+	self := []int{os.Getpid()}
+	for _, id := range []Identity{sdb, sdb1, sdb2} {
+		if be := s.claimed(id.Path, id); be.held() || !be.Claimed {
+			t.Errorf("%s, nobody holding: %+v", id.Path, be)
+		}
+	}
+
+	unlock := lock("sdb1")
+	if be := s.claimed(sdb.Path, sdb); !slices.Equal(holderPIDs(be.Holders), self) {
+		t.Errorf("disk of a locked partition: holders %+v, want this process", be.Holders)
+	}
+	if be := s.claimed(sdb2.Path, sdb2); be.held() {
+		t.Errorf("sibling of a locked partition: %+v", be)
+	}
+	unlock()
+
+	unlock = lock("sdb")
+	if be := s.claimed(sdb2.Path, sdb2); !slices.Equal(holderPIDs(be.Holders), self) {
+		t.Errorf("partition of a locked disk: holders %+v, want this process", be.Holders)
+	}
+	unlock()
+
+	if err := os.MkdirAll(filepath.Join(s.sys, "dev", "block", "8:17", "holders", "dm-0"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if be := s.claimed(sdb.Path, sdb); !slices.Equal(be.UsedBy, []string{"dm-0"}) || be.Detail() != "in use by dm-0 (the kernel holds it)" {
+		t.Errorf("disk of a partition under dm-0: %+v, Detail %q", be, be.Detail())
+	}
+	if be := s.claimed(sdb2.Path, sdb2); be.held() {
+		t.Errorf("sibling of a partition under dm-0: %+v", be)
+	}
 }
 
 func TestBusyDetail(t *testing.T) {

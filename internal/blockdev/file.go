@@ -9,7 +9,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -33,7 +32,10 @@ type FileOptions struct {
 	// or held by device-mapper), and locks the bytes of the storage below
 	// it, through loop devices and partitions (exclusive.go). A second
 	// exclusive open of the same storage, under whatever name, fails with a
-	// *BusyError, which wraps ErrBusy.
+	// *BusyError, which wraps ErrBusy: at once where the holder is seen
+	// (a process with a lock, a mount, a kernel device stacked on it),
+	// after up to 5 s of trying again where nobody is, as while the kernel
+	// tears down the io_uring of a process just killed (retryUnlessHeld).
 	Exclusive bool
 	// IO says how reads, writes and syncs are submitted; the zero value
 	// is IOAuto.
@@ -67,13 +69,6 @@ func ParseIOEngine(s string) (IOEngine, error) {
 	}
 	return 0, fmt.Errorf("I/O engine %q: want auto, io_uring or blocking", s)
 }
-
-// busyRetries and busyRetryDelay bound how long OpenFile looks again at a
-// block device its exclusive open finds busy (about 200 ms).
-const (
-	busyRetries    = 10
-	busyRetryDelay = 20 * time.Millisecond
-)
 
 // ringEntries is the depth of a File's io_uring: operations beyond it
 // wait for a slot. The engine keeps far fewer in flight per device.
@@ -161,7 +156,7 @@ func OpenFile(path string, opts FileOptions) (*File, error) {
 
 	direct := opts.Direct
 	var f *os.File
-	for try := 0; ; try++ {
+	open := func() error {
 		if direct {
 			f, err = openFile(path, flag|unix.O_DIRECT, 0)
 			if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
@@ -172,20 +167,21 @@ func OpenFile(path string, opts FileOptions) (*File, error) {
 		if !direct {
 			f, err = openFile(path, flag, 0)
 		}
+		return err
+	}
+	if flag&unix.O_EXCL != 0 {
 		// NB: a block device closed a moment ago after io_uring I/O
 		// (ours, or another program's) stays claimed until the kernel
-		// has torn that ring down: look again for a short while before
-		// calling it busy.
-		if !errors.Is(err, unix.EBUSY) || flag&unix.O_EXCL == 0 || try == busyRetries {
-			break
-		}
-		time.Sleep(busyRetryDelay)
+		// has torn that ring down.
+		err = retryUnlessHeld(open, func() *BusyError { return host.claimed(path, id) }, unix.EBUSY)
+	} else {
+		err = open()
+	}
+	var be *BusyError
+	if errors.As(err, &be) {
+		return nil, be
 	}
 	if err != nil {
-		if errors.Is(err, unix.EBUSY) {
-			mounted, usedBy := claimedBy(id.Rdev)
-			return nil, &BusyError{Path: path, Claimed: true, MountedOn: mounted, UsedBy: usedBy}
-		}
 		return nil, fmt.Errorf("blockdev: open %s: %w", path, err)
 	}
 	d := &File{path: path, f: f, block: block, direct: direct, readOnly: opts.ReadOnly}
@@ -209,11 +205,14 @@ func (d *File) init(opts FileOptions, id Identity, st fs.FileInfo, log *slog.Log
 			return fmt.Errorf("blockdev: open %s: %w", d.path, err)
 		}
 		d.exclusive = true
-		holders, err := lockUnlessHeld(func() error {
+		err := retryUnlessHeld(func() error {
 			return d.control(func(fd int) error { return unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) })
-		}, func() []Holder { return lockHolders(d.f) })
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return &BusyError{Path: d.path, Holders: holders}
+		}, func() *BusyError {
+			return &BusyError{Path: d.path, Holders: lockHolders(d.f)}
+		}, unix.EWOULDBLOCK)
+		var be *BusyError
+		if errors.As(err, &be) {
+			return be
 		}
 		if err != nil {
 			return fmt.Errorf("blockdev: lock %s: %w", d.path, err)

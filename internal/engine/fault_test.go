@@ -34,19 +34,12 @@ func newFaultRig(t *testing.T, nSeg int, tun vocab.Values) *faultRig {
 func newFaultRigFUA(t *testing.T, nSeg int, tun vocab.Values, fua bool) *faultRig {
 	t.Helper()
 	f := &faultRig{cacheMem: blockdev.NewMem(cacheSize(nSeg)), backMem: blockdev.NewMem(1 << 20)}
-	if err := Format(f.cacheMem); err != nil {
-		t.Fatal(err)
-	}
 	f.cache, f.back = blockdev.NewFaulty(f.cacheMem), blockdev.NewFaulty(f.backMem)
 	var cache blockdev.Device = f.cache
 	if !fua {
 		cache = noFUADevice{f.cache}
 	}
-	v, err := Open(Config{Backing: f.back, Cache: cache, Tunables: tun, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.v = v
+	f.v = openOn(t, f.back, cache, Config{Tunables: tun})
 	t.Cleanup(func() {
 		f.cache.Clear()
 		f.back.Clear()
@@ -387,14 +380,8 @@ func TestCloseWithDeadBacking(t *testing.T) {
 // there, also after a restart.
 func TestFullBackingIsVisibleAndBounded(t *testing.T) {
 	cacheMem, backMem := blockdev.NewMem(cacheSize(3)), blockdev.NewMem(4<<20)
-	if err := Format(cacheMem); err != nil {
-		t.Fatal(err)
-	}
 	back := blockdev.NewFaulty(backMem)
-	v, err := Open(Config{Backing: back, Cache: cacheMem, Logger: testLogger(t), WriteWaitLimit: 300 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := openOn(t, back, cacheMem, Config{WriteWaitLimit: 300 * time.Millisecond})
 	defer func() { back.Clear(); _ = v.Close() }()
 	full := back.Inject(blockdev.Rule{Ops: blockdev.OpWrite, Errno: syscall.ENOSPC})
 	want := make([]byte, 4<<20)
@@ -446,7 +433,7 @@ func TestFullBackingIsVisibleAndBounded(t *testing.T) {
 	if err := v.Close(); err != nil {
 		t.Fatal(err)
 	}
-	v, err = Open(Config{Backing: back, Cache: cacheMem, Logger: testLogger(t)})
+	v, err := Open(Config{Backing: back, Cache: cacheMem, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

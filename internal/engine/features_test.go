@@ -94,14 +94,7 @@ func (d slowSync) Sync() error {
 
 // TestGroupCommit: concurrent flushes share seals and syncs.
 func TestGroupCommit(t *testing.T) {
-	cache := blockdev.NewMem(cacheSize(8))
-	if err := Format(cache); err != nil {
-		t.Fatal(err)
-	}
-	v, err := Open(Config{Backing: blockdev.NewMem(1 << 20), Cache: noFUADevice{slowSync{cache}}, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := openOn(t, blockdev.NewMem(1<<20), noFUADevice{slowSync{blockdev.NewMem(cacheSize(8))}})
 	r := &rig{t: t, v: v}
 	defer v.Close()
 	const n = 32

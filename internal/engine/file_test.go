@@ -17,13 +17,7 @@ func TestOnFiles(t *testing.T) {
 	dir := t.TempDir()
 	open := func(name string, size int64) *blockdev.File { return openTestFile(t, filepath.Join(dir, name), size) }
 	cache, backing := open("cache", cacheSize(3)), open("backing", 4<<20)
-	if err := Format(cache); err != nil {
-		t.Fatal(err)
-	}
-	v, err := Open(Config{Backing: backing, Cache: cache, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := openOn(t, backing, cache)
 	model := make([]byte, 4<<20)
 	rng := rand.New(rand.NewPCG(7, 7))
 	for i := range 3000 {
@@ -67,7 +61,7 @@ func TestOnFiles(t *testing.T) {
 	cache, backing = open("cache", 0), open("backing", 0)
 	defer cache.Close()
 	defer backing.Close()
-	v, err = Open(Config{Backing: backing, Cache: cache, Logger: testLogger(t)})
+	v, err := Open(Config{Backing: backing, Cache: cache, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,15 +30,9 @@ func (d *countingFUA) Sync() error {
 // any crash, torn or not.
 func TestFlushFUA(t *testing.T) {
 	mem := blockdev.NewMem(cacheSize(8))
-	if err := Format(mem); err != nil {
-		t.Fatal(err)
-	}
 	cache := &countingFUA{Mem: mem}
 	backing := blockdev.NewMem(1 << 20)
-	v, err := Open(Config{Backing: backing, Cache: cache, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := openOn(t, backing, cache)
 	r := &rig{t: t, v: v}
 	syncsAtOpen := cache.syncs.Load() // replay syncs once
 	for i := range 3 {

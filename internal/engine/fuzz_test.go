@@ -14,14 +14,7 @@ import (
 func FuzzOpen(f *testing.F) {
 	// The base image: 3 segments holding full and partial copies.
 	base := blockdev.NewMem(cacheSize(3))
-	if err := Format(base); err != nil {
-		f.Fatal(err)
-	}
-	bk := blockdev.NewMem(256 << 10)
-	v, err := Open(Config{Backing: bk, Cache: base})
-	if err != nil {
-		f.Fatal(err)
-	}
+	v := openOn(f, blockdev.NewMem(256<<10), base)
 	for i := range 200 {
 		p := fill(512*(1+i%8), byte(i))
 		if err := v.WriteAt(p, int64(i*3%500)*512, i%40 == 0); err != nil {

@@ -21,6 +21,32 @@ func testLogger(t testing.TB) *slog.Logger {
 	return nil
 }
 
+// openOn formats cache and opens a volume on backing and cache with the
+// test's logger; the caller closes it. with, at most one, sets the rest
+// of the Config.
+func openOn(t testing.TB, backing, cache blockdev.Device, with ...Config) *Volume {
+	t.Helper()
+	if len(with) > 1 {
+		t.Fatalf("openOn: %d Configs, want at most one", len(with))
+	}
+	if err := Format(cache); err != nil {
+		t.Fatal(err)
+	}
+	var cfg Config
+	if len(with) == 1 {
+		cfg = with[0]
+	}
+	cfg.Backing, cfg.Cache = backing, cache
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger(t)
+	}
+	v, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
 type rig struct {
 	t       testing.TB
 	cache   *blockdev.Mem

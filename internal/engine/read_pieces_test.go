@@ -127,16 +127,9 @@ func (c *countingDev) ReadAt(p []byte, off int64) (int, error) {
 // costs one cache device read per segment it spans, and a read of
 // uncached data one backing read.
 func TestSequentialReadCoalesces(t *testing.T) {
-	cacheMem := blockdev.NewMem(cacheSize(16))
-	if err := Format(cacheMem); err != nil {
-		t.Fatal(err)
-	}
-	cache := &countingDev{Device: cacheMem}
+	cache := &countingDev{Device: blockdev.NewMem(cacheSize(16))}
 	back := &countingDev{Device: blockdev.NewMem(8 << 20)}
-	v, err := Open(Config{Backing: back, Cache: cache, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := openOn(t, back, cache)
 	defer v.Close()
 	want := make([]byte, 1<<20)
 	for i := range want {

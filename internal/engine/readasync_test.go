@@ -38,13 +38,7 @@ func TestReadAtAsyncOnFiles(t *testing.T) {
 	if _, err := backing.WriteAt(model, 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := Format(cache); err != nil {
-		t.Fatal(err)
-	}
-	v, err := Open(Config{Backing: backing, Cache: cache, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := openOn(t, backing, cache)
 	defer v.Close()
 	// Sealed segments (about 3 MiB of 4 KiB blocks) and a partial open
 	// RAM buffer, with partial-block writes in both.

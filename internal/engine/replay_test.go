@@ -169,17 +169,10 @@ func TestReplayPiecesMerged(t *testing.T) {
 // TestReplayProgressAndTime: Config.ReplayProgress sees replay read every
 // segment of the log, and ReplayTime says how long replay took.
 func TestReplayProgressAndTime(t *testing.T) {
-	cache, backing := blockdev.NewMem(cacheSize(4)), blockdev.NewMem(1<<20)
-	if err := Format(cache); err != nil {
-		t.Fatal(err)
-	}
 	var calls, last, total uint64
-	v, err := Open(Config{Backing: backing, Cache: cache, Logger: testLogger(t), ReplayProgress: func(done, n uint64) {
+	v := openOn(t, blockdev.NewMem(1<<20), blockdev.NewMem(cacheSize(4)), Config{ReplayProgress: func(done, n uint64) {
 		calls, last, total = calls+1, done, n
 	}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer v.Close()
 	if calls == 0 || last != total || total != 4 {
 		t.Errorf("progress: %d calls, last %d of %d, want the 4 segments read", calls, last, total)

@@ -70,13 +70,7 @@ func judge(t testing.TB, img []byte, backingBytes int64) verdict {
 func cleanStopImage(t testing.TB, nSeg int) []byte {
 	t.Helper()
 	cache := blockdev.NewMem(cacheSize(nSeg))
-	if err := Format(cache); err != nil {
-		t.Fatal(err)
-	}
-	v, err := Open(Config{Backing: blockdev.NewMem(1 << 20), Cache: cache})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := openOn(t, blockdev.NewMem(1<<20), cache)
 	for i := range 300 {
 		if err := v.WriteAt(fill(4096, byte(i)), int64(i%200)*4096, i%100 == 99); err != nil {
 			t.Fatal(err)

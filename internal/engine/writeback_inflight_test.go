@@ -64,14 +64,7 @@ func TestWritebackWritesInFlight(t *testing.T) {
 	const nBlocks = 200 // every other block: 200 runs that cannot merge
 	backMem := blockdev.NewMem(2 * nBlocks * layout.BlockSize)
 	back := &slowBacking{Device: backMem, delay: 2 * time.Millisecond}
-	cache := blockdev.NewMem(cacheSize(16))
-	if err := Format(cache); err != nil {
-		t.Fatal(err)
-	}
-	v, err := Open(Config{Backing: back, Cache: cache, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := openOn(t, back, blockdev.NewMem(cacheSize(16)))
 	defer v.Close()
 	// Written in descending order, so that sorting is what makes the
 	// submission order ascending.
@@ -210,18 +203,11 @@ func TestWritebackAcrossRingWrap(t *testing.T) {
 func TestWritebackBatchSizedByTime(t *testing.T) {
 	const nSeg = 12
 	run := func(t *testing.T, perOp time.Duration, batchTime time.Duration) (batches uint64, maxStep uint64) {
-		cache := blockdev.NewMem(cacheSize(nSeg + 4))
-		if err := Format(cache); err != nil {
-			t.Fatal(err)
-		}
 		back := blockdev.NewSlow(blockdev.NewMem(16<<20), perOp, 0)
 		old := writebackBatchTime
 		writebackBatchTime = batchTime
 		defer func() { writebackBatchTime = old }()
-		v, err := Open(Config{Backing: back, Cache: cache})
-		if err != nil {
-			t.Fatal(err)
-		}
+		v := openOn(t, back, blockdev.NewMem(cacheSize(nSeg+4)))
 		defer v.Close()
 		// Every other block: 127 separate writes per segment.
 		for k := range nSeg * layout.NrCachesPerSegment {

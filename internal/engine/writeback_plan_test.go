@@ -22,14 +22,7 @@ func TestWritebackLooksAhead(t *testing.T) {
 	const nBlocks = nSeg * layout.NrCachesPerSegment
 	run := func(t *testing.T, lookahead int) (writes, syncs int) {
 		back := &slowBacking{Device: blockdev.NewMem(2 * nBlocks * layout.BlockSize)}
-		cache := blockdev.NewMem(cacheSize(nSeg + 8))
-		if err := Format(cache); err != nil {
-			t.Fatal(err)
-		}
-		v, err := Open(Config{Backing: back, Cache: cache, Logger: testLogger(t)})
-		if err != nil {
-			t.Fatal(err)
-		}
+		v := openOn(t, back, blockdev.NewMem(cacheSize(nSeg+8)))
 		defer v.Close()
 		v.mu.Lock()
 		v.writebackLookahead = lookahead

@@ -2,9 +2,7 @@ package nbd
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
-	"io"
 	"sync"
 	"syscall"
 	"testing"
@@ -143,34 +141,7 @@ func BenchmarkObserved(b *testing.B) {
 				m.inline = inline
 				ts := startServer(b, []Export{{Backend: m}}, Options{Observer: obs})
 				c, _ := open(b, ts.sock, "")
-				const depth = 32
-				slots := make(chan struct{}, depth)
-				done := make(chan struct{})
-				go func() {
-					defer close(done)
-					buf := make([]byte, simpleReplySize)
-					for i := range b.N {
-						if _, err := io.ReadFull(c.nc, buf); err != nil || binary.BigEndian.Uint32(buf[4:8]) != 0 {
-							b.Errorf("reply %d: %v", i, err)
-							return
-						}
-						<-slots
-					}
-				}()
-				msg := make([]byte, requestSize+4096)
-				b.SetBytes(4096)
-				b.ReportAllocs()
-				b.ResetTimer()
-				for i := range b.N {
-					slots <- struct{}{}
-					var hdr [requestSize]byte
-					request{typ: cmdWrite, handle: uint64(i), offset: uint64(i%16384) * 4096, length: 4096}.encode(&hdr)
-					copy(msg, hdr[:])
-					if _, err := c.nc.Write(msg); err != nil {
-						b.Fatal(err)
-					}
-				}
-				<-done
+				pipelined(b, c, cmdWrite)
 			})
 		}
 	}
