@@ -264,7 +264,10 @@ func targets() []*target {
 		// writes at the log's speed, all on the files subject (no slow
 		// device under it) against the cache file's own fio figures.
 		{Name: "R16", Desc: "read hits 4K QD32 via NBD vs the cache file's own libaio 4K rand read QD32", Row: n("randread-cached-qd32", sWBFiles), Ref: physRowID("randread-4k"), Op: ">=", Value: 0.8},
-		{Name: "R16", Desc: "read hits 4K QD32 via NBD vs nbdkit memory random reads", Row: n("randread-cached-qd32", sWBFiles), Ref: n("randread-cached-qd32", sMemory), Op: ">=", Value: 0.8},
+		// Issue 16: "where the device is faster than the transport";
+		// elsewhere the device is the ceiling and the target above judges.
+		{Name: "R16", Desc: "read hits 4K QD32 via NBD vs nbdkit memory random reads", Row: n("randread-cached-qd32", sWBFiles), Ref: n("randread-cached-qd32", sMemory), Op: ">=", Value: 0.8,
+			When: &cond{Row: physRowID("randread-4k"), Above: n("randread-cached-qd32", sMemory), Desc: "device > transport"}},
 		// Every byte of a sequential write goes to the cache file: it
 		// cannot beat the file's own O_DIRECT rate.
 		{Name: "R16", Desc: "1 MiB seq write QD4 via NBD vs the cache file's own 512K seq O_DIRECT write", Row: n("seqwrite-1m-qd4", sWBFiles), Ref: physRowID("seqwrite-512k"), Op: ">=", Value: 0.8},

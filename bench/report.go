@@ -55,10 +55,21 @@ type target struct {
 	Tol   float64 `json:"tolerance,omitempty"`
 	// FullOnly: the rows are measured in full mode only (--quick leaves
 	// the workload's subjects out to stay short).
-	FullOnly bool     `json:"full_only,omitempty"`
-	Got      *float64 `json:"got,omitempty"` // the ratio, or the row's median
-	Verdict  string   `json:"verdict"`       // PASS, MISS or missing
-	Why      string   `json:"why,omitempty"` // for missing
+	FullOnly bool `json:"full_only,omitempty"`
+	// When, if set, is the condition under which the target applies:
+	// row When.Row's median above row When.Above's (both measured in the
+	// run). Otherwise the verdict is "n/a", with the two figures in Why.
+	When    *cond    `json:"when,omitempty"`
+	Got     *float64 `json:"got,omitempty"` // the ratio, or the row's median
+	Verdict string   `json:"verdict"`       // PASS, MISS, missing or n/a
+	Why     string   `json:"why,omitempty"` // for missing and n/a
+}
+
+// cond is a target's condition: row Row's median above row Above's.
+type cond struct {
+	Row   string `json:"row"`
+	Above string `json:"above"`
+	Desc  string `json:"description"` // what it means, for Why
 }
 
 func (t *target) goal() string {
@@ -162,6 +173,17 @@ func (res *results) judge() {
 				t.Why, got = t.Ref+" measured zero", false
 			default:
 				v = r.Median / ref.Median
+			}
+		}
+		if got && t.When != nil {
+			a, b := res.byID[t.When.Row], res.byID[t.When.Above]
+			switch {
+			case a == nil || !a.ok():
+				t.Why, got = t.When.Row+" not measured (the condition of this target)", false
+			case b == nil || !b.ok():
+				t.Why, got = t.When.Above+" not measured (the condition of this target)", false
+			case a.Median <= b.Median:
+				t.Verdict, t.Why, got = "n/a", fmt.Sprintf("only where %s: %s <= %s", t.When.Desc, trim(a.Median), trim(b.Median)), false
 			}
 		}
 		if got {

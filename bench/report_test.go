@@ -23,6 +23,13 @@ func TestJudge(t *testing.T) {
 		{Name: "D", Row: "wb/req/wb", Op: "<=", Value: 0.25},
 		{Name: "E", Row: "nbd/randwrite-qd32/nobody", Ref: "nbd/randwrite-qd32/memory", Op: ">=", Value: 1},
 		{Name: "F", Row: "wb/req/wb", Op: "~", Value: 0.25, Tol: 0.01},
+		// memory (100) is not above qemu (45): n/a; the other way: judged.
+		{Name: "G", Row: "nbd/randwrite-qd32/wb", Ref: "nbd/randwrite-qd32/qemu", Op: ">=", Value: 0.8,
+			When: &cond{Row: "nbd/randwrite-qd32/qemu", Above: "nbd/randwrite-qd32/memory", Desc: "qemu > memory"}},
+		{Name: "H", Row: "nbd/randwrite-qd32/wb", Ref: "nbd/randwrite-qd32/qemu", Op: ">=", Value: 0.8,
+			When: &cond{Row: "nbd/randwrite-qd32/memory", Above: "nbd/randwrite-qd32/qemu", Desc: "memory > qemu"}},
+		{Name: "I", Row: "nbd/randwrite-qd32/wb", Ref: "nbd/randwrite-qd32/qemu", Op: ">=", Value: 0.8,
+			When: &cond{Row: "nbd/randwrite-qd32/nobody", Above: "nbd/randwrite-qd32/qemu", Desc: "x"}},
 	}
 	res.judge()
 	if wb.Median != 80 || wb.Min != 70 || wb.Max != 85 {
@@ -31,7 +38,7 @@ func TestJudge(t *testing.T) {
 	if wb.Ratio == nil || *wb.Ratio != 0.8 || wb.RefLabel != "memory" {
 		t.Errorf("wb ratio %v label %q", wb.Ratio, wb.RefLabel)
 	}
-	want := map[string]string{"A": "PASS", "B": "MISS", "C": "missing", "D": "PASS", "E": "missing", "F": "MISS"}
+	want := map[string]string{"A": "PASS", "B": "MISS", "C": "missing", "D": "PASS", "E": "missing", "F": "MISS", "G": "n/a", "H": "PASS", "I": "missing"}
 	for _, g := range res.Targets {
 		if g.Verdict != want[g.Name] {
 			t.Errorf("target %s: %s (got %v, why %q), want %s", g.Name, g.Verdict, g.Got, g.Why, want[g.Name])
@@ -42,6 +49,9 @@ func TestJudge(t *testing.T) {
 	}
 	if g := res.Targets[1]; g.Got == nil || *g.Got != 80.0/45 {
 		t.Errorf("B got %v", g.Got)
+	}
+	if g := res.Targets[6]; g.Got != nil || g.Why != "only where qemu > memory: 45.00 <= 100.0" {
+		t.Errorf("G got %v why %q", g.Got, g.Why)
 	}
 
 	var buf bytes.Buffer
@@ -64,7 +74,7 @@ func TestJudge(t *testing.T) {
 	if err := json.Unmarshal(b, &back); err != nil {
 		t.Fatal(err)
 	}
-	if len(back.Rows) != 5 || len(back.Targets) != 6 || back.Rows[2].Ratio == nil {
+	if len(back.Rows) != 5 || len(back.Targets) != 9 || back.Rows[2].Ratio == nil || back.Targets[6].When == nil {
 		t.Errorf("json round trip: %d rows %d targets", len(back.Rows), len(back.Targets))
 	}
 }
