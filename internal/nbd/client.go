@@ -383,15 +383,32 @@ func (cc *clientConn) send(cl *call, handle uint64) {
 
 // reconnectLoop dials again, with backoff, whenever the connection died,
 // then re-sends the requests that were in flight. It exits on Close.
+//
+// A connection that dies soon after it came up (a server that completes
+// the handshake, then breaks the protocol or drops every connection) does
+// not reset the backoff: the next dial waits as after a failed one, so
+// such a server is not redialled in a tight loop, each lost connection
+// logged.
 func (c *Client) reconnectLoop() {
 	defer c.loop.Done()
+	backoff := c.opts.BackoffMin
+	var up time.Time // when the current connection came up (zero: the first, made by Dial)
 	for {
 		select {
 		case <-c.ctx.Done():
 			return
 		case <-c.wake:
 		}
-		backoff := c.opts.BackoffMin
+		if !up.IsZero() && time.Since(up) < c.opts.BackoffMax {
+			select {
+			case <-c.ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, c.opts.BackoffMax)
+		} else {
+			backoff = c.opts.BackoffMin
+		}
 		for {
 			cc, info, err := c.connect(c.ctx)
 			if err == nil && (info.Size != c.info.Size || info.Flags&^FlagCanMultiConn != c.info.Flags&^FlagCanMultiConn) {
@@ -400,6 +417,7 @@ func (c *Client) reconnectLoop() {
 			}
 			if err == nil {
 				c.resume(cc)
+				up = time.Now()
 				break
 			}
 			c.mu.Lock()

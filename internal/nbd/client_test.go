@@ -427,6 +427,44 @@ func TestClientHostileServer(t *testing.T) {
 	}
 }
 
+// TestClientBacksOffFromHostileServer: a server that completes every
+// handshake and then breaks the protocol is not redialled in a tight loop:
+// a connection that dies soon after it came up keeps the backoff growing.
+func TestClientBacksOffFromHostileServer(t *testing.T) {
+	sock := filepath.Join(shortTempDir(t), "h.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	cl := &acceptCounter{Listener: l}
+	go hostileServer(cl, func(req []byte) []byte { return simpleReply(0, 0xdead) })
+	c := dialTest(t, unixURI(sock, "x"), ClientOptions{Timeout: time.Second, BackoffMin: 10 * time.Millisecond, BackoffMax: 200 * time.Millisecond})
+	start := time.Now()
+	if err := c.ReadAt(make([]byte, 4096), 0); err == nil {
+		t.Fatal("read succeeded")
+	}
+	// Doubling from 10 ms to 200 ms: about 10 connections in a second;
+	// without the backoff, hundreds.
+	if n := cl.n.Load(); n > 20 {
+		t.Fatalf("%d connections in %v", n, time.Since(start).Round(time.Millisecond))
+	}
+}
+
+// acceptCounter counts the connections a listener accepts.
+type acceptCounter struct {
+	net.Listener
+	n atomic.Int32
+}
+
+func (l *acceptCounter) Accept() (net.Conn, error) {
+	nc, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return nc, err
+}
+
 func shortTempDir(t *testing.T) string {
 	dir, err := os.MkdirTemp("", "nbdc")
 	if err != nil {
