@@ -13,7 +13,9 @@
 # 3s), wb-status says the backing device is unreachable, and writes land in
 # the cache; once it is back, writeback resumes by
 # itself and nothing is lost. Then SIGTERM during an outage: the engine
-# stops cleanly (exit 0) within seconds, and a restart serves every write.
+# stops cleanly (exit 0) within seconds, and a restart begun while the
+# server is still down waits for it (a warning, then ready once it is up
+# 2 s later) and serves every write.
 # Last, nbdkit's error filter between the engine and a reachable server:
 # EIO reaches only reads of uncached data, writeback holds last_writeback_id
 # while writes fail, and no acknowledged write is lost.
@@ -171,8 +173,18 @@ no_panic "$WB_LOG"
 echo "figure: SIGTERM with the backing server down: exit $rc after ${took} ms"
 [ "$rc" -eq 0 ] || { tail -n 5 "$WB_LOG"; fail "SIGTERM during the outage: exit $rc"; }
 [ "$took" -lt 10000 ] || fail "SIGTERM during the outage took ${took} ms"
-serve_back
-wb_start vol "$buri" cache.img --backing-timeout 3s
+
+note "start while the backing server is down: wb-create waits for it (--backing-timeout)"
+rm -f "$bsock"
+(sleep 2 && exec nbdkit -f -U "$bsock" --filter=delay file back.img delay-write=20ms) &
+BACK_PID=$!
+wb_defer "kill_ours $BACK_PID nbdkit"
+start=$(date +%s%3N)
+wb_start vol "$buri" cache.img --backing-timeout 15s
+took=$(($(date +%s%3N) - start))
+grep -q "unreachable; trying again" "$WB_LOG" || { cat "$WB_LOG"; fail "no warning while the start waited for the backing server"; }
+[ "$took" -ge 1500 ] || fail "ready after ${took} ms, before the backing server listened"
+echo "figure: started with the backing server down; ready ${took} ms after the start, the server up 2 s in"
 qemu-io -f raw -c "read -P 0x7e 8M 4M" -c "read -P 0x7f 20M 1M" -c "read -P 0xc3 44M 2M" "$vol" >/dev/null ||
 	fail "after a stop during the outage, a write is lost"
 wb_stop

@@ -14,7 +14,7 @@ import (
 // NetBacking are the flags for a BACKING given as an NBD URI. Embedded in
 // CLI.
 type NetBacking struct {
-	BackingTimeout   time.Duration `name:"backing-timeout" default:"30s" help:"With an NBD URI as BACKING: how long one request to its server may take, reconnecting included, before it fails with EIO (a read of uncached data; writeback retries)."`
+	BackingTimeout   time.Duration `name:"backing-timeout" default:"30s" help:"With an NBD URI as BACKING: how long one request to its server may take, reconnecting included, before it fails with EIO (a read of uncached data; writeback retries); also how long the start waits for a server it cannot reach at all (nothing listening yet, no route)."`
 	BackingNoFlushOK bool          `name:"backing-no-flush-ok" help:"With an NBD URI as BACKING: accept a server that offers no flush (NBD_CMD_FLUSH), because its export has no volatile write cache. Without it such a server is refused: data written back could still be lost there."`
 }
 
@@ -48,7 +48,7 @@ func (cli *CLI) openNetDevices(ctx context.Context, log *slog.Logger) (blockdev.
 		return nil, nil, openError(ctx, "cache device", cli.Cache, err)
 	}
 	backing, err := blockdev.OpenNBD(ctx, cli.Backing, blockdev.NBDOptions{
-		Timeout: cli.BackingTimeout, NoFlushOK: cli.BackingNoFlushOK, Logger: log})
+		Timeout: cli.BackingTimeout, NoFlushOK: cli.BackingNoFlushOK, StartWait: cli.BackingTimeout, Logger: log})
 	if errors.Is(err, blockdev.ErrNoFlush) {
 		err = fmt.Errorf("%w (--backing-no-flush-ok)", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/writeboost/writeboost/internal/nbd"
 	"github.com/writeboost/writeboost/internal/nbd/nbdtest"
@@ -164,5 +165,62 @@ func TestNBDNoFlushRefused(t *testing.T) {
 	}
 	if err := d.Sync(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestNBDStartWait: a server not yet listening is waited for, up to
+// StartWait, and only then; without StartWait the open fails at once.
+func TestNBDStartWait(t *testing.T) {
+	dir, err := os.MkdirTemp("", "bdnbd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "s")
+	uri := "nbd+unix:///b?socket=" + sock
+	opts := NBDOptions{BackoffMin: 10 * time.Millisecond, BackoffMax: 50 * time.Millisecond}
+
+	start := time.Now()
+	if _, err := OpenNBD(context.Background(), uri, opts); err == nil || time.Since(start) > time.Second {
+		t.Fatalf("no server, no StartWait: %v after %v", err, time.Since(start))
+	}
+	opts.StartWait = 300 * time.Millisecond
+	start = time.Now()
+	_, err = OpenNBD(context.Background(), uri, opts)
+	if took := time.Since(start); err == nil || took < 200*time.Millisecond || took > 2*time.Second {
+		t.Fatalf("no server, StartWait 300ms: %v after %v", err, took)
+	}
+
+	opts.StartWait = 10 * time.Second
+	srv, err := nbd.NewServer([]nbd.Export{{Name: "b", Backend: memExport{NewMem(1 << 20)}}}, nbd.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		l, err := net.Listen("unix", sock)
+		if err != nil {
+			done <- err
+			return
+		}
+		done <- srv.Serve(ctx, l)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	start = time.Now()
+	d, err := OpenNBD(context.Background(), uri, opts)
+	if err != nil {
+		t.Fatalf("server up after 300ms, StartWait 10s: %v after %v", err, time.Since(start))
+	}
+	d.Close()
+	if took := time.Since(start); took < 250*time.Millisecond {
+		t.Fatalf("opened after %v, before the server listened", took)
+	}
+
+	// A server that answers and refuses is not waited for.
+	start = time.Now()
+	if _, err := OpenNBD(context.Background(), "nbd+unix:///nosuch?socket="+sock, opts); err == nil || time.Since(start) > 2*time.Second {
+		t.Fatalf("no such export: %v after %v", err, time.Since(start))
 	}
 }
