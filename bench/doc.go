@@ -16,7 +16,9 @@
 //     4 KiB random write followed by fdatasync, row
 //     physical/write-fdatasync-4k in µs, lower is better, the median write
 //     completion (write clat_ns p50) plus the median fdatasync (sync lat_ns
-//     p50) of fio's JSON);
+//     p50) of fio's JSON; and the same for one 132 KiB sequential write,
+//     physical/write-fdatasync-132k: what a FLUSH after 32 new 4 KiB writes
+//     must make durable at least, 32 blocks and their segment header);
 //   - NBD transport ceiling: nbdkit memory, driven by the same fio nbd job;
 //   - durable direct server: qemu-nbd --cache=none --aio=native on the
 //     physical-limit file;
@@ -74,7 +76,14 @@
 // Every process is started by the harness with its own process group and a
 // parent-death signal, tracked by PID, and stopped by PID (SIGTERM, then
 // SIGKILL) in reverse start order on exit or interrupt. Everything lives in
-// one temporary directory of sparse files, removed at the end unless --keep.
+// one temporary directory, removed at the end unless --keep. Backing files
+// are sparse; every writeboost cache file is laid out (written with zeros
+// and synced, laidOut), as an SSD has no holes and as fio lays out the
+// physical references' file: on a sparse cache file the first write into
+// each hole pays the file system's allocation and a FLUSH its journal
+// commit, a cost of the image file, not of writeboost (measured here: a 4
+// KiB write + fdatasync ~250-300 µs on a fresh sparse file against ~120 µs
+// laid out). Runs before 2026-11-27 had sparse cache files.
 //
 // fio's --fsync=N with the nbd engine sends NBD_CMD_FLUSH; with iodepth 1 it
 // sends exactly one per N writes, but with iodepth > 1 fio 3.33 re-issues the
@@ -89,7 +98,7 @@
 // the writes durable and reply, not the client's cost of sending.
 //
 // Targets R16 are issue 16's "Figures to reach", all on the files subject
-// (writeboost on sparse files, no slow device under it) and all in one run,
+// (writeboost on files, no slow device under it) and all in one run,
 // quick or full: read hits 4 KiB QD32 (randread-cached-qd32) >= 0.8x the
 // cache file's libaio 4 KiB random reads at QD32 and >= 0.8x nbdkit
 // memory's "where the device is faster than the transport" (the issue's

@@ -302,8 +302,9 @@ func startCacheFilter(ctx context.Context, e *env, c config) (*server, error) {
 
 var errNoWB = errors.New("cmd/wb-create not built (see the build step's error)")
 
-// startWBFiles is writeboost on a sparse backing file and a sparse cache
-// file: no slow device, so it meets the transport ceiling.
+// startWBFiles is writeboost on a sparse backing file and a laid-out cache
+// file (laidOut: as an SSD, and as the physical references' file): no slow
+// device, so it meets the transport ceiling.
 func startWBFiles(ctx context.Context, e *env, c config, haveWB bool) (*server, error) {
 	if !haveWB {
 		return nil, errNoWB
@@ -312,7 +313,7 @@ func startWBFiles(ctx context.Context, e *env, c config, haveWB bool) (*server, 
 	if err := sparse(back, c.region); err != nil {
 		return nil, err
 	}
-	if err := sparse(cache, c.wbCache); err != nil {
+	if err := laidOut(cache, c.wbCache); err != nil {
 		return nil, err
 	}
 	p, uri, err := e.startWB(ctx, "wbfiles", back, cache)
@@ -323,7 +324,7 @@ func startWBFiles(ctx context.Context, e *env, c config, haveWB bool) (*server, 
 }
 
 // startWBHDD is writeboost in front of the emulated disk, through nbdfuse
-// or (direct) as an NBD URI, with a sparse cache file 12-16x the region: an
+// or (direct) as an NBD URI, with a laid-out cache file 12-16x the region: an
 // epoch's writes then fit in the ring, or reclaim segments whose blocks
 // were overwritten since, which costs no backing I/O.
 func startWBHDD(ctx context.Context, e *env, c config, haveWB, direct bool) (*server, error) {
@@ -352,7 +353,7 @@ func startWBHDD(ctx context.Context, e *env, c config, haveWB, direct bool) (*se
 		procs, backing = append(procs, fuse), file
 	}
 	cache := e.path(key + "-cache.img")
-	if err := sparse(cache, c.wbCache); err != nil {
+	if err := laidOut(cache, c.wbCache); err != nil {
 		return nil, err
 	}
 	p, uri, err := e.startWB(ctx, key, backing, cache)

@@ -39,6 +39,31 @@ func sparse(path string, size int64) error {
 	return f.Close()
 }
 
+// laidOut creates a file of size bytes with every block written (zeros)
+// and synced: a cache file stands for an SSD, which has no holes to
+// allocate on a first write, and the physical references run on a file
+// fio laid out the same way. On a sparse cache file each write into a hole
+// pays the file system's allocation, and a FLUSH its journal commit (a 4
+// KiB write + fdatasync: ~250-300 µs sparse against ~120 µs laid out, here).
+func laidOut(path string, size int64) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	zero := make([]byte, 4<<20)
+	for off := int64(0); off < size; off += int64(len(zero)) {
+		if _, err := f.Write(zero[:min(int64(len(zero)), size-off)]); err != nil {
+			f.Close()
+			return fmt.Errorf("lay out %s: %w", path, err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("lay out %s: %w", path, err)
+	}
+	return f.Close()
+}
+
 // nbdUnixURI is the URI fio's nbd engine connects to.
 func nbdUnixURI(export, sock string) string {
 	return "nbd+unix:///" + export + "?socket=" + sock
