@@ -10,7 +10,9 @@
 //	    │ WriteAt / ReadAt / Flush / Trim / WriteZeroes (write.go, read.go, flush.go, trim.go)
 //	    ▼
 //	engine write: split into 4 KiB cache blocks, dirty bits per 512-byte sector,
-//	    memcpy into the open rambuf + index update under v.mu (index.go, rambuf.go)
+//	    memcpy into the open rambuf + index update under v.mu (index.go, rambuf.go);
+//	    a large NBD write is read straight into a rambuf-sized stage that then
+//	    becomes the open rambuf's buffer (WriteFrom, writefrom.go)
 //	    │ rambuf full (127 blocks) or FLUSH/FUA: seal (partial flush)
 //	    ▼
 //	flusher (flusher.go): header + CRC-32C (layout), one sequential write of the
