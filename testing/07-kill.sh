@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # 07: the kill test. A client (tools/wbtorture, speaking NBD itself) writes
 # tagged sectors over 4 connections with 8 requests in flight each: whole
-# blocks, runs of blocks, partial blocks, unaligned runs; FLUSH and FUA at
+# blocks, runs of blocks (up to 64 KiB in odd cycles, served inline from the
+# receive buffer; up to 512 KiB in even ones, read from the socket straight
+# into the RAM buffer), partial blocks, unaligned runs; FLUSH and FUA at
 # random points; reads checked against the last acknowledged write. At a
 # random moment it SIGKILLs wb-create with requests in flight. The engine
 # restarts without --reformat (the log replays) and every sector of the
@@ -31,7 +33,7 @@ wb_start vol backing.img cache.img --reformat
 for ((c = 1; c <= cycles; c++)); do
 	note "cycle $c/$cycles"
 	"$torture" write --state state --uri "$uri" --kill-pid "$WB_PID" \
-		--kill-min 50ms --kill-max 1500ms --conns 4 --depth 8 ||
+		--kill-min 50ms --kill-max 1500ms --conns 4 --depth 8 --max-blocks $((c % 2 ? 16 : 128)) ||
 		fail "cycle $c: the write run failed"
 	wait "$WB_PID" 2>/dev/null || true
 	kill -0 "$WB_PID" 2>/dev/null && fail "cycle $c: wb-create survived SIGKILL"

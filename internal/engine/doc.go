@@ -10,7 +10,9 @@
 //	    │ WriteAt / ReadAt / Flush / Trim / WriteZeroes (write.go, read.go, flush.go, trim.go)
 //	    ▼
 //	engine write: split into 4 KiB cache blocks, dirty bits per 512-byte sector,
-//	    memcpy into the open rambuf + index update under v.mu (index.go, rambuf.go)
+//	    memcpy into the open rambuf + index update under v.mu (index.go, rambuf.go);
+//	    a large NBD write is read straight into a rambuf-sized stage that then
+//	    becomes the open rambuf's buffer (WriteFrom, writefrom.go)
 //	    │ rambuf full (127 blocks) or FLUSH/FUA: seal (partial flush)
 //	    ▼
 //	flusher (flusher.go): header + CRC-32C (layout), one sequential write of the
@@ -105,6 +107,20 @@
 // slots of a segment in one device read (a 1 MiB sequential read is a few
 // large reads, not 256 small ones). A FLUSH every few writes costs a FUA
 // segment write (one device round trip) rather than a write and a sync.
+//
+// A large NBD write (over 64 KiB, no FUA) comes through WriteFrom
+// (writefrom.go): its payload is read from the socket into stages laid out
+// as the rambufs it will land in, and a stage becomes the open rambuf's
+// buffer, so the bytes are touched by the socket read and the CRC only.
+// Measured on 2 shared cores with 1 MiB sequential writes at QD4 (perf
+// stat task-clock, medians of 5, old and new alternating): 0.55 CPU
+// seconds per GB against 0.66 when copying from a payload buffer, and the
+// engine's memmove gone from the profile. What costs that workload most
+// next are the cache syncs the torn window needs (one per 2-4 segments,
+// 1-2.5 ms each on the VM's disk): without them (an experiment, not a
+// mode) it ran 1.46-1.65 GB/s against 1.11-1.34 with them, while letting
+// a background sync overlap a running one, or syncing every 6 segments
+// instead of 2, measured within noise.
 //
 // The index costs 17 bytes per cache block with the table at its largest
 // (TestIndexBytesPerBlock, BenchmarkOpenIndexMemory16GiB).

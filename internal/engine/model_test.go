@@ -290,7 +290,13 @@ func runModel(t *testing.T, seed uint64, nOps int) (crashes, hits int, err error
 			off := int64(rng.IntN(volBytes/4096)) * 4096
 			n = int(min(int64(n), volBytes-off))
 			p := data(n)
-			if err := r.v.WriteAt(p, off, rng.IntN(10) == 0); err != nil {
+			var err error
+			if fua := rng.IntN(10) == 0; fua || rng.IntN(2) == 0 {
+				err = r.v.WriteAt(p, off, fua)
+			} else {
+				err = r.v.WriteFrom(bytes.NewReader(p), n, off) // as NBD does without FUA
+			}
+			if err != nil {
 				return crashes, hits, fmt.Errorf("op %d write: %w", op, err)
 			}
 			m.write(off, p)

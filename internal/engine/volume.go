@@ -154,6 +154,12 @@ type Volume struct {
 
 	rmwMu sync.Mutex // serialises unaligned read-modify-write requests
 
+	// stageBufs holds spare segment-sized buffers for WriteFrom's stages
+	// (writefrom.go); stageSwaps and stageCopies count the stages it
+	// committed by a buffer swap and by copying (tests).
+	stageBufs               chan []byte
+	stageSwaps, stageCopies atomic.Uint64
+
 	// daemons
 	cancel    context.CancelFunc
 	group     *errgroup.Group
@@ -188,6 +194,7 @@ func Open(cfg Config) (*Volume, error) {
 		writebackBatchTime: writebackBatchTime,
 		writebackBackoff:   writebackBackoff,
 		writebackLookahead: wbLookahead,
+		stageBufs:          make(chan []byte, stageSpares),
 	}
 	v.fuaDev, _ = cfg.Cache.(blockdev.FUAWriter)
 	if v.log == nil {

@@ -46,7 +46,11 @@
 // the connection goroutine serves it itself, straight from its receive
 // buffer, and batches the replies of such writes until it is about to wait
 // for the client, so a burst of small writes costs one reply write, not one
-// goroutine, one copy and one write each. Measured with fio's nbd engine,
+// goroutine, one copy and one write each. A larger write without FUA to a
+// backend that also implements StreamWriter is served there too: the
+// backend reads the payload from the connection itself, straight into the
+// place it keeps it (writeboost: its RAM buffer), so no payload buffer of
+// the server's holds it and nothing copies it again. Measured with fio's nbd engine,
 // 4 KiB random writes at iodepth 32 on 2 cores: ~115k IOPS one goroutine
 // per write, ~170-180k inline (nbdkit memory: ~220k). A reply write that
 // makes no progress for Options.StallTimeout closes the connection: a

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -46,6 +47,20 @@ type Backend interface {
 // wait for the backing device, says no).
 type InlineWriter interface {
 	WritesInline() bool
+}
+
+// StreamWriter is an optional Backend interface for an InlineWriter that
+// reads a write's payload from the connection itself, straight to where it
+// keeps the data (a write-back cache: into its RAM buffer), instead of
+// getting it in a buffer of the server's. When WritesInline reports true, a
+// WRITE without FUA of more than maxInlineWrite bytes is served on the
+// connection's reader goroutine by WriteFrom, and its reply is batched as
+// an inline write's. WriteFrom writes n bytes at off read from r; it reads
+// at most n bytes and may read fewer when it fails (the server skips the
+// rest); it must not keep r. An error of r itself ends the connection.
+type StreamWriter interface {
+	InlineWriter
+	WriteFrom(r io.Reader, n int, off int64) error
 }
 
 // Export is one named volume of a server.

@@ -21,6 +21,7 @@ func (c *conn) transmit(e *Export) {
 	size := uint64(e.Backend.Size())
 	flags := c.s.transmissionFlags(e)
 	iw, _ := e.Backend.(InlineWriter)
+	sw, _ := e.Backend.(StreamWriter)
 	var hdr [requestSize]byte
 	for {
 		c.fill(requestSize)
@@ -43,9 +44,15 @@ func (c *conn) transmit(e *Export) {
 			// Soft disconnect: the deferred wait sends what is in flight.
 			return
 		}
-		if iw != nil && req.typ == cmdWrite && req.flags == 0 && req.length <= maxInlineWrite &&
+		if iw != nil && req.typ == cmdWrite && req.flags == 0 && (req.length <= maxInlineWrite || sw != nil) &&
 			check(e, size, flags, req) == 0 && iw.WritesInline() {
-			if err := c.writeInline(e, req); err != nil {
+			var err error
+			if req.length <= maxInlineWrite {
+				err = c.writeInline(e, req)
+			} else {
+				err = c.writeStream(sw, req)
+			}
+			if err != nil {
 				c.readEnded(err, "request")
 				return
 			}
@@ -177,6 +184,65 @@ func (c *conn) writeInline(e *Export, req request) error {
 	if _, err := c.br.Discard(n); err != nil {
 		return fmt.Errorf("read write payload: %w", err) // cannot happen: Peek had them
 	}
+	c.inlineDone(req, werr)
+	return nil
+}
+
+// writeStream serves a validated WRITE without flags of more than
+// maxInlineWrite bytes on the connection goroutine, for a StreamWriter:
+// the backend reads the payload from the receive buffer and the socket
+// itself, and the reply joins the batch. An error means the stream cannot
+// go on.
+func (c *conn) writeStream(sw StreamWriter, req request) error {
+	n := int(req.length)
+	c.fill(n) // the batched replies go out before the wait for the payload
+	pr := payloadReader{r: c.br, left: n}
+	werr := sw.WriteFrom(&pr, n, int64(req.offset))
+	if pr.err != nil {
+		return fmt.Errorf("read write payload: %w", pr.err)
+	}
+	if pr.left > 0 { // the backend failed before it read everything
+		if _, err := c.br.Discard(pr.left); err != nil {
+			return fmt.Errorf("read write payload: %w", err)
+		}
+	}
+	c.inlineDone(req, werr)
+	return nil
+}
+
+// payloadReader reads the left bytes of a write's payload and no more, and
+// keeps the first error of the stream: the connection ends on it, whatever
+// the backend made of it.
+type payloadReader struct {
+	r    io.Reader
+	left int
+	err  error
+}
+
+func (p *payloadReader) Read(b []byte) (int, error) {
+	if p.err != nil {
+		return 0, p.err
+	}
+	if p.left == 0 {
+		return 0, io.EOF
+	}
+	if len(b) > p.left {
+		b = b[:p.left]
+	}
+	n, err := p.r.Read(b)
+	p.left -= n
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF // the client went away mid-payload
+		}
+		p.err = err
+	}
+	return n, err
+}
+
+// inlineDone ends a write served on the connection goroutine: its reply
+// joins the batch.
+func (c *conn) inlineDone(req request, werr error) {
 	c.logFailed(req, werr)
 	c.observed(&req, werr)
 	var hdr [simpleReplySize]byte
@@ -185,7 +251,6 @@ func (c *conn) writeInline(e *Export, req request) error {
 	if len(c.batch) >= maxBatch*simpleReplySize {
 		c.sendBatch()
 	}
-	return nil
 }
 
 // logFailed logs a request the backend failed (at debug level: the client
