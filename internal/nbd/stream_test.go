@@ -41,16 +41,22 @@ func (s *streamBackend) WriteFrom(r io.Reader, n int, off int64) error {
 	return s.WriteAt(p, off, false)
 }
 
+// startStreamServer serves an 8 MiB inline-writing memory backend with
+// WriteFrom, failing after failAfter bytes of a payload (-1: never).
+func startStreamServer(t *testing.T, failAfter int64) (*memBackend, *streamBackend, *testServer) {
+	m := newMem(8 << 20)
+	m.inline = true
+	sb := &streamBackend{memBackend: m}
+	sb.failAfter.Store(failAfter)
+	return m, sb, startServer(t, []Export{{Backend: sb}}, Options{})
+}
+
 // TestStreamWrites: writes above maxInlineWrite without FUA reach the
 // backend's WriteFrom, which reads the payload from the connection; their
 // replies are batched as inline writes' are; FUA writes and small writes
 // keep their paths; requests after them are read in step.
 func TestStreamWrites(t *testing.T) {
-	m := newMem(8 << 20)
-	m.inline = true
-	sb := &streamBackend{memBackend: m}
-	sb.failAfter.Store(-1)
-	ts := startServer(t, []Export{{Backend: sb}}, Options{})
+	m, sb, ts := startStreamServer(t, -1)
 	c, _ := open(t, ts.sock, "")
 	c.nc.SetDeadline(time.Now().Add(10 * time.Second))
 
@@ -96,11 +102,7 @@ func TestStreamWrites(t *testing.T) {
 // of the payload: the next request is read in step.
 func TestStreamWriteFailsEarly(t *testing.T) {
 	for _, after := range []int{0, 1000, maxInlineWrite + 5} {
-		m := newMem(8 << 20)
-		m.inline = true
-		sb := &streamBackend{memBackend: m}
-		sb.failAfter.Store(int64(after))
-		ts := startServer(t, []Export{{Backend: sb}}, Options{})
+		_, sb, ts := startStreamServer(t, int64(after))
 		c, _ := open(t, ts.sock, "")
 		c.nc.SetDeadline(time.Now().Add(10 * time.Second))
 		p := bytes.Repeat([]byte{1}, 1<<20)
@@ -115,11 +117,7 @@ func TestStreamWriteFailsEarly(t *testing.T) {
 // TestStreamWriteClientGone: a client that goes away mid-payload ends the
 // connection; the server does not hang on it.
 func TestStreamWriteClientGone(t *testing.T) {
-	m := newMem(8 << 20)
-	m.inline = true
-	sb := &streamBackend{memBackend: m}
-	sb.failAfter.Store(-1)
-	ts := startServer(t, []Export{{Backend: sb}}, Options{})
+	_, _, ts := startStreamServer(t, -1)
 	c, _ := open(t, ts.sock, "")
 	req := reqBytesHandle(cmdWrite, 0, 1, 0, 1<<20, bytes.Repeat([]byte{1}, 1<<20))
 	c.write(req[:len(req)/2])
