@@ -153,6 +153,11 @@ func (cli *CLI) run(log *slog.Logger, sig <-chan os.Signal) error {
 	if err != nil {
 		return wbcli.Usage(err)
 	}
+	if cli.BackingTimeout <= 0 {
+		// 0 would read as "no limit" but the client takes it as its
+		// default: refuse it rather than guess.
+		return wbcli.Usage(fmt.Errorf("--backing-timeout %v: want a positive duration", cli.BackingTimeout))
+	}
 	tlsConf, err := cli.listenSecurity(context.Background(), tcp) // tls.go
 	if err != nil {
 		return err

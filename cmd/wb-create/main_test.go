@@ -115,6 +115,7 @@ func TestRefusals(t *testing.T) {
 		{"long name", []string{strings.Repeat("x", 65), b, c}, 2, "1 to 64"},
 		{"odd optional args", []string{"v", b, c, "writeback_threshold"}, 2, "wb-create: optional args come in KEY VALUE pairs: writeback_threshold has no value"},
 		{"out of range", []string{"v", b, c, "writeback_threshold", "101"}, 2, "wb-create: writeback_threshold: 101 is out of range 0..100"},
+		{"backing timeout 0", []string{"--backing-timeout", "0", "v", b, c}, 2, "wb-create: --backing-timeout 0s: want a positive duration"},
 		{"unknown key", []string{"v", b, c, "bogus", "1"}, 2, "wb-create: unknown tunable \"bogus\""},
 		{"bad listen", []string{"--listen", "udp://x:1", "v", b, c}, 2, "want tcp://HOST:PORT"},
 		{"missing backing", []string{"v", filepath.Join(dir, "nope"), c}, 1, "wb-create: backing device " + filepath.Join(dir, "nope") + ": no such file or directory"},
