@@ -179,18 +179,26 @@ func (v *Volume) writeBlockLocked(block uint64, first int, mask uint8, data []by
 			copySectors(dst, src, carry)
 		}
 		copy(dst[first<<layout.SectorShift:], data)
-		if found {
-			v.supersedeLocked(pos, oldDirty, rb.id)
-			v.mu.idx.remove(block)
-		}
-		d := mask | carry
-		rb.mbs[i] = layout.Metablock{Sector: block * layout.SectorsPerBlock, DirtyBits: d}
-		rb.length++
-		v.mu.idx.insert(block, posOf(v.geo.SlotOf(rb.id), i), d)
-		if rb.length == layout.NrCachesPerSegment {
-			v.sealLocked()
-		}
+		v.appendLocked(rb, block, mask|carry, pos, found, oldDirty)
 		return nil
+	}
+}
+
+// appendLocked records block, whose data is already in the next data slot
+// of the open rambuf rb, with dirty bits d: the previous copy at pos (when
+// found, with dirty bits oldDirty) is superseded, the index points at the
+// new one, and rb is sealed once full. Caller holds mu.
+func (v *Volume) appendLocked(rb *rambuf, block uint64, d uint8, pos uint32, found bool, oldDirty uint8) {
+	if found {
+		v.supersedeLocked(pos, oldDirty, rb.id)
+		v.mu.idx.remove(block)
+	}
+	i := rb.length
+	rb.mbs[i] = layout.Metablock{Sector: block * layout.SectorsPerBlock, DirtyBits: d}
+	rb.length++
+	v.mu.idx.insert(block, posOf(v.geo.SlotOf(rb.id), i), d)
+	if rb.length == layout.NrCachesPerSegment {
+		v.sealLocked()
 	}
 }
 

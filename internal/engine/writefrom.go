@@ -187,22 +187,17 @@ func (v *Volume) commitStageLocked(s *stage) error {
 	copy(s.buf[layout.BlockSize:layout.BlockSize*(s.first+1)], rb.buf[layout.BlockSize:layout.BlockSize*(s.first+1)])
 	rb.buf, s.buf = s.buf, rb.buf
 	v.stageSwaps.Add(1)
-	slot := v.geo.SlotOf(rb.id)
 	for j := range s.nblocks {
+		// The stage ends at the rambuf's end at the latest: only its
+		// last block may seal rb.
 		b := s.block + uint64(j)
-		i := rb.length
 		pos, found := v.mu.idx.lookup(b)
 		v.stats.inc(true, found, false, true)
+		var oldDirty uint8
 		if found {
-			v.supersedeLocked(pos, v.mu.idx.dirty[pos], rb.id)
-			v.mu.idx.remove(b)
+			oldDirty = v.mu.idx.dirty[pos]
 		}
-		rb.mbs[i] = layout.Metablock{Sector: b * layout.SectorsPerBlock, DirtyBits: layout.DirtyFull}
-		rb.length++
-		v.mu.idx.insert(b, posOf(slot, i), layout.DirtyFull)
-	}
-	if rb.length == layout.NrCachesPerSegment {
-		v.sealLocked()
+		v.appendLocked(rb, b, layout.DirtyFull, pos, found, oldDirty)
 	}
 	return nil
 }
