@@ -350,21 +350,10 @@ func (r *Ring) reap() {
 // same slot; otherwise the slot is freed and the callback called.
 func (r *Ring) complete(id uint32, res int32) {
 	a := r.slots[id].async
-	var err error
-	switch {
-	case res == -int32(unix.EAGAIN) || res == -int32(unix.EINTR):
+	n, again, err := step(a.e.opcode, res)
+	a.done += n
+	if again || (err == nil && n > 0 && a.done < len(a.buf)) {
 		err = r.resubmit(id, a)
-	case res < 0:
-		err = syscall.Errno(-res)
-	case res == 0 && a.e.opcode == opWrite:
-		err = unix.EIO // a write that makes no progress
-	case res == 0:
-		// End of file: a short read, as pread.
-	default:
-		a.done += int(res)
-		if a.done < len(a.buf) {
-			err = r.resubmit(id, a)
-		}
 	}
 	if err == errResubmitted {
 		return
@@ -561,48 +550,54 @@ func result(res int32) (int, error) {
 // ReadAt reads len(p) bytes at off from fd like pread(2) in a loop: it
 // returns fewer only at the end of the file (n < len(p), no error).
 func (r *Ring) ReadAt(fd int, p []byte, off int64) (int, error) {
-	return r.transfer(opRead, fd, p, off, 0)
+	return r.transfer(opRead, fd, p, off)
 }
 
 // WriteAt writes p at off to fd like pwrite(2) in a loop.
 func (r *Ring) WriteAt(fd int, p []byte, off int64) (int, error) {
-	return r.transfer(opWrite, fd, p, off, 0)
-}
-
-// WriteAtFlags is WriteAt with pwritev2(2) flags (unix.RWF_DSYNC: each
-// piece is durable when it completes).
-func (r *Ring) WriteAtFlags(fd int, p []byte, off int64, flags int) (int, error) {
-	return r.transfer(opWrite, fd, p, off, flags)
+	return r.transfer(opWrite, fd, p, off)
 }
 
 // transfer reads or writes all of p at off, one operation after another
 // until done: a retry after EAGAIN or EINTR, the rest after a short
 // transfer. A read stops at the end of the file; a write that makes no
 // progress fails with EIO.
-func (r *Ring) transfer(op uint8, fd int, p []byte, off int64, flags int) (int, error) {
+func (r *Ring) transfer(op uint8, fd int, p []byte, off int64) (int, error) {
 	done := 0
 	for done < len(p) {
 		q := p[done:]
 		res, err := r.do(sqe{opcode: op, fd: int32(fd), off: uint64(off) + uint64(done),
-			addr: uint64(uintptr(unsafe.Pointer(&q[0]))), len: uint32(len(q)), opFlags: uint32(flags)}, q)
+			addr: uint64(uintptr(unsafe.Pointer(&q[0]))), len: uint32(len(q))}, q)
 		if err != nil {
 			return done, err
 		}
-		if res == -int32(unix.EAGAIN) || res == -int32(unix.EINTR) {
-			continue
-		}
-		n, err := result(res)
+		n, again, err := step(op, res)
 		switch {
+		case again:
+			continue
 		case err != nil:
 			return done, err
-		case n == 0 && op == opRead:
-			return done, nil // end of file
 		case n == 0:
-			return done, unix.EIO
+			return done, nil // end of file
 		}
 		done += n
 	}
 	return done, nil
+}
+
+// step reads the CQE result of one piece of a read or write: the bytes it
+// moved, whether to issue it again as it was (EAGAIN, EINTR), or its
+// error. A read that moves nothing is at the end of the file (n == 0, no
+// error); a write that moves nothing fails with EIO.
+func step(op uint8, res int32) (n int, again bool, err error) {
+	switch {
+	case res == -int32(unix.EAGAIN) || res == -int32(unix.EINTR):
+		return 0, true, nil
+	case res == 0 && op == opWrite:
+		return 0, false, unix.EIO
+	}
+	n, err = result(res)
+	return n, false, err
 }
 
 // Fdatasync is fdatasync(2) on fd.
