@@ -159,6 +159,10 @@ func (d *NBD) Conns() int { return len(d.cs) }
 // URI names the export, without TLS parameters.
 func (d *NBD) URI() string { return d.uri }
 
+// IOEngine names the path the device's I/O takes, as File's does: "nbd",
+// requests to the server over its connections.
+func (d *NBD) IOEngine() string { return "nbd" }
+
 // Size is the export's size.
 func (d *NBD) Size() int64 { return d.cs[0].Info().Size }
 

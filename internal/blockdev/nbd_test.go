@@ -72,8 +72,8 @@ func TestNBDDevice(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	if d.Size() != 1<<20 || d.URI() != uri || d.Conns() != defaultNBDConns {
-		t.Fatalf("size %d, uri %q, %d connections", d.Size(), d.URI(), d.Conns())
+	if d.Size() != 1<<20 || d.URI() != uri || d.Conns() != defaultNBDConns || d.IOEngine() != "nbd" {
+		t.Fatalf("size %d, uri %q, %d connections, engine %q", d.Size(), d.URI(), d.Conns(), d.IOEngine())
 	}
 	a, b := bytes.Repeat([]byte{1}, 4096), bytes.Repeat([]byte{2}, 4096)
 	if _, err := d.WriteAt(a, 0); err != nil {

@@ -127,17 +127,14 @@ func (v *Volume) ClearStat() {
 	v.stats.flushRequests.Store(0)
 }
 
-// ioEngine names how a device submits its I/O (blockdev.File.IOEngine;
-// an NBD client is "nbd"), or "" for a device that does not say.
+// ioEngine names how a device submits its I/O (its IOEngine method:
+// blockdev.File, blockdev.NBD), or "" for a device that does not say.
 func ioEngine(d blockdev.Device) string {
 	if t, ok := d.(*timedDevice); ok {
 		d = t.Device
 	}
-	switch d := d.(type) {
-	case interface{ IOEngine() string }:
-		return d.IOEngine()
-	case *blockdev.NBD:
-		return "nbd"
+	if e, ok := d.(interface{ IOEngine() string }); ok {
+		return e.IOEngine()
 	}
 	return ""
 }
