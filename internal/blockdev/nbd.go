@@ -1,12 +1,10 @@
 package blockdev
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,44 +55,17 @@ type NBDOptions struct {
 	// BackoffMin and BackoffMax bound the wait between reconnect attempts
 	// (nbd.ClientOptions). 0: 100 ms and 5 s.
 	BackoffMin, BackoffMax time.Duration
-	// StartWait is how long OpenNBD keeps dialling, with the same backoff,
-	// while the server cannot be reached at all (the dial fails: nothing
-	// listens, no route, a timeout), as at boot before the network or the
-	// server is up. 0: it fails at once. A server that answers and
-	// refuses (no such export, a broken handshake) fails at once anyway.
+	// StartWait is how long OpenNBD waits for a server it cannot reach
+	// at all (nbd.ClientOptions.StartWait). 0: it fails at once.
 	StartWait time.Duration
 	Logger    *slog.Logger
 }
 
 func (o NBDOptions) client() nbd.ClientOptions {
-	return nbd.ClientOptions{Timeout: o.Timeout, BackoffMin: o.BackoffMin, BackoffMax: o.BackoffMax, Logger: o.Logger}
+	return nbd.ClientOptions{Timeout: o.Timeout, BackoffMin: o.BackoffMin, BackoffMax: o.BackoffMax, StartWait: o.StartWait, Logger: o.Logger}
 }
 
 const defaultNBDConns = 4
-
-// dialWaiting is the first dial of OpenNBD: while it fails to reach the
-// server at all, it tries again with backoff for up to opts.StartWait.
-func dialWaiting(ctx context.Context, uri string, opts NBDOptions) (*nbd.Client, *nbd.Target, error) {
-	deadline := time.Now().Add(opts.StartWait)
-	backoff := cmp.Or(opts.BackoffMin, 100*time.Millisecond)
-	for warned := false; ; {
-		c, t, err := nbd.DialURI(ctx, uri, opts.client())
-		var op *net.OpError
-		if err == nil || !errors.As(err, &op) || op.Op != "dial" || !time.Now().Add(backoff).Before(deadline) {
-			return c, t, err
-		}
-		if !warned && opts.Logger != nil {
-			opts.Logger.Warn("NBD backing server unreachable; trying again", "err", err, "for", time.Until(deadline).Round(time.Second))
-			warned = true
-		}
-		select {
-		case <-ctx.Done():
-			return nil, t, fmt.Errorf("%w (gave up waiting: %w)", err, ctx.Err())
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, cmp.Or(opts.BackoffMax, 5*time.Second))
-	}
-}
 
 // ErrNoFlush marks an NBD server refused for not offering NBD_CMD_FLUSH.
 var ErrNoFlush = errors.New("blockdev: the NBD server offers no flush")
@@ -105,7 +76,7 @@ func IsURI(name string) bool { return nbd.IsURI(name) }
 // OpenNBD connects to the export uri names. Its errors do not repeat the
 // URI: the caller names the device.
 func OpenNBD(ctx context.Context, uri string, opts NBDOptions) (*NBD, error) {
-	c, t, err := dialWaiting(ctx, uri, opts)
+	c, t, err := nbd.DialURI(ctx, uri, opts.client())
 	if err != nil {
 		return nil, err
 	}

@@ -91,7 +91,14 @@ type ClientOptions struct {
 	// BackoffMin and BackoffMax bound the wait between reconnect attempts
 	// (doubling from min to max). 0: 100 ms and 5 s.
 	BackoffMin, BackoffMax time.Duration
-	Logger                 *slog.Logger // nil: discard
+	// StartWait is how long Dial keeps dialling, with the same backoff,
+	// while the server cannot be reached at all (the dial itself fails:
+	// nothing listens, no route, a timeout), as at boot before the
+	// network or the server is up; a warning is logged at the first
+	// failure. 0: Dial fails at once. A server that answers and refuses
+	// (no such export, a broken handshake) fails Dial at once anyway.
+	StartWait time.Duration
+	Logger    *slog.Logger // nil: discard
 }
 
 const (
@@ -177,7 +184,7 @@ func Dial(ctx context.Context, dial func(ctx context.Context) (net.Conn, error),
 		c.log = slog.New(slog.DiscardHandler)
 	}
 	c.mu.pending = make(map[uint64]*call)
-	cc, info, err := c.connect(ctx)
+	cc, info, err := c.firstConnect(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -203,6 +210,38 @@ func (c *Client) Connected() (bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.mu.cur != nil, c.mu.lastErr
+}
+
+// firstConnect is Dial's connect: while the dial itself fails, it tries
+// again with backoff for up to StartWait.
+func (c *Client) firstConnect(ctx context.Context) (*clientConn, ExportInfo, error) {
+	deadline := time.Now().Add(c.opts.StartWait)
+	backoff := c.opts.BackoffMin
+	for warned := false; ; warned = true {
+		cc, info, err := c.connect(ctx)
+		var op *net.OpError
+		if err == nil || !errors.As(err, &op) || op.Op != "dial" || !time.Now().Add(backoff).Before(deadline) {
+			return cc, info, err
+		}
+		if !warned {
+			c.log.Warn("nbd server unreachable; trying again", "export", c.export, "err", err, "for", time.Until(deadline).Round(time.Second))
+		}
+		if !pause(ctx, &backoff, c.opts.BackoffMax) {
+			return nil, ExportInfo{}, fmt.Errorf("%w (gave up waiting: %w)", err, ctx.Err())
+		}
+	}
+}
+
+// pause waits *backoff, then doubles it, up to most; false when ctx ends
+// first.
+func pause(ctx context.Context, backoff *time.Duration, most time.Duration) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(*backoff):
+	}
+	*backoff = min(2**backoff, most)
+	return true
 }
 
 // connect dials and shakes hands, within DialTimeout.
@@ -400,12 +439,9 @@ func (c *Client) reconnectLoop() {
 		case <-c.wake:
 		}
 		if !up.IsZero() && time.Since(up) < c.opts.BackoffMax {
-			select {
-			case <-c.ctx.Done():
+			if !pause(c.ctx, &backoff, c.opts.BackoffMax) {
 				return
-			case <-time.After(backoff):
 			}
-			backoff = min(2*backoff, c.opts.BackoffMax)
 		} else {
 			backoff = c.opts.BackoffMin
 		}
@@ -424,12 +460,9 @@ func (c *Client) reconnectLoop() {
 			c.mu.lastErr = err
 			c.mu.Unlock()
 			c.log.Debug("nbd reconnect failed", "export", c.export, "err", err, "retry_in", backoff)
-			select {
-			case <-c.ctx.Done():
+			if !pause(c.ctx, &backoff, c.opts.BackoffMax) {
 				return
-			case <-time.After(backoff):
 			}
-			backoff = min(2*backoff, c.opts.BackoffMax)
 		}
 	}
 }
