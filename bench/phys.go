@@ -63,9 +63,10 @@ func physJobs() []physJob {
 // (P2's reference), 4 KiB random write IOPS, 1 MiB sequential read
 // bandwidth (P5's reference: the time to read 1 GiB), 4 KiB random read
 // IOPS (what a read hit served from the cache file can reach) and the
-// median latency of a 4 KiB write followed by fdatasync (what a FLUSH
-// costs at least). The file is laid out by fio before the first timed run
-// and later served by qemu-nbd.
+// median latency of a 4 KiB write, and of a 132 KiB one, followed by
+// fdatasync (what a FLUSH costs at least, and what one after 32 new 4 KiB
+// writes costs at least). The file is laid out by fio before the first
+// timed run and later served by qemu-nbd.
 func physical(ctx context.Context, e *env, c config, res *results) error {
 	img := e.path("phys.img")
 	jobs := physJobs()
