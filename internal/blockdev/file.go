@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/writeboost/writeboost/internal/blockdev/kaio"
 	"github.com/writeboost/writeboost/internal/blockdev/uring"
 )
 
@@ -97,9 +98,11 @@ type File struct {
 	lockFile *os.File
 
 	// ring, when not nil, carries ReadAt, WriteAt and Sync (io_uring) on
-	// descriptor fd; Close closes it before the file, so the descriptor
-	// outlives every operation in the kernel.
+	// descriptor fd; aio, when not nil (an O_DIRECT file with a ring),
+	// carries ReadAtAsync. Close closes both before the file, so the
+	// descriptor outlives every operation in the kernel.
 	ring      *uring.Ring
+	aio       *kaio.Context
 	fd        int
 	exclusive bool // flock taken (FileOptions.Exclusive)
 
@@ -186,6 +189,9 @@ func OpenFile(path string, opts FileOptions) (*File, error) {
 	}
 	d := &File{path: path, f: f, block: block, direct: direct, readOnly: opts.ReadOnly}
 	if err := d.init(opts, id, st, log); err != nil {
+		if d.aio != nil {
+			d.aio.Close()
+		}
 		if d.ring != nil {
 			d.ring.Close()
 		}
@@ -289,13 +295,28 @@ func (d *File) initIO(e IOEngine, log *slog.Logger) error {
 		return nil
 	}
 	d.ring = r
+	if d.direct {
+		// Asynchronous reads of an O_DIRECT file complete in the
+		// device's interrupt through native AIO, where through the ring
+		// they wait for the submitting thread (package kaio).
+		c, err := kaio.Open(ringEntries)
+		if err != nil {
+			log.Info("blockdev: native AIO unavailable, asynchronous reads through io_uring", "path", d.path, "err", err)
+			return nil
+		}
+		d.aio = c
+	}
 	return nil
 }
 
-// IOEngine names the path the device's I/O takes: "io_uring" or
-// "blocking".
+// IOEngine names the path the device's I/O takes: "io_uring",
+// "io_uring+aio" (asynchronous reads through native AIO, the rest through
+// io_uring) or "blocking".
 func (d *File) IOEngine() string {
-	if d.ring != nil {
+	switch {
+	case d.aio != nil:
+		return "io_uring+aio"
+	case d.ring != nil:
 		return "io_uring"
 	}
 	return "blocking"
@@ -322,8 +343,9 @@ func (d *File) pwrite(p []byte, off int64) (int, error) {
 	return n, ringErr(err)
 }
 
+// ringErr reports a closed ring or AIO context as a closed file.
 func ringErr(err error) error {
-	if errors.Is(err, uring.ErrClosed) {
+	if errors.Is(err, uring.ErrClosed) || errors.Is(err, kaio.ErrClosed) {
 		return os.ErrClosed
 	}
 	return err
@@ -586,10 +608,13 @@ func (d *File) Close() error {
 		return fmt.Errorf("blockdev: close %s: %w", d.path, ErrClosed)
 	}
 	var err error
-	if d.ring != nil {
-		// First: it waits for the operations in flight on the
+	if d.aio != nil {
+		// First, with the ring: it waits for the reads in flight on the
 		// descriptor.
-		err = d.ring.Close()
+		err = d.aio.Close()
+	}
+	if d.ring != nil {
+		err = errors.Join(err, d.ring.Close())
 		if d.exclusive {
 			// NB: the kernel tears a ring down in the background and
 			// may hold the open file (hence its locks) a moment after
@@ -613,7 +638,8 @@ func (d *File) Close() error {
 }
 
 // AsyncReader is implemented by devices that can start a read with no
-// goroutine waiting for it (a File with io_uring).
+// goroutine waiting for it (a File with io_uring; its O_DIRECT reads go
+// through native AIO).
 type AsyncReader interface {
 	// ReadAtAsync starts reading len(p) bytes at off, all within the
 	// device, and reports true; done then runs exactly once, on another
@@ -630,13 +656,18 @@ type AsyncReader interface {
 var _ AsyncReader = (*File)(nil)
 
 // ReadAtAsync implements AsyncReader for a File with io_uring, for reads
-// that need no bounce buffer.
+// that need no bounce buffer: through native AIO on an O_DIRECT file,
+// else through the ring.
 func (d *File) ReadAtAsync(p []byte, off int64, done func(error)) bool {
 	if d.ring == nil || len(p) == 0 || off < 0 || off > d.size || int64(len(p)) > d.size-off ||
 		d.closed.Load() || (d.direct && !d.aligned(p, off)) {
 		return false
 	}
-	err := d.ring.ReadAtAsyncPlugged(d.fd, p, off, func(n int, err error) {
+	start := d.ring.ReadAtAsyncPlugged
+	if d.aio != nil {
+		start = d.aio.ReadAtPlugged
+	}
+	err := start(d.fd, p, off, func(n int, err error) {
 		if err == nil && n < len(p) {
 			// NB: the file shrank under us (see ReadAt).
 			err = io.ErrUnexpectedEOF
@@ -651,6 +682,9 @@ func (d *File) ReadAtAsync(p []byte, off int64, done func(error)) bool {
 
 // Unplug implements AsyncReader.
 func (d *File) Unplug() {
+	if d.aio != nil {
+		d.aio.Unplug()
+	}
 	if d.ring != nil {
 		d.ring.Unplug()
 	}
