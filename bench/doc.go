@@ -21,7 +21,10 @@
 //     must make durable at least, 32 blocks and their segment header);
 //   - NBD transport ceiling: nbdkit memory, driven by the same fio nbd job;
 //   - durable direct server: qemu-nbd --cache=none --aio=native on the
-//     physical-limit file;
+//     physical-limit file; the ratio column of "writeboost (files)" for
+//     1 MiB sequential writes and 4 KiB read hits, which shows how much of
+//     the device an independent C server keeps through the same transport
+//     on the same cores (issue 16);
 //   - user-space peer cache: nbdkit --filter=cache in front of the emulated HDD;
 //   - slow backing device: the emulated HDD (nbdkit file behind the limit,
 //     multi-conn, rate and delay filters), exposed to writeboost as a file
