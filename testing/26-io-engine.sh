@@ -23,6 +23,9 @@ fi
 got=$(status_field vol .cache_io)
 [ "$got" = "$want" ] || fail "cache_io is $got, want $want (kernel.io_uring_disabled=$(cat /proc/sys/kernel/io_uring_disabled 2>/dev/null))"
 wb-status vol | grep "device I/O.*cache $want" >/dev/null || fail "the status table does not show the device I/O engine"
+# Only the cache device serves read hits asynchronously: the backing file
+# keeps the ring for its reads.
+[ "$(status_field vol .backing_io)" = "${want%+aio}" ] || fail "backing_io is $(status_field vol .backing_io), want ${want%+aio}"
 
 note "fio: write 24 MiB with verify headers, read them back (verify_only: the reads) at QD32 ($want)"
 fio_job() {

@@ -43,7 +43,7 @@ func backingUnreachable() string {
 // cannot happen (a URI never names a local cache device) and the
 // exclusive open applies to CACHE only: NBD has no lock on an export.
 func (cli *CLI) openNetDevices(ctx context.Context, log *slog.Logger) (blockdev.Device, *blockdev.File, error) {
-	cache, err := blockdev.OpenFile(cli.Cache, cli.fileOptions(log))
+	cache, err := blockdev.OpenFile(cli.Cache, cli.cacheOptions(log))
 	if err != nil {
 		return nil, nil, openError(ctx, "cache device", cli.Cache, err)
 	}

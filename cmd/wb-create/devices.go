@@ -54,7 +54,7 @@ func (cli *CLI) openDevices(ctx context.Context, log *slog.Logger) (backing bloc
 	if err != nil {
 		return nil, nil, openError(ctx, "backing device", cli.Backing, err)
 	}
-	cache, err = blockdev.OpenFile(cli.Cache, devOpts)
+	cache, err = blockdev.OpenFile(cli.Cache, cli.cacheOptions(log))
 	if err != nil {
 		backing.Close()
 		return nil, nil, openError(ctx, "cache device", cli.Cache, err)
@@ -71,6 +71,14 @@ func (cli *CLI) openDevices(ctx context.Context, log *slog.Logger) (backing bloc
 func (cli *CLI) fileOptions(log *slog.Logger) blockdev.FileOptions {
 	io, _ := blockdev.ParseIOEngine(cli.IOEngine) // kong checked the enum
 	return blockdev.FileOptions{Direct: !cli.NoDirect, Exclusive: true, IO: io, Logger: log}
+}
+
+// cacheOptions is fileOptions for CACHE, whose read hits are asynchronous
+// reads.
+func (cli *CLI) cacheOptions(log *slog.Logger) blockdev.FileOptions {
+	o := cli.fileOptions(log)
+	o.AsyncReads = true
+	return o
 }
 
 // refuse runs the checks that read the devices, then formats CACHE if

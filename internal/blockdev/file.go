@@ -41,6 +41,11 @@ type FileOptions struct {
 	// IO says how reads, writes and syncs are submitted; the zero value
 	// is IOAuto.
 	IO IOEngine
+	// AsyncReads gives a file with io_uring that is opened O_DIRECT a
+	// native AIO context for ReadAtAsync (package kaio), where those reads
+	// complete in the device's interrupt: for the cache device, whose read
+	// hits take that path. Without it ReadAtAsync goes through the ring.
+	AsyncReads bool
 	// Logger receives the O_DIRECT fallback line; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -247,7 +252,7 @@ func (d *File) init(opts FileOptions, id Identity, st fs.FileInfo, log *slog.Log
 			return fmt.Errorf("blockdev: size of %s: %w", d.path, err)
 		}
 	}
-	if err := d.initIO(opts.IO, log); err != nil {
+	if err := d.initIO(opts.IO, opts.AsyncReads, log); err != nil {
 		return err
 	}
 	if !d.direct {
@@ -279,7 +284,7 @@ func (d *File) init(opts FileOptions, id Identity, st fs.FileInfo, log *slog.Log
 }
 
 // initIO sets up the io_uring of an IOAuto or IOUring file.
-func (d *File) initIO(e IOEngine, log *slog.Logger) error {
+func (d *File) initIO(e IOEngine, asyncReads bool, log *slog.Logger) error {
 	if e == IOBlocking {
 		return nil
 	}
@@ -295,7 +300,7 @@ func (d *File) initIO(e IOEngine, log *slog.Logger) error {
 		return nil
 	}
 	d.ring = r
-	if d.direct {
+	if d.direct && asyncReads {
 		// Asynchronous reads of an O_DIRECT file complete in the
 		// device's interrupt through native AIO, where through the ring
 		// they wait for the submitting thread (package kaio).

@@ -426,3 +426,71 @@ func TestFileDirectUnalignedSize(t *testing.T) {
 		t.Fatalf("file size changed to %d", st.Size())
 	}
 }
+
+// TestFileAsyncReads: ReadAtAsync of an O_DIRECT file with io_uring goes
+// through native AIO when opened with AsyncReads (IOEngine says
+// io_uring+aio) and through the ring without it; both return the file's
+// bytes, in bursts of one Unplug each, after Close too (refused).
+func TestFileAsyncReads(t *testing.T) {
+	if b, err := os.ReadFile("/proc/sys/kernel/io_uring_disabled"); err != nil || string(bytes.TrimSpace(b)) != "0" {
+		t.Skipf("kernel.io_uring_disabled is not 0 here (%q, %v)", b, err)
+	}
+	for _, c := range []struct {
+		async bool
+		want  string
+	}{{true, "io_uring+aio"}, {false, "io_uring"}} {
+		t.Run(c.want, func(t *testing.T) {
+			path := makeFile(t, directDir(t), 1<<20)
+			data := make([]byte, 1<<20)
+			for i := range data {
+				data[i] = byte(i*7 + i>>12)
+			}
+			if err := os.WriteFile(path, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			d, err := OpenFile(path, FileOptions{Direct: true, IO: IOUring, AsyncReads: c.async})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !d.Direct() {
+				d.Close()
+				t.Skip("no O_DIRECT here")
+			}
+			if got := d.IOEngine(); got != c.want {
+				t.Errorf("IOEngine %q, want %q", got, c.want)
+			}
+			for burst := range 20 {
+				var wg sync.WaitGroup
+				errs := make(chan error, 32)
+				for i := range 32 {
+					off := int64((burst*131+i*37)%(len(data)/4096-4)) * 4096
+					p := AlignedBuffer(4096 * (1 + i%4))
+					wg.Add(1)
+					if !d.ReadAtAsync(p, off, func(err error) {
+						defer wg.Done()
+						if err == nil && !bytes.Equal(p, data[off:off+int64(len(p))]) {
+							err = errors.New("other bytes than the file's")
+						}
+						if err != nil {
+							errs <- err
+						}
+					}) {
+						t.Fatalf("ReadAtAsync of %d bytes at %d declined", len(p), off)
+					}
+				}
+				d.Unplug()
+				wg.Wait()
+				close(errs)
+				for err := range errs {
+					t.Fatal(err)
+				}
+			}
+			if err := d.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if d.ReadAtAsync(AlignedBuffer(4096), 0, func(error) { t.Error("callback after Close") }) {
+				t.Error("ReadAtAsync after Close started a read")
+			}
+		})
+	}
+}

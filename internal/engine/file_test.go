@@ -83,7 +83,7 @@ func openTestFile(t *testing.T, path string, size int64) *blockdev.File {
 			t.Fatal(err)
 		}
 	}
-	d, err := blockdev.OpenFile(path, blockdev.FileOptions{Direct: true, Exclusive: true})
+	d, err := blockdev.OpenFile(path, blockdev.FileOptions{Direct: true, Exclusive: true, AsyncReads: true})
 	if err != nil {
 		t.Fatal(err)
 	}
