@@ -85,6 +85,9 @@ var ErrClosed = errors.New("kaio: context closed")
 type Context struct {
 	ctx uintptr // aio_context_t: the address of the kernel's ring
 	efd *os.File
+	// resfd is efd's descriptor, for the iocbs. NB: not efd.Fd(), which
+	// would put the descriptor back in blocking mode.
+	resfd uint32
 
 	mu      sync.Mutex
 	closed  bool
@@ -127,7 +130,7 @@ func Open(entries int) (*Context, error) {
 		return nil, fmt.Errorf("kaio: eventfd: %w", err)
 	}
 	// A non-blocking descriptor: os.NewFile puts it in the netpoller.
-	c.efd = os.NewFile(uintptr(efd), "aio-eventfd")
+	c.efd, c.resfd = os.NewFile(uintptr(efd), "aio-eventfd"), uint32(efd)
 	rc, err := c.efd.SyscallConn()
 	if err != nil {
 		c.efd.Close()
@@ -165,7 +168,7 @@ func (c *Context) ReadAtPlugged(fd int, p []byte, off int64, cb func(n int, err 
 	s := &c.slots[id]
 	s.buf, s.done, s.fn = p, 0, cb
 	s.cb = iocb{data: uint64(id), opcode: cmdPread, fd: uint32(fd), buf: uint64(uintptr(unsafe.Pointer(&p[0]))),
-		nbytes: uint64(len(p)), offset: off, flags: flagResfd, resfd: uint32(c.efd.Fd())}
+		nbytes: uint64(len(p)), offset: off, flags: flagResfd, resfd: c.resfd}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
