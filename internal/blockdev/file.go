@@ -252,9 +252,21 @@ func (d *File) init(opts FileOptions, id Identity, st fs.FileInfo, log *slog.Log
 			return fmt.Errorf("blockdev: size of %s: %w", d.path, err)
 		}
 	}
-	if err := d.initIO(opts.IO, opts.AsyncReads, log); err != nil {
+	if err := d.initIO(opts.IO, log); err != nil {
 		return err
 	}
+	if err := d.initDirect(lbs, log); err != nil {
+		return err
+	}
+	if opts.AsyncReads {
+		d.initAIO(log)
+	}
+	return nil
+}
+
+// initDirect sets the O_DIRECT alignments of an O_DIRECT file, or takes
+// O_DIRECT off where the engine could not meet them.
+func (d *File) initDirect(lbs int64, log *slog.Logger) error {
 	if !d.direct {
 		return nil
 	}
@@ -284,7 +296,7 @@ func (d *File) init(opts FileOptions, id Identity, st fs.FileInfo, log *slog.Log
 }
 
 // initIO sets up the io_uring of an IOAuto or IOUring file.
-func (d *File) initIO(e IOEngine, asyncReads bool, log *slog.Logger) error {
+func (d *File) initIO(e IOEngine, log *slog.Logger) error {
 	if e == IOBlocking {
 		return nil
 	}
@@ -300,18 +312,25 @@ func (d *File) initIO(e IOEngine, asyncReads bool, log *slog.Logger) error {
 		return nil
 	}
 	d.ring = r
-	if d.direct && asyncReads {
-		// Asynchronous reads of an O_DIRECT file complete in the
-		// device's interrupt through native AIO, where through the ring
-		// they wait for the submitting thread (package kaio).
-		c, err := kaio.Open(ringEntries)
-		if err != nil {
-			log.Info("blockdev: native AIO unavailable, asynchronous reads through io_uring", "path", d.path, "err", err)
-			return nil
-		}
-		d.aio = c
-	}
 	return nil
+}
+
+// initAIO gives an O_DIRECT file with a ring a native AIO context for
+// ReadAtAsync (FileOptions.AsyncReads): its reads complete in the
+// device's interrupt, where through the ring they wait for the thread
+// that submitted them (package kaio). Without O_DIRECT they would
+// complete inside io_submit, so such a file keeps the ring's reads, as
+// does one whose kernel refuses a context (logged).
+func (d *File) initAIO(log *slog.Logger) {
+	if d.ring == nil || !d.direct {
+		return
+	}
+	c, err := kaio.Open(ringEntries)
+	if err != nil {
+		log.Info("blockdev: native AIO unavailable, asynchronous reads through io_uring", "path", d.path, "err", err)
+		return
+	}
+	d.aio = c
 }
 
 // IOEngine names the path the device's I/O takes: "io_uring",

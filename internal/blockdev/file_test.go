@@ -494,3 +494,19 @@ func TestFileAsyncReads(t *testing.T) {
 		})
 	}
 }
+
+// TestFileAsyncReadsNotDirect: a file that loses O_DIRECT at open (a size
+// the direct I/O alignment does not divide) keeps the ring's reads even
+// with AsyncReads, since its AIO reads would complete inside io_submit.
+func TestFileAsyncReadsNotDirect(t *testing.T) {
+	if b, err := os.ReadFile("/proc/sys/kernel/io_uring_disabled"); err != nil || string(bytes.TrimSpace(b)) != "0" {
+		t.Skipf("kernel.io_uring_disabled is not 0 here (%q, %v)", b, err)
+	}
+	d := openT(t, makeFile(t, directDir(t), 1<<20+100), FileOptions{Direct: true, IO: IOUring, AsyncReads: true})
+	if d.Direct() {
+		t.Fatal("a size of 1 MiB + 100 bytes kept O_DIRECT")
+	}
+	if got := d.IOEngine(); got != "io_uring" {
+		t.Errorf("IOEngine %q, want io_uring", got)
+	}
+}
