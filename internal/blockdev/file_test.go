@@ -432,9 +432,7 @@ func TestFileDirectUnalignedSize(t *testing.T) {
 // io_uring+aio) and through the ring without it; both return the file's
 // bytes, in bursts of one Unplug each, after Close too (refused).
 func TestFileAsyncReads(t *testing.T) {
-	if b, err := os.ReadFile("/proc/sys/kernel/io_uring_disabled"); err != nil || string(bytes.TrimSpace(b)) != "0" {
-		t.Skipf("kernel.io_uring_disabled is not 0 here (%q, %v)", b, err)
-	}
+	skipWithoutIOUring(t)
 	for _, c := range []struct {
 		async bool
 		want  string
@@ -499,14 +497,21 @@ func TestFileAsyncReads(t *testing.T) {
 // the direct I/O alignment does not divide) keeps the ring's reads even
 // with AsyncReads, since its AIO reads would complete inside io_submit.
 func TestFileAsyncReadsNotDirect(t *testing.T) {
-	if b, err := os.ReadFile("/proc/sys/kernel/io_uring_disabled"); err != nil || string(bytes.TrimSpace(b)) != "0" {
-		t.Skipf("kernel.io_uring_disabled is not 0 here (%q, %v)", b, err)
-	}
+	skipWithoutIOUring(t)
 	d := openT(t, makeFile(t, directDir(t), 1<<20+100), FileOptions{Direct: true, IO: IOUring, AsyncReads: true})
 	if d.Direct() {
 		t.Fatal("a size of 1 MiB + 100 bytes kept O_DIRECT")
 	}
 	if got := d.IOEngine(); got != "io_uring" {
 		t.Errorf("IOEngine %q, want io_uring", got)
+	}
+}
+
+// skipWithoutIOUring skips where the kernel does not let every process use
+// io_uring (kernel.io_uring_disabled is not 0); CI's kernel does.
+func skipWithoutIOUring(t *testing.T) {
+	t.Helper()
+	if b, err := os.ReadFile("/proc/sys/kernel/io_uring_disabled"); err != nil || string(bytes.TrimSpace(b)) != "0" {
+		t.Skipf("kernel.io_uring_disabled is not 0 here (%q, %v)", b, err)
 	}
 }
