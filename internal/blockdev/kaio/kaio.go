@@ -91,8 +91,8 @@ type Context struct {
 
 	mu      sync.Mutex
 	closed  bool
-	pending []uintptr // *iocb of the queued reads, in order (guarded by mu)
-	ids     []uint32  // their slots
+	pending []uint32  // slots of the queued reads, in order (guarded by mu)
+	iocbs   []uintptr // scratch: their iocbs' addresses, for io_submit
 
 	slots  []slot
 	free   chan uint32
@@ -143,8 +143,8 @@ func Open(entries int) (*Context, error) {
 		c.free <- uint32(i)
 	}
 	c.events = make([]event, entries)
-	c.pending = make([]uintptr, 0, entries)
-	c.ids = make([]uint32, 0, entries)
+	c.pending = make([]uint32, 0, entries)
+	c.iocbs = make([]uintptr, 0, entries)
 	c.poller.Add(1)
 	go c.poll(rc)
 	return c, nil
@@ -177,7 +177,7 @@ func (c *Context) ReadAtPlugged(fd int, p []byte, off int64, cb func(n int, err 
 		return ErrClosed
 	}
 	c.active.Add(1)
-	c.queueLocked(id)
+	c.pending = append(c.pending, id)
 	c.mu.Unlock()
 	return nil
 }
@@ -192,12 +192,6 @@ func (c *Context) takeSlot() uint32 {
 		c.Unplug()
 		return <-c.free
 	}
-}
-
-// queueLocked appends slot id's iocb to the reads to submit.
-func (c *Context) queueLocked(id uint32) {
-	c.pending = append(c.pending, uintptr(unsafe.Pointer(&c.slots[id].cb)))
-	c.ids = append(c.ids, id)
 }
 
 // Unplug hands the queued reads to the kernel.
@@ -221,7 +215,11 @@ type refusal struct {
 func (c *Context) submitLocked() []refusal {
 	var refused []refusal
 	for tries := 0; len(c.pending) > 0; {
-		n, _, errno := unix.Syscall(unix.SYS_IO_SUBMIT, c.ctx, uintptr(len(c.pending)), uintptr(unsafe.Pointer(&c.pending[0])))
+		c.iocbs = c.iocbs[:0]
+		for _, id := range c.pending {
+			c.iocbs = append(c.iocbs, uintptr(unsafe.Pointer(&c.slots[id].cb)))
+		}
+		n, _, errno := unix.Syscall(unix.SYS_IO_SUBMIT, c.ctx, uintptr(len(c.iocbs)), uintptr(unsafe.Pointer(&c.iocbs[0])))
 		switch {
 		case errno == 0 && n > 0:
 			c.dropLocked(int(n))
@@ -237,7 +235,7 @@ func (c *Context) submitLocked() []refusal {
 			if errno == 0 {
 				err = errors.New("io_submit takes nothing")
 			}
-			refused = append(refused, refusal{c.ids[0], fmt.Errorf("kaio: io_submit: %w", err)})
+			refused = append(refused, refusal{c.pending[0], fmt.Errorf("kaio: io_submit: %w", err)})
 			c.dropLocked(1)
 		}
 	}
@@ -247,7 +245,6 @@ func (c *Context) submitLocked() []refusal {
 // dropLocked removes the first n queued reads.
 func (c *Context) dropLocked(n int) {
 	c.pending = c.pending[:copy(c.pending, c.pending[n:])]
-	c.ids = c.ids[:copy(c.ids, c.ids[n:])]
 }
 
 func (c *Context) finishRefused(refused []refusal) {
@@ -351,7 +348,7 @@ func (c *Context) complete(id uint32, res int64) {
 	s.cb.buf = uint64(uintptr(unsafe.Pointer(&q[0])))
 	s.cb.nbytes = uint64(len(q))
 	c.mu.Lock()
-	c.queueLocked(id) // NB: Close waits for this read (active)
+	c.pending = append(c.pending, id) // NB: Close waits for this read (active)
 	refused := c.submitLocked()
 	c.mu.Unlock()
 	c.finishRefused(refused)
