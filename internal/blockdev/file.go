@@ -704,12 +704,13 @@ func (d *File) ReadAtAsync(p []byte, off int64, done func(error)) bool {
 	return err == nil
 }
 
-// Unplug implements AsyncReader.
+// Unplug implements AsyncReader. Only the path ReadAtAsync queues reads on
+// (the AIO context, else the ring) has any to submit.
 func (d *File) Unplug() {
-	if d.aio != nil {
+	switch {
+	case d.aio != nil:
 		d.aio.Unplug()
-	}
-	if d.ring != nil {
+	case d.ring != nil:
 		d.ring.Unplug()
 	}
 }
