@@ -165,9 +165,15 @@ func (v *Volume) commitStageLocked(s *stage) error {
 	for j := range s.nblocks {
 		v.mu.rc.cancelLocked(s.block + uint64(j))
 	}
+	// Where each block's current copy is: looked up once, for the check
+	// here and for appendLocked below (the stage's blocks are distinct, so
+	// appending one moves no other).
+	var pos [layout.NrCachesPerSegment]uint32
+	var found [layout.NrCachesPerSegment]bool
 	inPlace := rb.length == s.first
 	for j := 0; inPlace && j < s.nblocks; j++ {
-		if pos, found := v.mu.idx.lookup(s.block + uint64(j)); found && v.mu.slotRB[slotOfPos(pos)] == rb {
+		pos[j], found[j] = v.mu.idx.lookup(s.block + uint64(j))
+		if found[j] && v.mu.slotRB[slotOfPos(pos[j])] == rb {
 			inPlace = false // WriteAt overwrites it in place
 		}
 	}
@@ -190,14 +196,12 @@ func (v *Volume) commitStageLocked(s *stage) error {
 	for j := range s.nblocks {
 		// The stage ends at the rambuf's end at the latest: only its
 		// last block may seal rb.
-		b := s.block + uint64(j)
-		pos, found := v.mu.idx.lookup(b)
-		v.stats.inc(true, found, false, true)
+		v.stats.inc(true, found[j], false, true)
 		var oldDirty uint8
-		if found {
-			oldDirty = v.mu.idx.dirty[pos]
+		if found[j] {
+			oldDirty = v.mu.idx.dirty[pos[j]]
 		}
-		v.appendLocked(rb, b, layout.DirtyFull, pos, found, oldDirty)
+		v.appendLocked(rb, s.block+uint64(j), layout.DirtyFull, pos[j], found[j], oldDirty)
 	}
 	return nil
 }
