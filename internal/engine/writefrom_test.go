@@ -43,6 +43,21 @@ func (r *rig) writeFrom(rd io.Reader, n int, off int64) {
 	}
 }
 
+// readsBackAfterCrash checks that the volume reads want at off now, and
+// again after a flush, a crash and a replay.
+func (r *rig) readsBackAfterCrash(off int64, want []byte) {
+	r.t.Helper()
+	if got := r.read(off, len(want)); !bytes.Equal(got, want) {
+		r.t.Fatal("volume differs from what was written")
+	}
+	r.flush()
+	r.crash(nil)
+	r.open()
+	if got := r.read(off, len(want)); !bytes.Equal(got, want) {
+		r.t.Fatal("after flush and crash: volume differs from what was written")
+	}
+}
+
 // TestWriteFromSwaps: sequential 1 MiB writes behind a few blocks already in
 // the open rambuf are read in place and committed by swapping buffers; the
 // volume reads them back, and so does a replay after a flush and a crash.
@@ -61,15 +76,7 @@ func TestWriteFromSwaps(t *testing.T) {
 	if s, c := r.v.stageSwaps.Load(), r.v.stageCopies.Load(); s == 0 || c != 0 {
 		t.Fatalf("stages: %d swapped, %d copied; want all swapped", s, c)
 	}
-	if got := r.read(0, len(want)); !bytes.Equal(got, want) {
-		t.Fatal("volume differs from what was written")
-	}
-	r.flush()
-	r.crash(nil)
-	r.open()
-	if got := r.read(0, len(want)); !bytes.Equal(got, want) {
-		t.Fatal("after flush and crash: volume differs from what was written")
-	}
+	r.readsBackAfterCrash(0, want)
 }
 
 // TestWriteFromOverwritesOpenRambuf: a block the open rambuf already holds
@@ -82,15 +89,7 @@ func TestWriteFromOverwritesOpenRambuf(t *testing.T) {
 	if c := r.v.stageCopies.Load(); c == 0 {
 		t.Fatal("stage swapped over a block the rambuf holds")
 	}
-	if got := r.read(0, len(p)); !bytes.Equal(got, p) {
-		t.Fatal("volume differs from what was written")
-	}
-	r.flush()
-	r.crash(nil)
-	r.open()
-	if got := r.read(0, len(p)); !bytes.Equal(got, p) {
-		t.Fatal("after flush and crash: volume differs from what was written")
-	}
+	r.readsBackAfterCrash(0, p)
 }
 
 // TestWriteFromTakesEffectAtCommit: a write that lands while the payload is
@@ -219,12 +218,7 @@ func TestWriteFromConcurrent(t *testing.T) {
 			t.Fatalf("block %d is torn", b/4096)
 		}
 	}
-	r.flush()
-	r.crash(nil)
-	r.open()
-	if got := r.read(0, len(img)); !bytes.Equal(got, img) {
-		t.Fatal("after flush and crash: volume differs from before")
-	}
+	r.readsBackAfterCrash(0, img)
 	r.v.mu.Lock()
 	r.v.checkInvariantsLocked()
 	r.v.mu.Unlock()
