@@ -48,7 +48,7 @@ type CLI struct {
 	Listen      []string `placeholder:"tcp://HOST:PORT" help:"Also serve NBD on this TCP address (repeatable). The unix socket RUNDIR/NAME.sock is always served."`
 	Attach      string   `placeholder:"/dev/nbdN" help:"Also connect the volume to the kernel nbd driver at this device (needs the nbd module)."`
 	NoDirect    bool     `help:"Do not open the devices with O_DIRECT (use the page cache; for file systems without O_DIRECT support this is automatic)."`
-	IOEngine    string   `name:"io-engine" enum:"auto,io_uring,blocking" default:"auto" help:"How device reads, writes and syncs are submitted: io_uring (no thread waits per request; read hits complete without a goroutine each, through native AIO on an O_DIRECT device, shown as io_uring+aio), blocking (pread, pwrite, fdatasync), or auto: io_uring where the kernel allows it, else blocking, logged. wb-status shows which runs."`
+	IOEngine    string   `name:"io-engine" enum:"auto,io_uring,blocking" default:"auto" help:"How device reads, writes and syncs are submitted: io_uring (no thread waits per request; read hits complete without a goroutine each, through native AIO when the cache device is O_DIRECT, shown as io_uring+aio), blocking (pread, pwrite, fdatasync), or auto: io_uring where the kernel allows it, else blocking, logged. wb-status shows which runs."`
 	Verbose     bool     `short:"v" help:"Log debug messages."`
 	Metrics     string   `placeholder:"tcp://HOST:PORT" help:"Serve Prometheus metrics at http://HOST:PORT/metrics (HOST empty: 127.0.0.1; any other than loopback is warned about)."`
 	Pidfile     string   `placeholder:"PATH" help:"Write the process id to PATH (atomically) once the volume serves; removed at a clean stop."`

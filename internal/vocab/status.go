@@ -135,7 +135,7 @@ type Status struct {
 	ReadCacheStaged       uint64 `json:"read_cache_staged"` // blocks staged by read caching
 	IndexBytes            uint64 `json:"index_bytes"`       // memory of the in-memory index
 	// CacheIO and BackingIO say how each device's I/O is submitted:
-	// "io_uring", "io_uring+aio" (asynchronous reads of an O_DIRECT device
+	// "io_uring", "io_uring+aio" (read hits of an O_DIRECT cache device
 	// through native AIO), "blocking" (system calls that wait), or "nbd" (a
 	// backing device reached over the network); empty when unknown.
 	CacheIO   string   `json:"cache_io"`
