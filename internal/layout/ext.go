@@ -29,8 +29,22 @@ import (
 //	| u32   | u16 = 1 | u16 <= 488  | u32    |      |                 |      |
 //
 // crc32c covers the payload, a UTF-8 JSON object naming the backing device
-// the cache belongs to (internal/superblock.Binding). Part of the on-disk
-// format; never change.
+// the cache belongs to (internal/superblock.Binding).
+//
+// Durable record, in a segment header at byte 4064, past the metablocks:
+// bytes the kernel target writes as zeros and never reads, but inside the
+// segment checksum, which is all that vouches for it:
+//
+//	0      4        6      8            16     32
+//	| magic | version | zero | durable_id | zero |
+//	| u32   | u16 = 1 |      | u64        |      |
+//
+// durable_id: every segment with an id up to it was durable (synced) on the
+// cache device before this segment was written; always below the
+// segment's own id. Replay uses it to tell a torn tail from damage
+// (internal/replay, docs/format.md "Replay").
+//
+// Part of the on-disk format; never change.
 const (
 	CleanStopSector = 2040
 	CleanStopOffset = CleanStopSector * SectorSize // 1044480
@@ -44,6 +58,12 @@ const (
 	bindingHeaderSize = 24
 	// MaxBindingPayload is the largest binding payload a sector holds.
 	MaxBindingPayload = SectorSize - bindingHeaderSize
+
+	// DurableRecordOffset is where a segment header holds the durable
+	// record (32 bytes).
+	DurableRecordOffset = HeaderSize - 32
+	DurableMagic        = uint32(0x57426472)
+	DurableV1           = 1
 
 	// RecordBlockOffset is the 4 KiB block the kernel rewrites on every
 	// superblock record update: sectors 2040-2047, the clean-stop record
@@ -121,4 +141,26 @@ func DecodeBinding(sector []byte) (payload []byte, ok bool, err error) {
 		return nil, false, fmt.Errorf("%w: binding record checksum %#08x, want %#08x", ErrCorrupt, sum, Checksum(p))
 	}
 	return append([]byte(nil), p...), true, nil
+}
+
+// PutDurableRecord writes the durable record into an encoded segment header
+// (4096 bytes) in place; the segment checksum is computed after it.
+func PutDurableRecord(header []byte, durable uint64) {
+	r := header[DurableRecordOffset:HeaderSize]
+	clear(r)
+	binary.LittleEndian.PutUint32(r[0:], DurableMagic)
+	binary.LittleEndian.PutUint16(r[4:], DurableV1)
+	binary.LittleEndian.PutUint64(r[8:], durable)
+}
+
+// DurableRecordAt reads the durable record of an encoded segment header:
+// ok false when it has none, or one of a version this build does not read
+// (such a header is judged as one without the record). Only a header whose
+// segment checksum holds vouches for it.
+func DurableRecordAt(header []byte) (durable uint64, ok bool) {
+	r := header[DurableRecordOffset:HeaderSize]
+	if binary.LittleEndian.Uint32(r[0:]) != DurableMagic || binary.LittleEndian.Uint16(r[4:]) != DurableV1 {
+		return 0, false
+	}
+	return binary.LittleEndian.Uint64(r[8:]), true
 }

@@ -205,6 +205,11 @@ type SegmentHeader struct {
 	Checksum   uint32
 	Length     uint8 // valid metablocks and data slots, 0..127
 	Metablocks [NrCachesPerSegment]Metablock
+	// HasDurable tells a header with writeboost's durable record (bytes
+	// 4064-4095, ext.go) from one without (the kernel target's, or a
+	// record version this build does not read); Durable is its durable_id.
+	HasDurable bool
+	Durable    uint64
 }
 
 // Encode writes h into buf (at least 4096 bytes); bytes not part of a field
@@ -218,6 +223,9 @@ func (h *SegmentHeader) Encode(buf []byte) {
 	buf[lengthOffset] = h.Length
 	for i := range h.Metablocks {
 		h.Metablocks[i].encode(buf[MetablocksOffset+MetablockSize*i:])
+	}
+	if h.HasDurable {
+		PutDurableRecord(buf, h.Durable)
 	}
 }
 
@@ -260,6 +268,7 @@ func DecodeSegmentHeader(buf []byte) (SegmentHeader, error) {
 	for i := range h.Metablocks {
 		h.Metablocks[i] = MetablockAt(buf, i)
 	}
+	h.Durable, h.HasDurable = DurableRecordAt(buf)
 	if int(h.Length) > NrCachesPerSegment {
 		return h, fmt.Errorf("%w: segment %d has length %d > %d", ErrCorrupt, h.ID, h.Length, NrCachesPerSegment)
 	}

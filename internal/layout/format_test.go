@@ -160,6 +160,9 @@ func FuzzDecodeSegmentHeader(f *testing.F) {
 	buf := make([]byte, HeaderSize)
 	h.Encode(buf)
 	f.Add(buf)
+	h.HasDurable, h.Durable = true, 6
+	h.Encode(buf)
+	f.Add(append([]byte(nil), buf...))
 	f.Add([]byte{1, 2, 3})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, err := DecodeSegmentHeader(b)

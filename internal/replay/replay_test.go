@@ -38,10 +38,20 @@ type mbWrite struct {
 
 // put writes segment id with the given blocks, each slot filled with fill.
 func (im *image) put(id uint64, blocks ...mbWrite) {
+	im.putHeader(layout.SegmentHeader{ID: id}, blocks...)
+}
+
+// putDurable is put with a durable record naming durable.
+func (im *image) putDurable(id, durable uint64, blocks ...mbWrite) {
+	im.putHeader(layout.SegmentHeader{ID: id, HasDurable: true, Durable: durable}, blocks...)
+}
+
+func (im *image) putHeader(h layout.SegmentHeader, blocks ...mbWrite) {
+	id := h.ID
 	slot := im.g.SlotOf(id)
 	seg := im.buf[im.g.SegmentOffset(slot):][:layout.SegmentSize]
 	clear(seg)
-	h := layout.SegmentHeader{ID: id, Length: uint8(len(blocks))}
+	h.Length = uint8(len(blocks))
 	for i, b := range blocks {
 		h.Metablocks[i] = layout.Metablock{Sector: b.sector, DirtyBits: b.dirty}
 		copy(seg[(i+1)*layout.BlockSize:], bytes.Repeat([]byte{b.fill}, layout.BlockSize))
@@ -158,6 +168,49 @@ func TestScanTornWindowAndMidLogCorruption(t *testing.T) {
 	}
 	if _, err := l.Apply(MapIndex{}); err == nil {
 		t.Fatal("Apply accepted a damaged log")
+	}
+}
+
+// TestScanDurableRecord: a bad segment is judged by what the whole
+// segments after it record, whatever their distance: torn while none
+// records it durable, damage once one does. Segments without the record
+// keep the window rule.
+func TestScanDurableRecord(t *testing.T) {
+	im := newImage(t, 64)
+	// A writer with 32 segments in flight: segment k was written while
+	// those up to k-33 were durable.
+	for id := uint64(1); id <= 50; id++ {
+		im.putDurable(id, max(id, 33)-33, mbWrite{sector: 8 * id, dirty: 0xFF, fill: byte(id)})
+	}
+	im.corrupt(20) // 21..50 are whole, up to 30 ids beyond it; none says 20 was durable
+	l := im.scan(t)
+	if !l.TornTail() || l.LastFlushedID != 19 || len(l.Discarded) != 30 {
+		t.Fatalf("in flight: torn %v flushed %d discarded %v problems %v", l.TornTail(), l.LastFlushedID, ids(l.Discarded), l.Problems)
+	}
+	// Segment 53 was written once 20 was durable: 20 was damaged later.
+	im.putDurable(53, 20, mbWrite{sector: 8, dirty: 0xFF})
+	l = im.scan(t)
+	p, ok := l.FirstDamage()
+	if !ok || p.SegmentID != 20 || !strings.Contains(p.Msg, "segment 53, written after it, records that every segment up to 20 was durable") {
+		t.Fatalf("attested: damaged %v %+v", ok, p)
+	}
+	// A record naming its own id or later vouches for nothing: the
+	// window rule judges that segment (53 lies 33 ids beyond 20).
+	im.putDurable(53, 53, mbWrite{sector: 8, dirty: 0xFF})
+	l = im.scan(t)
+	if p, ok := l.FirstDamage(); !ok || !strings.Contains(p.Msg, "mid-log corruption") {
+		t.Fatalf("self-naming record: damaged %v %+v", ok, p)
+	}
+	// A segment without the record (the kernel's) 8 ids or more beyond
+	// the bad one is damage, as before the record.
+	im.putDurable(53, 19, mbWrite{sector: 8, dirty: 0xFF})
+	if l = im.scan(t); !l.TornTail() {
+		t.Fatalf("record below the bad id: %v", l.Problems)
+	}
+	im.put(54, mbWrite{sector: 8, dirty: 0xFF})
+	l = im.scan(t)
+	if p, ok := l.FirstDamage(); !ok || !strings.Contains(p.Msg, "mid-log corruption") || !strings.Contains(p.Msg, "(54..54)") {
+		t.Fatalf("kernel segment beyond the window: damaged %v %+v", ok, p)
 	}
 }
 
@@ -369,6 +422,10 @@ func FuzzScan(f *testing.F) {
 	im.put(1, mbWrite{sector: 8, dirty: 0x0F})
 	im.put(2, mbWrite{sector: 8, dirty: 0xF1})
 	f.Add(im.buf[layout.SuperblockSize:])
+	im.putDurable(2, 1, mbWrite{sector: 8, dirty: 0xF1})
+	im.putDurable(3, 1, mbWrite{sector: 16, dirty: 0xFF})
+	im.corrupt(2)
+	f.Add(append([]byte(nil), im.buf[layout.SuperblockSize:]...))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, area []byte) {
 		im := newImage(t, 3)

@@ -18,10 +18,14 @@ import (
 	"github.com/writeboost/writeboost/internal/superblock"
 )
 
-// TornWindow is how many segments the engine may have in flight to the cache
-// device at once. A power cut can leave any of them torn while a later one
-// is whole; a bad segment followed only by segments within this window is a
-// torn tail, not damage.
+// TornWindow judges a bad segment by the whole segments after it that
+// carry no durable record (layout.DurableRecordAt): the kernel target's,
+// which writes one segment at a time, and writeboost's before the record,
+// which had at most 8 in flight. A power cut can leave any segment in
+// flight torn while a later one is whole; a bad segment followed by such
+// segments only within this window is a torn tail, not damage. A segment
+// with the record says itself which earlier segments were durable when it
+// was written, whatever the writer's window (classifyTail).
 const TornWindow = 8
 
 // MaxSaneID bounds segment ids: at a million segments a second a writer
@@ -267,8 +271,20 @@ func (l *Log) classifyTail() {
 	}
 	var later []uint64
 	for _, s := range l.Discarded {
-		if s.ChecksumOK && s.Header.ID >= bad.Header.ID+TornWindow {
-			later = append(later, s.Header.ID)
+		if !s.ChecksumOK {
+			continue
+		}
+		h := s.Header
+		if h.HasDurable && h.Durable < h.ID {
+			if h.Durable >= bad.Header.ID {
+				l.addProblem(Damage, bad, "segment %d in slot %d fails its checksum, but segment %d, written after it, records that every segment up to %d was durable by then: it was damaged, not torn by a power cut; its data and the %d segments after it would be lost",
+					bad.Header.ID, bad.Slot, h.ID, h.Durable, len(l.Discarded))
+				return
+			}
+			continue // written while the bad one was still in flight
+		}
+		if h.ID >= bad.Header.ID+TornWindow {
+			later = append(later, h.ID)
 		}
 	}
 	if len(later) > 0 {
