@@ -16,7 +16,7 @@
 //	    │ rambuf full (127 blocks) or FLUSH/FUA: seal (partial flush)
 //	    ▼
 //	flusher (flusher.go): header + CRC-32C (layout), one sequential write of the
-//	    segment; up to 8 in flight; syncs so at most replay.TornWindow are unsynced
+//	    segment, with its durable record; syncs so at most flightWindow (32) are unsynced
 //	    ▼
 //	cache device (blockdev)              ── replay on Open (replay.go, internal/replay)
 //	    │ writeback daemon (writeback.go): oldest segments first, batches of
@@ -69,8 +69,9 @@
 // takes FUA writes (blockdev.FUAWriter: pwritev2 RWF_DSYNC on a file), it
 // is written with FUA instead and the sync is skipped. After a power cut
 // every sector reads its value as of the last completed FLUSH or a value
-// written later. Segments are written at most replay.TornWindow ahead of the
-// last sync, and a ring slot whose old header had a good checksum is cleared
+// written later. Segments are written at most flightWindow (32) ahead of
+// the last sync, each recording in its header what was durable then (the
+// durable record, docs/format.md), and a ring slot whose old header had a good checksum is cleared
 // (and synced) before it is reused, so a power cut leaves at worst a torn
 // tail, which replay discards.
 //
@@ -93,12 +94,12 @@
 //
 // The write path is a memcpy into the open rambuf and an index update under
 // v.mu (about 0.5 µs per 4 KiB write, BenchmarkWritePathCPU). What bounds
-// throughput on a real device is the torn window: at most
-// replay.TornWindow (8) segments may be written but not synced, so the
-// flusher syncs the cache device at least once per 8 segments (4 MiB),
-// starting each sync early (flusher.go) so that writes keep flowing. A
-// device with cheap flushes hardly notices; on a virtual disk whose flush
-// reaches the host it costs a noticeable share of the bandwidth.
+// throughput on a real device is the flight window: at most flightWindow
+// (32) segments may be written but not synced, so the flusher syncs the
+// cache device at least once per 32 segments (16 MiB), starting each sync
+// early (flusher.go, syncAhead) so that writes keep flowing. A device with
+// cheap flushes hardly notices; on a virtual disk whose flush reaches the
+// host it costs a noticeable share of the bandwidth.
 //
 // With many requests in flight (NBD at queue depth 32), what costs is
 // scheduling, not copying: writers that find no free rambuf wait on their
@@ -127,7 +128,13 @@
 // at QD4 with syncAhead 2, 4 or 6 alike, and through NBD each 1 MiB write
 // spent ~350 µs reading its payload and then ~300 µs waiting for a free
 // rambuf, one after the other on its connection; qemu-nbd, with no sync
-// and no log, wrote no faster (issue 16's notes).
+// and no log, wrote no faster (issue 16's notes). What that wait was: with
+// a window of 8 segments (its value then) and syncs of ~1 ms, the window
+// ran full while a sync was pending; each segment write took ~1.2 ms with
+// ~3 in flight, and writers waited for rambufs a third of the time.
+// Widening the window to 32 (the durable record keeps replay's verdict
+// sound) gave +17-25%: 1862-1945 against 1474-1601 MB/s, the device's own
+// 512 KiB writes at QD8 doing 2241-2337.
 //
 // The index costs 17 bytes per cache block with the table at its largest
 // (TestIndexBytesPerBlock, BenchmarkOpenIndexMemory16GiB).

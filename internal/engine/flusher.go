@@ -29,8 +29,9 @@ const zeroHeadersAhead = 32
 // dropped, stopping).
 //
 // Promises before a segment with id N goes to the device:
-//   - every segment up to N - tornWindow is synced, so a power cut can tear
-//     only segments that replay treats as a torn tail;
+//   - every segment up to N - flightWindow is synced, and N's header
+//     records what was durable then (its durable record), so a power cut
+//     can tear only segments that replay treats as a torn tail;
 //   - if the ring slot held a segment with a good checksum (written back,
 //     as ensureOpenLocked ensured), its header was zeroed and synced: a torn
 //     write into that slot must not leave the old header in front of a
@@ -66,14 +67,14 @@ func (v *Volume) flusher() {
 			v.segWrites.Add(1)
 			go v.backgroundSync()
 		}
-		if rb.id > v.mu.durable+tornWindow {
+		if rb.id > v.mu.durable+flightWindow {
 			if v.mu.syncing {
 				v.cond.Wait()
 				continue
 			}
 			// Let most earlier writes complete first, so that this sync
 			// frees most of the window, not a single segment.
-			if v.mu.lastWritten+1 < rb.id && v.mu.lastWritten < v.mu.durable+tornWindow*5/8 {
+			if v.mu.lastWritten+1 < rb.id && v.mu.lastWritten < v.mu.durable+flightWindow*5/8 {
 				v.cond.Wait()
 				continue
 			}
@@ -121,7 +122,7 @@ func (v *Volume) flusher() {
 		// write and a sync take two.
 		fua := v.fuaDev != nil && rb.id <= v.mu.fuaTarget && v.mu.durable+1 == rb.id
 		v.segWrites.Add(1)
-		go v.writeSegment(rb, slot, zeroHeader, fua)
+		go v.writeSegment(rb, slot, zeroHeader, fua, v.mu.durable)
 	}
 }
 
@@ -176,12 +177,13 @@ func (v *Volume) zeroHeadersLocked(id uint64, zero []byte) {
 
 // writeSegment writes one sealed segment as one sequential write of its
 // header and length data slots. A failed write is retried twice; after
-// that the cache device is declared failed. With fua (every earlier
-// segment was durable when the flusher dispatched it) the write is a FUA
-// write, and the segment is durable once it completes.
-func (v *Volume) writeSegment(rb *rambuf, slot uint64, zeroHeader, fua bool) {
+// that the cache device is declared failed. durable, the header's durable
+// record, is what was durable when the flusher dispatched it. With fua
+// (every earlier segment was durable when the flusher dispatched it) the
+// write is a FUA write, and the segment is durable once it completes.
+func (v *Volume) writeSegment(rb *rambuf, slot uint64, zeroHeader, fua bool, durable uint64) {
 	defer v.segWrites.Done()
-	img := rb.image(zeroHeader)
+	img := rb.image(zeroHeader, durable)
 	off := v.geo.SegmentOffset(slot)
 	for attempt := 0; ; attempt++ {
 		start := time.Now()

@@ -10,6 +10,7 @@ import (
 // of it; checkInvariantsLocked enforces it in tests):
 //
 //	nextID > lastSealed >= lastWritten >= durable
+//	lastWritten <= durable + flightWindow  the flight window
 //	lastWB <= lastWritten                  written back only once written
 //	recorded <= min(lastWB, durable)      the record never claims more
 //
@@ -38,6 +39,8 @@ func (v *Volume) invariantsLocked() error {
 	switch {
 	case !(v.mu.nextID > v.mu.lastSealed && v.mu.lastSealed >= v.mu.lastWritten && v.mu.lastWritten >= v.mu.durable):
 		return fmt.Errorf("want next > sealed >= written >= durable: %s", ids)
+	case v.mu.lastWritten > v.mu.durable+flightWindow:
+		return fmt.Errorf("want written <= durable + %d: %s", flightWindow, ids)
 	case v.mu.lastWB > v.mu.lastWritten:
 		return fmt.Errorf("want written back <= written: %s", ids)
 	case v.mu.recorded > min(v.mu.lastWB, v.mu.durable):

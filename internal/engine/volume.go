@@ -24,7 +24,7 @@ type Config struct {
 	// the kernel's ranges; missing ones take the defaults.
 	Tunables vocab.Values
 	// NrRAMBuffers is the number of rambufs (0: 8, the kernel's default;
-	// at most 256). Whatever the number, at most replay.TornWindow
+	// at most 256). Whatever the number, at most flightWindow (32)
 	// segments are ever written but not synced.
 	NrRAMBuffers int
 	// WriteWaitLimit bounds how long a write waits for a free segment
