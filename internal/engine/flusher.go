@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/writeboost/writeboost/internal/blockdev"
@@ -141,6 +142,12 @@ func (v *Volume) backgroundSync() {
 // zeroHeadersLocked clears the header of the slot that segment id is about
 // to reuse, and of the next written-back slots, then syncs the cache
 // device. Caller holds mu; it is released during the I/O.
+//
+// The clears are written all at once, then synced: they are independent,
+// and only the sync orders them before any reuse. (Written one after the
+// other they took ~4 ms per 32 slots on a virtual disk, while the flusher
+// dispatched nothing: a sixth of the time of 1 MiB sequential writes once
+// the ring had wrapped.)
 func (v *Volume) zeroHeadersLocked(id uint64, zero []byte) {
 	// The slot segment id reuses is live (that is why we are here); the
 	// next ones are cleared too while their old segment is written back.
@@ -154,11 +161,21 @@ func (v *Volume) zeroHeadersLocked(id uint64, zero []byte) {
 		}
 	}
 	v.mu.Unlock()
+	errs := make([]error, len(slots))
+	var wg sync.WaitGroup
+	for i, s := range slots {
+		wg.Go(func() {
+			if _, err := v.cache.WriteAt(zero, v.geo.SegmentOffset(s)); err != nil {
+				v.stats.cacheWriteErrors.Add(1)
+				errs[i] = fmt.Errorf("clear header of ring slot %d: %w", s, err)
+			}
+		})
+	}
+	wg.Wait()
 	var err error
-	for _, s := range slots {
-		if _, err = v.cache.WriteAt(zero, v.geo.SegmentOffset(s)); err != nil {
-			v.stats.cacheWriteErrors.Add(1)
-			err = fmt.Errorf("clear header of ring slot %d: %w", s, err)
+	for _, e := range errs {
+		if e != nil {
+			err = e // the first slot's: one error fails the device
 			break
 		}
 	}
