@@ -100,7 +100,7 @@ func seqWriteBandwidth(b *testing.B, d blockdev.Device, size int64, depth int) f
 // ratio = engine / seq) and four at a time (seq_qd4_MB/s, ratio_qd4). The cache is large enough that no writeback is forced
 // within a run (b.N is capped to its capacity).
 //
-// ENGINE_BENCH_RAMBUFS sets Config.NrRAMBuffers (default 8, the kernel's).
+// ENGINE_BENCH_RAMBUFS sets Config.NrRAMBuffers (default defaultRAMBuffers).
 func BenchmarkRandomWrite4K(b *testing.B) {
 	nrRAMBuffers := defaultRAMBuffers
 	if s := os.Getenv("ENGINE_BENCH_RAMBUFS"); s != "" {
