@@ -92,7 +92,7 @@ func makeFixture(t *testing.T, d testimg.Damage, seed uint64) fixture {
 var wantExit = map[testimg.Damage]int{
 	testimg.Clean: 0, testimg.TornNewest: 1, testimg.TornTail: 1, testimg.MidLogCorruption: 4,
 	testimg.WrongSlot: 4, testimg.Unformatted: 4, testimg.GarbageMagic: 4, testimg.Truncated: 4,
-	testimg.TruncatedSmall: 4,
+	testimg.TruncatedSmall: 4, testimg.TornInFlight: 1, testimg.DurableCorruption: 4,
 }
 
 func TestFixturesJSON(t *testing.T) {
@@ -127,7 +127,7 @@ func TestFixturesJSON(t *testing.T) {
 				t.Errorf("%v: exit_status %v, exit %d", d, j["exit_status"], code)
 			}
 			switch d {
-			case testimg.Clean, testimg.TornNewest, testimg.TornTail, testimg.MidLogCorruption:
+			case testimg.Clean, testimg.TornNewest, testimg.TornTail, testimg.MidLogCorruption, testimg.TornInFlight, testimg.DurableCorruption:
 				if j.num(t, "nr_segments") != 24 || j.num(t, "max_id") != f.im.MaxID ||
 					j.num(t, "last_flushed_id") != f.im.LastFlushedID || j.num(t, "last_writeback_id") != f.im.LastWritebackID ||
 					j.num(t, "valid_segments") != uint64(f.im.ValidSegments) || j.num(t, "nr_dirty_blocks") != uint64(f.im.NrDirtyBlocks) {
@@ -141,13 +141,13 @@ func TestFixturesJSON(t *testing.T) {
 				if j["torn_segment_id"] != nil || len(corrupt) != 0 {
 					t.Errorf("clean: torn %v corrupt %v", j["torn_segment_id"], corrupt)
 				}
-			case testimg.TornNewest, testimg.TornTail:
+			case testimg.TornNewest, testimg.TornTail, testimg.TornInFlight:
 				if uint64(torn) != f.im.BadID || len(corrupt) != 0 {
 					t.Errorf("%v: torn %v corrupt %v, want torn %d", d, j["torn_segment_id"], corrupt, f.im.BadID)
 				}
-			case testimg.MidLogCorruption:
+			case testimg.MidLogCorruption, testimg.DurableCorruption:
 				if j["torn_segment_id"] != nil || !slices.Equal(corrupt, []uint64{f.im.BadID}) {
-					t.Errorf("mid-log: torn %v corrupt %v, want corrupt [%d]", j["torn_segment_id"], corrupt, f.im.BadID)
+					t.Errorf("%v: torn %v corrupt %v, want corrupt [%d]", d, j["torn_segment_id"], corrupt, f.im.BadID)
 				}
 			}
 		}

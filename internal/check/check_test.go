@@ -40,7 +40,7 @@ func wantExit(d testimg.Damage) int {
 	switch d {
 	case testimg.Clean:
 		return ExitOK
-	case testimg.TornNewest, testimg.TornTail:
+	case testimg.TornNewest, testimg.TornTail, testimg.TornInFlight:
 		return ExitTorn
 	}
 	return ExitDamaged
@@ -65,7 +65,7 @@ func TestCheckFixtures(t *testing.T) {
 				t.Errorf("%v seed %d: exit %d with problems %q", d, seed, rep.ExitStatus, rep.Problems)
 			}
 			switch d {
-			case testimg.Clean, testimg.TornNewest, testimg.TornTail, testimg.MidLogCorruption:
+			case testimg.Clean, testimg.TornNewest, testimg.TornTail, testimg.MidLogCorruption, testimg.TornInFlight, testimg.DurableCorruption:
 				got := [...]uint64{rep.MaxID, rep.LastFlushedID, rep.LastWritebackID, rep.SuperblockRecord,
 					uint64(rep.ValidSegments), uint64(rep.NrDirtyBlocks)}
 				want := [...]uint64{im.MaxID, im.LastFlushedID, im.LastWritebackID, im.SuperRecord,
@@ -79,16 +79,19 @@ func TestCheckFixtures(t *testing.T) {
 				if rep.TornSegmentID != nil || len(rep.CorruptSegmentIDs) != 0 {
 					t.Errorf("seed %d: clean image: torn %v corrupt %v", seed, rep.TornSegmentID, rep.CorruptSegmentIDs)
 				}
-			case testimg.TornNewest, testimg.TornTail:
+			case testimg.TornNewest, testimg.TornTail, testimg.TornInFlight:
 				if rep.TornSegmentID == nil || *rep.TornSegmentID != im.BadID || len(rep.CorruptSegmentIDs) != 0 {
 					t.Errorf("%v seed %d: torn %v corrupt %v, want torn %d", d, seed, rep.TornSegmentID, rep.CorruptSegmentIDs, im.BadID)
 				}
-			case testimg.MidLogCorruption:
+			case testimg.MidLogCorruption, testimg.DurableCorruption:
 				if rep.TornSegmentID != nil || !slices.Equal(rep.CorruptSegmentIDs, []uint64{im.BadID}) {
-					t.Errorf("seed %d: torn %v corrupt %v, want corrupt [%d]", seed, rep.TornSegmentID, rep.CorruptSegmentIDs, im.BadID)
+					t.Errorf("%v seed %d: torn %v corrupt %v, want corrupt [%d]", d, seed, rep.TornSegmentID, rep.CorruptSegmentIDs, im.BadID)
 				}
 				if rep.NrLostDirtyBlocks == 0 {
-					t.Errorf("seed %d: mid-log corruption loses no dirty block?", seed)
+					t.Errorf("%v seed %d: mid-log corruption loses no dirty block?", d, seed)
+				}
+				if d == testimg.DurableCorruption && !anyContains(rep.Problems, "records that every segment up to") {
+					t.Errorf("seed %d: problems %q do not name the durable record", seed, rep.Problems)
 				}
 			case testimg.WrongSlot:
 				if !anyContains(rep.Problems, "belongs in slot") {

@@ -40,8 +40,14 @@ const (
 	mbSize          = 16
 	checksumFrom    = 512 // the checksum covers [512, 4096 + 4096*length)
 
-	// tornWindow is how many segments may be in flight at a power cut.
+	// tornWindow is how many segments may be in flight at a power cut
+	// for a writer without durable records (the kernel target's, which
+	// this generator plays except in the variants with records).
 	tornWindow = 8
+	// The durable record (docs/format.md "Durable record"): in a segment
+	// header at byte 4064, inside the checksummed bytes.
+	durableOffset = 4064
+	durableMagic  = 0x57426472
 	// wbLag keeps the writeback daemon this many segments behind the
 	// newest, so that damage placed in the last segments never hits a
 	// segment already written back.
@@ -76,10 +82,19 @@ const (
 	Truncated
 	// TruncatedSmall: the file cut below 1 MiB + 512 KiB.
 	TruncatedSmall
+	// TornInFlight: a writer with durable records and a wide flight
+	// window; the segment ten before the newest is torn and the newer ones,
+	// whole, record only segments before it as durable: a torn tail,
+	// though whole segments lie more than tornWindow beyond it.
+	TornInFlight
+	// DurableCorruption: a writer with durable records; the segment three
+	// before the newest fails its checksum and the next one records it
+	// durable: damage, though no whole segment lies tornWindow beyond it.
+	DurableCorruption
 )
 
 var damageNames = [...]string{"clean", "torn-newest", "torn-tail", "mid-log-corruption", "wrong-slot",
-	"unformatted", "garbage-magic", "truncated", "truncated-small"}
+	"unformatted", "garbage-magic", "truncated", "truncated-small", "torn-in-flight", "durable-corruption"}
 
 func (d Damage) String() string {
 	if d >= 0 && int(d) < len(damageNames) {
@@ -202,7 +217,8 @@ func (c Config) validate() error {
 	case c.Damage < Clean || int(c.Damage) >= len(damageNames):
 		return fmt.Errorf("testimg: unknown damage %d", int(c.Damage))
 	}
-	needsLog := c.Damage == TornNewest || c.Damage == TornTail || c.Damage == MidLogCorruption || c.Damage == WrongSlot
+	needsLog := c.Damage == TornNewest || c.Damage == TornTail || c.Damage == MidLogCorruption || c.Damage == WrongSlot ||
+		c.Damage == TornInFlight || c.Damage == DurableCorruption
 	if needsLog && (c.NrSegments < 16 || c.Segments < 16) {
 		return fmt.Errorf("testimg: %v needs NrSegments and Segments >= 16", c.Damage)
 	}
@@ -239,6 +255,10 @@ func generate(f *os.File, cfg Config) (*Image, error) {
 		g.cut = cfg.Segments - 2
 	case MidLogCorruption:
 		g.cut = cfg.Segments - tornWindow - 1
+	case TornInFlight:
+		g.cut = cfg.Segments - 10
+	case DurableCorruption:
+		g.cut = cfg.Segments - 3
 	}
 	for id := uint64(1); id <= cfg.Segments; id++ {
 		if id == g.cut {
@@ -441,6 +461,11 @@ func (g *gen) segment(id uint64) error {
 	if id == g.cut && length < 2 {
 		return fmt.Errorf("testimg: segment %d to damage got %d blocks, needs 2: more BackingBlocks", id, length)
 	}
+	if durable, ok := g.durable(id); ok {
+		binary.LittleEndian.PutUint32(buf[durableOffset:], durableMagic)
+		binary.LittleEndian.PutUint16(buf[durableOffset+4:], 1)
+		binary.LittleEndian.PutUint64(buf[durableOffset+8:], durable)
+	}
 	buf = buf[:blockSize*(1+length)]
 	binary.LittleEndian.PutUint64(buf[0:], id)
 	buf[12] = uint8(length)
@@ -448,7 +473,7 @@ func (g *gen) segment(id uint64) error {
 	g.segs[id] = mbs
 
 	off := int64(superSize) + int64((id-1)%nr)*segSize
-	if id == g.cut && (g.cfg.Damage == TornNewest || g.cfg.Damage == TornTail) {
+	if id == g.cut && (g.cfg.Damage == TornNewest || g.cfg.Damage == TornTail || g.cfg.Damage == TornInFlight) {
 		// A power cut: the header and the first data blocks reached the
 		// device, the rest of the slot still holds the older segment.
 		buf = buf[:blockSize*(1+length/2)]
@@ -459,13 +484,30 @@ func (g *gen) segment(id uint64) error {
 	return nil
 }
 
+// durable is the durable record of segment id, for the variants whose
+// writer keeps one: the segment before it was durable when it was written,
+// except for the segments in flight with a torn one (TornInFlight), written
+// while only the segments before the torn one were durable.
+func (g *gen) durable(id uint64) (uint64, bool) {
+	switch g.cfg.Damage {
+	case TornInFlight:
+		if id > g.cut {
+			return g.cut - 1, true
+		}
+		return id - 1, true
+	case DurableCorruption:
+		return id - 1, true
+	}
+	return 0, false
+}
+
 // damage applies the variants that touch an image after the workload.
 func (g *gen) damage(im *Image) error {
 	cfg := g.cfg
 	nr := cfg.NrSegments
 	segOff := func(id uint64) int64 { return int64(superSize) + int64((id-1)%nr)*segSize }
 	switch cfg.Damage {
-	case MidLogCorruption:
+	case MidLogCorruption, DurableCorruption:
 		// Flip one byte of the first data block: the checksum fails.
 		var b [1]byte
 		off := segOff(g.cut) + blockSize + int64(g.rng.IntN(blockSize))

@@ -22,7 +22,7 @@ type cli struct {
 	NrSegments    uint64 `default:"64" help:"Segments in the ring (the cache is 1 MiB + N * 512 KiB)."`
 	Segments      uint64 `default:"100" help:"Segments the workload seals; more than --nr-segments wraps the ring."`
 	BackingBlocks uint64 `default:"4096" help:"Backing device size in 4 KiB blocks."`
-	Damage        string `default:"clean" help:"Variant: clean, torn-newest, torn-tail, mid-log-corruption, wrong-slot, unformatted, garbage-magic, truncated, truncated-small."`
+	Damage        string `default:"clean" help:"Variant: clean, torn-newest, torn-tail, mid-log-corruption, wrong-slot, unformatted, garbage-magic, truncated, truncated-small, torn-in-flight, durable-corruption."`
 	Cache         string `arg:"" help:"Cache image to write."`
 	Backing       string `arg:"" optional:"" help:"Where to write the backing device at the power cut."`
 	Expected      string `arg:"" optional:"" help:"Where to write the expected volume (after a full writeback)."`
