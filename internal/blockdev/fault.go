@@ -36,8 +36,9 @@ func (o Op) String() string {
 }
 
 // Rule says which operations a Faulty fails. An operation matches when its
-// kind is in Ops and its byte range overlaps [Off, Off+Len) (Len 0: the whole
-// device; a Sync, having no range, matches only such rules). Of the
+// kind is in Ops, its byte range overlaps [Off, Off+Len) (Len 0: the whole
+// device; a Sync, having no range, matches only such rules) and it is at
+// least MinLen bytes long (0: any length). Of the
 // matching operations, the rule lets the first Skip pass, then fails every
 // Every-th one (0 or 1: each one), and retires after failing Times of them
 // (0: never; it fails until removed).
@@ -47,6 +48,7 @@ func (o Op) String() string {
 type Rule struct {
 	Ops      Op
 	Off, Len int64
+	MinLen   int64
 	Skip     int
 	Every    int
 	Times    int
@@ -56,6 +58,10 @@ type Rule struct {
 	// acknowledged.
 	Tear   bool
 	TearAt int64
+	// TearTail makes a torn write store its bytes from TearAt to its end
+	// instead: a write whose first sectors were the last to reach the
+	// media (a disk may write a request's sectors in any order).
+	TearTail bool
 	// Die makes the device fail every operation, matching or not, from the
 	// moment this rule fires until Clear: a power cut in the middle of
 	// the I/O stream (cf. dmflakey's "drop writes"). Pair it with Mem's
@@ -201,7 +207,7 @@ func (f *Faulty) check(op Op, off, n int64) *Rule {
 }
 
 func (r *faultRule) matches(op Op, off, n int64) bool {
-	if r.Ops&op == 0 {
+	if r.Ops&op == 0 || n < r.MinLen {
 		return false
 	}
 	if r.Len == 0 {
@@ -279,6 +285,13 @@ func (f *Faulty) write(p []byte, off int64, fua bool) (int, error) {
 			return n, err
 		}
 		return n, f.Sync()
+	}
+	if r.Tear && r.TearTail {
+		from := min(r.TearAt, int64(len(p)))
+		if _, err := f.dev.WriteAt(p[from:], off+from); err != nil {
+			return 0, fmt.Errorf("blockdev: torn write of %d bytes at %d: %w", int64(len(p))-from, off+from, err)
+		}
+		return 0, fmt.Errorf("blockdev: write %d bytes at %d torn: only bytes from %d landed: %w: %w", len(p), off, from, ErrInjected, syscall.EIO)
 	}
 	if r.Tear && r.TearAt > 0 {
 		keep := min(r.TearAt, int64(len(p)))

@@ -124,6 +124,29 @@ func TestFaultyTear(t *testing.T) {
 	}
 }
 
+// TestFaultyTearTail: a tail tear stores the write from TearAt on and
+// leaves the bytes before it as they were; MinLen lets shorter writes
+// pass.
+func TestFaultyTearTail(t *testing.T) {
+	m := NewMem(16384)
+	f := NewFaulty(m)
+	old := pattern(1, 8192)
+	mustWrite(t, f, 4096, old)
+	f.Inject(Rule{Ops: OpWrite, MinLen: 4097, Times: 1, Tear: true, TearTail: true, TearAt: 512})
+	mustWrite(t, f, 0, pattern(2, 4096)) // 4096 bytes: shorter than MinLen, passes
+	p := pattern(3, 8192)
+	if n, err := f.WriteAt(p, 4096); n != 0 || !errors.Is(err, syscall.EIO) {
+		t.Fatalf("tail tear: n=%d err=%v, want 0 and EIO", n, err)
+	}
+	want := append(append([]byte(nil), old[:512]...), p[512:]...)
+	if got := mustRead(t, m, 4096, 8192); !bytes.Equal(got, want) {
+		t.Fatal("tail tear: the device does not hold the old first sector and the new rest")
+	}
+	if got := mustRead(t, m, 0, 4096); !bytes.Equal(got, pattern(2, 4096)) {
+		t.Fatal("the short write did not pass")
+	}
+}
+
 func TestFaultyConcurrent(t *testing.T) {
 	f := NewFaulty(NewMem(1 << 20))
 	f.Inject(Rule{Ops: OpWrite, Every: 5})

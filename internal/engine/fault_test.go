@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"syscall"
 	"testing"
@@ -208,10 +209,21 @@ func TestSegmentWriteFailureIsSticky(t *testing.T) {
 }
 
 // TestTornSegmentLosesOnlyUnflushed cuts the power in the middle of a
-// segment write that reuses a ring slot, keeps the torn prefix, and checks
+// segment write that reuses a ring slot, keeps the torn part, and checks
 // that replay discards only that segment: every flushed write survives.
+// The torn part is a prefix, or all but the first sector (header last):
+// then the slot's old header must have been cleared (and synced) before
+// the reuse, or it would front a body that no longer matches it, fail its
+// checksum at the start of the walk, and the whole log would be refused.
 func TestTornSegmentLosesOnlyUnflushed(t *testing.T) {
-	for _, tearAt := range []int64{512, 4096, 100 * 4096} {
+	for _, tc := range []struct {
+		tearAt int64
+		tail   bool
+	}{{512, false}, {4096, false}, {100 * 4096, false}, {layout.SectorSize, true}} {
+		what := fmt.Sprintf("tear at %d", tc.tearAt)
+		if tc.tail {
+			what = fmt.Sprintf("tear keeping from byte %d on (header last)", tc.tearAt)
+		}
 		f := newFaultRig(t, 3, nil)
 		// Wrap the ring a few times, flushing everything.
 		flushed := make([]byte, 1<<20)
@@ -226,10 +238,10 @@ func TestTornSegmentLosesOnlyUnflushed(t *testing.T) {
 		if err := f.v.Flush(); err != nil {
 			t.Fatal(err)
 		}
-		// The next segment write is cut after tearAt bytes, and the disk
-		// dies; the torn prefix is made durable.
+		// The next segment write (longer than a header clear) is torn at
+		// tearAt, and the disk dies; the torn part is made durable.
 		r := segArea
-		r.Ops, r.Tear, r.TearAt, r.Die = blockdev.OpWrite, true, tearAt, true
+		r.Ops, r.MinLen, r.Tear, r.TearAt, r.TearTail, r.Die = blockdev.OpWrite, layout.HeaderSize+1, true, tc.tearAt, tc.tail, true
 		f.cache.Inject(r)
 		for i := 0; i < 127; i++ {
 			_ = f.v.WriteAt(fill(4096, 0xEE), int64(i)*4096, false)
@@ -241,20 +253,20 @@ func TestTornSegmentLosesOnlyUnflushed(t *testing.T) {
 		if !f.cache.Dead() {
 			t.Fatal("the segment write never happened")
 		}
-		if err := f.cacheMem.Sync(); err != nil { // the torn prefix reached the media
+		if err := f.cacheMem.Sync(); err != nil { // the torn part reached the media
 			t.Fatal(err)
 		}
 		cache, back := f.cacheMem.CrashClone(), f.backMem.CrashClone()
 		v, err := Open(Config{Backing: back, Cache: cache, Logger: testLogger(t)})
 		if err != nil {
-			t.Fatalf("tear at %d: reopen: %v", tearAt, err)
+			t.Fatalf("%s: reopen: %v", what, err)
 		}
 		got := make([]byte, 1<<20)
 		if err := v.ReadAt(got, 0); err != nil {
 			t.Fatal(err)
 		}
 		if !bytes.Equal(got, flushed) {
-			t.Fatalf("tear at %d: flushed data lost", tearAt)
+			t.Fatalf("%s: flushed data lost", what)
 		}
 		// Writing more and replaying again must not resurrect the torn
 		// segment's data.
@@ -267,13 +279,13 @@ func TestTornSegmentLosesOnlyUnflushed(t *testing.T) {
 		}
 		v, err = Open(Config{Backing: back, Cache: cache, Logger: testLogger(t)})
 		if err != nil {
-			t.Fatalf("tear at %d: second reopen: %v", tearAt, err)
+			t.Fatalf("%s: second reopen: %v", what, err)
 		}
 		if err := v.ReadAt(got, 0); err != nil {
 			t.Fatal(err)
 		}
 		if !bytes.Equal(got, flushed) {
-			t.Fatalf("tear at %d: data differs after the second replay", tearAt)
+			t.Fatalf("%s: data differs after the second replay", what)
 		}
 		_ = v.Close()
 	}

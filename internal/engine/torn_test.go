@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"math/rand/v2"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -126,96 +125,4 @@ func TestFlightWindowTornTail(t *testing.T) {
 		t.Fatal("no crash left a whole segment TornWindow or more beyond a torn one: the test does not exercise the durable record")
 	}
 	t.Logf("%d of %d crashes left whole segments %d or more ids beyond a torn one", beyond, len(crashes), replay.TornWindow)
-}
-
-// suffixTear is a cache device that, once armed, lands only the part after
-// the first sector of the next segment write (a write whose sectors
-// reached the media out of order, the header's last) and then dies.
-type suffixTear struct {
-	blockdev.Device
-	mu          sync.Mutex
-	armed, dead bool
-}
-
-func (d *suffixTear) WriteAt(p []byte, off int64) (int, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.dead {
-		return 0, syscall.EIO
-	}
-	if d.armed && len(p) > layout.HeaderSize && off >= layout.SuperblockSize {
-		d.dead = true
-		if _, err := d.Device.WriteAt(p[layout.SectorSize:], off+layout.SectorSize); err != nil {
-			return 0, err
-		}
-		return 0, syscall.EIO
-	}
-	return d.Device.WriteAt(p, off)
-}
-
-func (d *suffixTear) Sync() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.dead {
-		return syscall.EIO
-	}
-	return d.Device.Sync()
-}
-
-func (d *suffixTear) isDead() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.dead
-}
-
-// TestSuffixTornReuse wraps a small ring, then tears the next segment
-// write so that its body lands over a reused slot but its header does not.
-// The old header in that slot was cleared (and synced) before the reuse, so
-// the walk skips the slot; left there, it would front a body that no
-// longer matches it, fail its checksum at the start of the walk, and the
-// whole log would be refused.
-func TestSuffixTornReuse(t *testing.T) {
-	mem := blockdev.NewMem(cacheSize(3))
-	backMem := blockdev.NewMem(1 << 20)
-	dev := &suffixTear{Device: mem}
-	v := openOn(t, backMem, dev)
-	r := &rig{t: t, v: v}
-	flushed := make([]byte, 1<<20)
-	for i := range 600 {
-		off := int64(i*7%256) * 4096
-		p := fill(4096, byte(i))
-		r.write(off, p)
-		copy(flushed[off:], p)
-	}
-	r.flush()
-	dev.mu.Lock()
-	dev.armed = true
-	dev.mu.Unlock()
-	for i := range layout.NrCachesPerSegment {
-		_ = v.WriteAt(fill(4096, 0xEE), int64(i)*4096, false)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for !dev.isDead() && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	if !dev.isDead() {
-		t.Fatal("the segment write never happened")
-	}
-	if err := mem.Sync(); err != nil { // the torn body reached the media
-		t.Fatal(err)
-	}
-	cache, back := mem.CrashClone(), backMem.CrashClone()
-	_ = v.Close()
-	v2, err := Open(Config{Backing: back, Cache: cache, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatalf("reopen after a header-last tear: %v", err)
-	}
-	defer v2.Close()
-	got := make([]byte, len(flushed))
-	if err := v2.ReadAt(got, 0); err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, flushed) {
-		t.Fatal("flushed data lost")
-	}
 }
