@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/writeboost/writeboost/internal/blockdev/uring"
 	"golang.org/x/sys/unix"
 )
 
@@ -508,10 +509,10 @@ func TestFileAsyncReadsNotDirect(t *testing.T) {
 }
 
 // skipWithoutIOUring skips where the kernel does not let every process use
-// io_uring (kernel.io_uring_disabled is not 0); CI's kernel does.
+// io_uring (uring.KernelAllows); CI's kernel does.
 func skipWithoutIOUring(t *testing.T) {
 	t.Helper()
-	if b, err := os.ReadFile("/proc/sys/kernel/io_uring_disabled"); err != nil || string(bytes.TrimSpace(b)) != "0" {
-		t.Skipf("kernel.io_uring_disabled is not 0 here (%q, %v)", b, err)
+	if ok, why := uring.KernelAllows(); !ok {
+		t.Skipf("the kernel does not allow io_uring here: %s", why)
 	}
 }

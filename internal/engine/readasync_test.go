@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 
 	"github.com/writeboost/writeboost/internal/blockdev"
+	"github.com/writeboost/writeboost/internal/blockdev/uring"
 	"github.com/writeboost/writeboost/internal/vocab"
 )
 
@@ -27,7 +27,8 @@ func TestReadAtAsyncOnFiles(t *testing.T) {
 	}
 	const size = 8 << 20
 	cache, backing := open("cache", cacheSize(8)), open("backing", size)
-	if want := "io_uring"; ioUringExpected() {
+	if allowed, _ := uring.KernelAllows(); allowed {
+		want := "io_uring"
 		if cache.Direct() {
 			want = "io_uring+aio" // asynchronous O_DIRECT reads through native AIO
 		}
@@ -99,11 +100,4 @@ func TestReadAtAsyncOnFiles(t *testing.T) {
 			t.Errorf("no reads counted as %s", c.name)
 		}
 	}
-}
-
-// ioUringExpected reports whether this kernel lets every process use
-// io_uring (kernel.io_uring_disabled is 0).
-func ioUringExpected() bool {
-	b, err := os.ReadFile("/proc/sys/kernel/io_uring_disabled")
-	return err == nil && bytes.Equal(bytes.TrimSpace(b), []byte("0"))
 }

@@ -32,6 +32,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -623,4 +624,19 @@ func (r *Ring) nop() error {
 	}
 	_, err = result(res)
 	return err
+}
+
+// KernelAllows reports whether this kernel lets every process use io_uring
+// (kernel.io_uring_disabled is 0), and why not otherwise. Tests use it to
+// tell a ring refused on purpose, where the blocking path is right, from a
+// broken one.
+func KernelAllows() (ok bool, why string) {
+	b, err := os.ReadFile("/proc/sys/kernel/io_uring_disabled")
+	if err != nil {
+		return false, err.Error()
+	}
+	if v := strings.TrimSpace(string(b)); v != "0" {
+		return false, "kernel.io_uring_disabled is " + v
+	}
+	return true, ""
 }

@@ -31,9 +31,8 @@ func openRing(t *testing.T, entries int) *Ring {
 // project's CI, a kernel that allows it) but Open refuses: the fallback
 // must not hide a broken ring.
 func TestAvailableHere(t *testing.T) {
-	b, err := os.ReadFile("/proc/sys/kernel/io_uring_disabled")
-	if err != nil || string(bytes.TrimSpace(b)) != "0" {
-		t.Skipf("kernel.io_uring_disabled is not 0 here (%q, %v)", b, err)
+	if ok, why := KernelAllows(); !ok {
+		t.Skipf("the kernel does not allow io_uring here: %s", why)
 	}
 	r, err := Open(8)
 	if err != nil {
