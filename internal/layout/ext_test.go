@@ -84,6 +84,11 @@ func TestDurableRecord(t *testing.T) {
 	if after, _ := SegmentChecksum(seg, 1); after == before {
 		t.Fatal("the checksum does not cover the durable record")
 	}
+	// A record naming the segment's own id vouches for nothing.
+	PutDurableRecord(seg, 40)
+	if got, _ := DecodeSegmentHeader(seg); got.HasDurable {
+		t.Fatal("a self-naming record was read as one")
+	}
 	// A kernel header (zeros there) and an unknown version have none.
 	h = SegmentHeader{ID: 40, Length: 1}
 	h.Encode(seg)

@@ -206,8 +206,10 @@ type SegmentHeader struct {
 	Length     uint8 // valid metablocks and data slots, 0..127
 	Metablocks [NrCachesPerSegment]Metablock
 	// HasDurable tells a header with writeboost's durable record (bytes
-	// 4064-4095, ext.go) from one without (the kernel target's, or a
-	// record version this build does not read); Durable is its durable_id.
+	// 4064-4095, ext.go) from one without: the kernel target's, one of a
+	// record version this build does not read, or one whose record names
+	// the segment's own id or a later one, which vouches for nothing.
+	// Durable is its durable_id.
 	HasDurable bool
 	Durable    uint64
 }
@@ -268,7 +270,9 @@ func DecodeSegmentHeader(buf []byte) (SegmentHeader, error) {
 	for i := range h.Metablocks {
 		h.Metablocks[i] = MetablockAt(buf, i)
 	}
-	h.Durable, h.HasDurable = DurableRecordAt(buf)
+	if d, ok := DurableRecordAt(buf); ok && d < h.ID {
+		h.Durable, h.HasDurable = d, true
+	}
 	if int(h.Length) > NrCachesPerSegment {
 		return h, fmt.Errorf("%w: segment %d has length %d > %d", ErrCorrupt, h.ID, h.Length, NrCachesPerSegment)
 	}

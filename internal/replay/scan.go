@@ -275,7 +275,7 @@ func (l *Log) classifyTail() {
 			continue
 		}
 		h := s.Header
-		if h.HasDurable && h.Durable < h.ID {
+		if h.HasDurable {
 			if h.Durable >= bad.Header.ID {
 				l.addProblem(Damage, bad, "segment %d in slot %d fails its checksum, but segment %d, written after it, records that every segment up to %d was durable by then: it was damaged, not torn by a power cut; its data and the %d segments after it would be lost",
 					bad.Header.ID, bad.Slot, h.ID, h.Durable, len(l.Discarded))
