@@ -626,17 +626,26 @@ func (r *Ring) nop() error {
 	return err
 }
 
-// KernelAllows reports whether this kernel lets every process use io_uring
-// (kernel.io_uring_disabled is 0), and why not otherwise. Tests use it to
-// tell a ring refused on purpose, where the blocking path is right, from a
-// broken one.
+// KernelAllows reports whether this kernel lets this process set up an
+// io_uring instance, and why not otherwise: the kernel's own answer to a
+// bare io_uring_setup (ENOSYS: built without it; EPERM: refused by
+// kernel.io_uring_disabled, Linux 6.6 on, or by a seccomp filter such as
+// a container runtime's), with the sysctl's value where there is one.
+// Tests use it to tell a ring refused on purpose, where the blocking path
+// is right, from a broken one: Open does much more than the bare setup.
+// (A kernel before 6.6 has no such sysctl and allows io_uring unless
+// built without it; reading the sysctl alone took it for one that
+// refuses.)
 func KernelAllows() (ok bool, why string) {
-	b, err := os.ReadFile("/proc/sys/kernel/io_uring_disabled")
-	if err != nil {
-		return false, err.Error()
+	var p params
+	fd, _, errno := unix.Syscall(unix.SYS_IO_URING_SETUP, 1, uintptr(unsafe.Pointer(&p)), 0)
+	if errno == 0 {
+		unix.Close(int(fd))
+		return true, ""
 	}
-	if v := strings.TrimSpace(string(b)); v != "0" {
-		return false, "kernel.io_uring_disabled is " + v
+	why = "io_uring_setup: " + errno.Error()
+	if b, err := os.ReadFile("/proc/sys/kernel/io_uring_disabled"); err == nil {
+		why += " (kernel.io_uring_disabled is " + strings.TrimSpace(string(b)) + ")"
 	}
-	return true, ""
+	return false, why
 }
