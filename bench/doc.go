@@ -98,7 +98,11 @@
 // p50, median of the runs), referenced to physical/write-fdatasync-4k. fio
 // starts a FLUSH's clock once the request is submitted (against nbdkit
 // memory the p50 is about 4 µs), so the figure is the server's time to make
-// the writes durable and reply, not the client's cost of sending.
+// the writes durable and reply, not the client's cost of sending. The
+// qemu-nbd row is the floor a server on this file can reach through NBD:
+// its writes (O_DIRECT, --aio=native) are on the file before their reply,
+// so its FLUSH is one fdatasync and nothing else (160.8 µs, 1.30x the
+// reference, on 2026-11-28; docs/design.md, "FLUSH and FUA").
 //
 // Targets R16 are issue 16's "Figures to reach", all on the files subject
 // (writeboost on files, no slow device under it) and all in one run,
