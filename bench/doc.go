@@ -101,8 +101,8 @@
 // the writes durable and reply, not the client's cost of sending. The
 // qemu-nbd row is the floor a server on this file can reach through NBD:
 // its writes (O_DIRECT, --aio=native) are on the file before their reply,
-// so its FLUSH is one fdatasync and nothing else (1.30x and 1.74x the
-// reference in two runs on 2026-11-28; docs/design.md, "FLUSH and FUA").
+// so its FLUSH is one fdatasync and nothing else (1.30-1.74x the
+// reference in three runs on 2026-11-28; docs/design.md, "FLUSH and FUA").
 //
 // Targets R16 are issue 16's "Figures to reach", all on the files subject
 // (writeboost on files, no slow device under it) and all in one run,
