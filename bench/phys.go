@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -35,6 +36,45 @@ type physJob struct {
 }
 
 func physRowID(key string) string { return "physical/" + key }
+
+// besideRowID is the row of physical job key run again between the
+// repetitions of NBD workload wl (workload.beside).
+func besideRowID(key, wl string) string { return physRowID(key) + "@" + wl }
+
+// physJobByKey returns the physical job named key.
+func physJobByKey(key string) (physJob, bool) {
+	for _, j := range physJobs() {
+		if j.key == key {
+			return j, true
+		}
+	}
+	return physJob{}, false
+}
+
+// runPhys runs physical job j once, repetition rep, on the cache file img,
+// and returns its figure; tag names the run's files.
+func (e *env) runPhys(ctx context.Context, c config, j physJob, rep int, img, tag string) (float64, error) {
+	job := j.job
+	job.Name, job.Filename, job.Direct = j.key, img, true
+	if job.Engine == "" {
+		job.Engine = "libaio"
+	}
+	job.Size, job.Runtime, job.Ramp = c.physSize, c.runtime, c.ramp
+	job.Seed = int64(1000 + rep)
+	r, err := e.runFio(ctx, tag, job)
+	if err != nil {
+		return 0, fmt.Errorf("physical limit %s run %d: %w", j.key, rep+1, err)
+	}
+	v, err := j.metric(r)
+	if err != nil {
+		return 0, fmt.Errorf("%w: run %d: %w", errNoFigure, rep+1, err)
+	}
+	return v, nil
+}
+
+// errNoFigure: the job ran but gave no figure (a latency fio did not
+// report): the row is missing, the run goes on.
+var errNoFigure = errors.New("no figure")
 
 // physJobs are the physical phase's fio jobs, one row each.
 func physJobs() []physJob {
@@ -74,21 +114,13 @@ func physical(ctx context.Context, e *env, c config, res *results) error {
 	why := make([]string, len(jobs))
 	for rep := 0; rep < c.reps; rep++ {
 		for i, j := range jobs {
-			job := j.job
-			job.Name, job.Filename, job.Direct = j.key, img, true
-			if job.Engine == "" {
-				job.Engine = "libaio"
-			}
-			job.Size, job.Runtime, job.Ramp = c.physSize, c.runtime, c.ramp
-			job.Seed = int64(1000 + rep)
-			r, err := e.runFio(ctx, "phys-"+j.key, job)
-			if err != nil {
-				return fmt.Errorf("physical limit %s run %d: %w", j.key, rep+1, err)
-			}
-			v, err := j.metric(r)
-			if err != nil {
-				why[i] = fmt.Sprintf("run %d: %v", rep+1, err)
+			v, err := e.runPhys(ctx, c, j, rep, img, "phys-"+j.key)
+			if errors.Is(err, errNoFigure) {
+				why[i] = err.Error()
 				continue
+			}
+			if err != nil {
+				return err
 			}
 			runs[i] = append(runs[i], v)
 		}

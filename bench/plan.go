@@ -12,6 +12,11 @@ func plannedRows(c config) map[string]bool {
 	ids[physRowID("read-1GiB")] = true
 	ids["check/fsync32"] = true
 	for _, wl := range workloads() {
+		if len(wl.subjectsFor(c)) > 0 {
+			for _, key := range wl.beside {
+				ids[besideRowID(key, wl.key)] = true
+			}
+		}
 		for _, s := range wl.subjectsFor(c) {
 			ids[nbdRowID(wl.key, s)] = true
 			if wl.flushLat {
