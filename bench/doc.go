@@ -109,7 +109,7 @@
 // (writeboost on files, no slow device under it) and all in one run,
 // quick or full. Those against the cache file's own figures use the
 // figure taken again between the workload's runs (each repetition runs the
-// physical job once after the subjects: rows physical/KEY@WORKLOAD, each
+// physical job once before the subjects: rows physical/KEY@WORKLOAD, each
 // referenced to the physical phase's row), since on a shared host the
 // device drifts in the minutes between the physical phase and the
 // workload (a 512 KiB sequential write: 2105, 2348 and 2450 MB/s in three

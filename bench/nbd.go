@@ -33,12 +33,14 @@ type workload struct {
 	// NBD_CMD_FLUSH requests (fio's sync lat_ns), against the cache file's
 	// own 4 KiB write + fdatasync.
 	flushLat bool
-	// beside: physical jobs (phys.go) run again on the cache file after
-	// each repetition's subjects, rows besideRowID(key, wl.key): the
-	// device's own figure taken minutes after the physical phase drifts
-	// on a shared host (a 512 KiB sequential write measured 2105, 2348
-	// and 2450 MB/s in three runs of one day), so the workload's targets
-	// against the device compare with figures of the same moments.
+	// beside: physical jobs (phys.go) run again on the cache file at the
+	// start of each repetition, before its subjects, rows
+	// besideRowID(key, wl.key): the device's own figure taken minutes
+	// after the physical phase drifts on a shared host (a 512 KiB
+	// sequential write measured 2105, 2348 and 2450 MB/s in three runs of
+	// one day), so the workload's targets against the device compare with
+	// figures of the same moments. flushLat's rows reference
+	// write-fdatasync-4k's.
 	beside []string
 }
 

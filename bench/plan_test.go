@@ -142,15 +142,13 @@ func TestFlushLatencyRows(t *testing.T) {
 			t.Errorf("%s: flush32 does not run on %s", c.describe()["mode"], sWBFiles)
 		}
 	}
-	var pj *physJob
-	for _, j := range physJobs() {
-		if j.key == "write-fdatasync-4k" {
-			j := j
-			pj = &j
-		}
-	}
-	if pj == nil {
+	pj, ok := physJobByKey("write-fdatasync-4k")
+	if !ok {
 		t.Fatal("no physical write-fdatasync-4k job")
+	}
+	// The FLUSH latency rows reference that job's figure beside the runs.
+	if !slices.Contains(fl.beside, pj.key) {
+		t.Errorf("flushLat workload %s does not take %s beside its runs", fl.key, pj.key)
 	}
 	if pj.better != "lower" || pj.unit != "µs" || pj.job.Engine != "psync" || pj.job.Fdatasync != 1 || pj.job.Depth != 1 {
 		t.Errorf("write-fdatasync job %+v", pj)
